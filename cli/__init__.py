@@ -1,0 +1,1 @@
+"""The click commands: parse, call a plain function, render, map errors to exit codes."""

@@ -1,0 +1,106 @@
+"""``websurf enqueue``: add a task from the terminal or a script."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+
+import click
+
+from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
+from websurf.sql.database import connect
+from websurf.worker.queue import EnqueueError, enqueue
+from websurf.worker.registry import OperatorError, load_operators
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30s', '5m', '2h', '1.5d', '250ms' (a bare number is seconds)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+@click.command("enqueue")
+@common_options
+@click.argument("task_type")
+@option("--payload", default="{}", help="The task's payload, a JSON object.")
+@option("--priority", type=int, default=5, help="Higher runs first.")
+@option("--delay", default=None, help="Run after this long, e.g. 30s, 5m, 2h.")
+@option("--at", "at", default=None, help="Run at this ISO 8601 time (with a time zone).")
+@option(
+    "--max-attempts",
+    type=click.IntRange(1),
+    default=None,
+    help="Attempts before the task fails [default: the operator's, else 3].",
+)
+@option(
+    "--operators",
+    "operator_modules",
+    multiple=True,
+    default=(),
+    help="Module that registers operators, to know their task types (repeatable).",
+)
+@option(
+    "--allow-unknown-type",
+    is_flag=True,
+    default=False,
+    help="Accept a task type no operator here handles (for other workers).",
+)
+@click.pass_context
+def enqueue_command(
+    ctx: click.Context,
+    database_url: str | None,
+    log_level: str,
+    log_format: str,
+    task_type: str,
+    payload: str,
+    priority: int,
+    delay: str | None,
+    at: str | None,
+    max_attempts: int | None,
+    operator_modules: tuple[str, ...],
+    allow_unknown_type: bool,
+) -> None:
+    """Add a task of TASK_TYPE to the queue and print its id."""
+    rt = runtime(ctx, database_url, log_level, log_format)
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"--payload is not valid JSON: {exc}", 2) from None
+    if not isinstance(body, dict):
+        raise CommandError(f"--payload must be a JSON object, not {type(body).__name__}", 2)
+    if delay and at:
+        raise CommandError("give --delay or --at, not both", 2)
+    when = None
+    if at:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            raise CommandError(f"--at {at!r} is not an ISO 8601 time", 2) from None
+        if when.tzinfo is None:
+            raise CommandError("--at needs a time zone, e.g. 2026-01-01T09:00:00+00:00", 2)
+    try:
+        registry = load_operators(operator_modules)
+    except OperatorError as exc:
+        raise CommandError(str(exc), 2) from None
+    with database_errors(), connect(rt.database().url, autocommit=True) as conn:
+        try:
+            task_id = enqueue(
+                conn,
+                task_type,
+                body,
+                priority=priority,
+                max_attempts=max_attempts,
+                scheduled_for=when,
+                delay=parse_duration(delay) if delay else None,
+                registry=registry,
+                allow_unknown_type=allow_unknown_type,
+            )
+        except EnqueueError as exc:
+            raise CommandError(str(exc), 2) from None
+    echo(str(task_id))

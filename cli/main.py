@@ -1,0 +1,28 @@
+"""The ``websurf`` command group."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import click
+
+from websurf.cli import enqueue, migrate, worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(version("websurf"), prog_name="websurf")
+def cli() -> None:
+    """websurf: the PostgreSQL data layer and background worker of Websurfing.
+
+    Every option can also be set with an environment variable WEBSURF_<OPTION>;
+    with no database URL configured, commands use an embedded PostgreSQL.
+    """
+
+
+cli.add_command(migrate.migrate_command)
+cli.add_command(worker.worker_command)
+cli.add_command(enqueue.enqueue_command)
+
+
+def main() -> None:
+    cli(prog_name="websurf")

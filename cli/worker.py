@@ -1,0 +1,141 @@
+"""``websurf worker``: the daemon."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from websurf.cli.options import CommandError, common_options, option, runtime
+from websurf.worker import config as defaults
+from websurf.worker.config import WorkerConfig
+from websurf.worker.registry import OperatorError, load_operators
+from websurf.worker.supervisor import EXIT_BOOT_FAILURE, Supervisor
+
+
+@click.command("worker")
+@common_options
+@option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 256),
+    default=defaults.CONCURRENCY,
+    help="Worker processes to run.",
+)
+@option(
+    "--operators",
+    "operator_modules",
+    multiple=True,
+    default=(),
+    help="Module that registers operators (repeatable).",
+)
+@option(
+    "--shutdown-timeout",
+    type=click.FloatRange(0),
+    default=defaults.SHUTDOWN_TIMEOUT_S,
+    help="Seconds in-flight tasks get to finish after SIGTERM before they are handed back.",
+)
+@option(
+    "--poll-interval",
+    type=click.FloatRange(0.01),
+    default=defaults.POLL_INTERVAL_S,
+    help="Seconds between polls when no notification arrives.",
+)
+@option(
+    "--batch-size",
+    type=click.IntRange(1, 10000),
+    default=defaults.BATCH_MAX,
+    help="Most tasks one process claims per round trip.",
+)
+@option(
+    "--heartbeat-interval",
+    type=click.FloatRange(0.05),
+    default=defaults.HEARTBEAT_INTERVAL_S,
+    help="Seconds between a process's heartbeats.",
+)
+@option(
+    "--stale-after",
+    type=click.FloatRange(0.2),
+    default=defaults.STALE_AFTER_S,
+    help="Seconds without a heartbeat after which a worker is presumed dead.",
+)
+@option(
+    "--reaper-interval",
+    type=click.FloatRange(0.05),
+    default=defaults.REAPER_INTERVAL_S,
+    help="Seconds between reaper runs (one at a time across all hosts).",
+)
+@option(
+    "--pool-size",
+    type=click.IntRange(1, 20),
+    default=defaults.POOL_MAX_SIZE,
+    help="Most database connections per process (plus one for LISTEN).",
+)
+@option(
+    "--pool-max-idle",
+    type=click.FloatRange(1),
+    default=defaults.POOL_MAX_IDLE_S,
+    help="Seconds an idle pooled connection is kept.",
+)
+@option(
+    "--connect-timeout",
+    type=click.FloatRange(0.1, 2.0),
+    default=defaults.CONNECT_TIMEOUT_S,
+    help="Seconds to wait for a database connection to open.",
+)
+@option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics and health checks on this port.",
+)
+@click.pass_context
+def worker_command(
+    ctx: click.Context,
+    database_url: str | None,
+    log_level: str,
+    log_format: str,
+    concurrency: int,
+    operator_modules: tuple[str, ...],
+    shutdown_timeout: float,
+    poll_interval: float,
+    batch_size: int,
+    heartbeat_interval: float,
+    stale_after: float,
+    reaper_interval: float,
+    pool_size: int,
+    pool_max_idle: float,
+    connect_timeout: float,
+    metrics_port: int | None,
+) -> None:
+    """Run the worker daemon: N processes claiming and running tasks."""
+    rt = runtime(ctx, database_url, log_level, log_format)
+    try:
+        load_operators(operator_modules)  # fail fast, before any process starts
+    except OperatorError as exc:
+        raise CommandError(str(exc), EXIT_BOOT_FAILURE) from None
+    try:
+        config = WorkerConfig(
+            database_url=rt.database().url,
+            concurrency=concurrency,
+            operator_modules=operator_modules,
+            shutdown_timeout_s=shutdown_timeout,
+            poll_interval_s=poll_interval,
+            batch_max=batch_size,
+            heartbeat_interval_s=heartbeat_interval,
+            stale_after_s=stale_after,
+            reaper_interval_s=reaper_interval,
+            pool_max_size=pool_size,
+            pool_max_idle_s=pool_max_idle,
+            connect_timeout_s=connect_timeout,
+            metrics_port=metrics_port,
+            log_level=rt.log_level,
+            log_format=rt.log_format,
+        ).validate()
+    except ValueError as exc:
+        raise CommandError(str(exc), 2) from None
+    supervisor = Supervisor(config)
+    code = supervisor.run()
+    if code != 0:
+        raise CommandError(supervisor.fatal_reason or "the worker daemon stopped", code)
+    sys.stdout.flush()

@@ -1,0 +1,372 @@
+/**
+ * Drizzle description of every `websurfing_*` table that websurf creates.
+ *
+ * Written by hand to mirror sql/migrations/*.sql, which is the source of truth:
+ * `websurf migrate` builds these tables. tests/migrations/test_drizzle_mirror.py keeps
+ * the two equal: it runs `drizzle-kit generate` on this file (versions pinned in
+ * package.json), applies the generated SQL to an empty database, migrates another one
+ * with websurf, and compares the catalogs of both (columns with types, nullability and
+ * defaults; constraints; indexes). A change to the SQL therefore needs the same change
+ * here, and anything websurf adds to these tables (a CHECK, an index, a column) is
+ * listed here too, so that `drizzle-kit push` from the web app never drops it.
+ *
+ * How the web app uses it: import or copy this file as its Drizzle schema
+ * (e.g. src/server/db/schema.ts of the T3 app) and configure drizzle-kit and the
+ * client with
+ *
+ *   casing: "snake_case",           // camelCase properties <-> snake_case columns
+ *   tablesFilter: ["websurfing_*"], // drizzle-kit only looks at these tables
+ *
+ * (see drizzle.config.ts next to this file); the client must be created with the same
+ * casing: `drizzle(client, { schema, casing: "snake_case" })`. Drizzle's default
+ * schemaFilter (["public"]) keeps drizzle-kit away from websurf's own `websurf` schema
+ * (applied migrations, worker registry).
+ *
+ * What only SQL has, and is therefore not described here (drizzle-kit neither creates
+ * nor drops triggers and functions):
+ * - `updated_at` is maintained by a BEFORE UPDATE trigger on every table that has it
+ *   (websurf.touch_updated_at), for every client, with the database clock. That is why
+ *   the `updatedAt` columns carry no `$onUpdate`: a value set by the application would
+ *   be kept by the trigger (it only fills in updates that leave `updated_at` alone)
+ *   and would mix the app server's clock into a column otherwise set by the database.
+ * - the `new_task` LISTEN/NOTIFY trigger on websurfing_task_queue.
+ *
+ * Defaults are spelled `sql\`CURRENT_TIMESTAMP\`` rather than `defaultNow()` (which
+ * would be `now()`): the same value, but the catalog text must equal the migrations'
+ * so that `drizzle-kit push` finds nothing to change.
+ */
+import { relations, sql } from "drizzle-orm";
+import { check, index, pgTableCreator, primaryKey, unique } from "drizzle-orm/pg-core";
+
+/** Every table of the web app is named `websurfing_<name>` (T3 multi-project schema). */
+export const createTable = pgTableCreator((name) => `websurfing_${name}`);
+
+// ---------------------------------------------------------------------------------
+// Auth: the four next-auth tables of the T3 Drizzle template (sql/migrations/0001).
+// ---------------------------------------------------------------------------------
+
+/** next-auth's AdapterAccount["type"], spelled out so this file needs only drizzle. */
+type AdapterAccountType = "oauth" | "oidc" | "email" | "webauthn";
+
+export const users = createTable("user", (d) => ({
+  id: d
+    .varchar({ length: 255 })
+    .notNull()
+    .primaryKey()
+    .$defaultFn(() => crypto.randomUUID()),
+  name: d.varchar({ length: 255 }),
+  email: d.varchar({ length: 255 }).notNull(),
+  emailVerified: d
+    .timestamp({ mode: "date", withTimezone: true })
+    .default(sql`CURRENT_TIMESTAMP`),
+  image: d.varchar({ length: 255 }),
+}));
+
+export const accounts = createTable(
+  "account",
+  (d) => ({
+    userId: d
+      .varchar({ length: 255 })
+      .notNull()
+      .references(() => users.id),
+    type: d.varchar({ length: 255 }).$type<AdapterAccountType>().notNull(),
+    provider: d.varchar({ length: 255 }).notNull(),
+    providerAccountId: d.varchar({ length: 255 }).notNull(),
+    refresh_token: d.text(),
+    access_token: d.text(),
+    expires_at: d.integer(),
+    token_type: d.varchar({ length: 255 }),
+    scope: d.varchar({ length: 255 }),
+    id_token: d.text(),
+    session_state: d.varchar({ length: 255 }),
+  }),
+  (t) => [
+    primaryKey({ columns: [t.provider, t.providerAccountId] }),
+    index("account_user_id_idx").on(t.userId),
+  ],
+);
+
+export const sessions = createTable(
+  "session",
+  (d) => ({
+    sessionToken: d.varchar({ length: 255 }).notNull().primaryKey(),
+    userId: d
+      .varchar({ length: 255 })
+      .notNull()
+      .references(() => users.id),
+    expires: d.timestamp({ mode: "date", withTimezone: true }).notNull(),
+  }),
+  (t) => [index("t_user_id_idx").on(t.userId)],
+);
+
+export const verificationTokens = createTable(
+  "verification_token",
+  (d) => ({
+    identifier: d.varchar({ length: 255 }).notNull(),
+    token: d.varchar({ length: 255 }).notNull(),
+    expires: d.timestamp({ mode: "date", withTimezone: true }).notNull(),
+  }),
+  (t) => [primaryKey({ columns: [t.identifier, t.token] })],
+);
+
+// ---------------------------------------------------------------------------------
+// Phase 1: spreadsheets, their columns and cells (sql/migrations/0002).
+// ---------------------------------------------------------------------------------
+
+export const spreadsheets = createTable(
+  "spreadsheet",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    name: d.varchar({ length: 255 }).notNull(),
+    description: d.text(),
+    ownerId: d
+      .varchar({ length: 255 })
+      .notNull()
+      .references(() => users.id),
+    isPublic: d.boolean().default(false),
+    defaultColumns: d.integer().default(2),
+    defaultRows: d.integer().default(8),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // Set by the touch_updated_at trigger on every UPDATE.
+    updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+  }),
+  (t) => [
+    index("spreadsheet_owner_idx").on(t.ownerId),
+    index("spreadsheet_name_idx").on(t.name),
+  ],
+);
+
+export const columns = createTable(
+  "column",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    spreadsheetId: d
+      .uuid()
+      .notNull()
+      .references(() => spreadsheets.id, { onDelete: "cascade" }),
+    position: d.integer().notNull(),
+    title: d.varchar({ length: 255 }).notNull(),
+    width: d.integer().default(150),
+    isVisible: d.boolean().default(true),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+  }),
+  (t) => [
+    index("column_spreadsheet_idx").on(t.spreadsheetId),
+    unique("column_spreadsheet_position").on(t.spreadsheetId, t.position),
+  ],
+);
+
+export const cells = createTable(
+  "cell",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    spreadsheetId: d
+      .uuid()
+      .notNull()
+      .references(() => spreadsheets.id, { onDelete: "cascade" }),
+    columnId: d
+      .uuid()
+      .notNull()
+      .references(() => columns.id, { onDelete: "cascade" }),
+    rowNumber: d.integer().notNull(),
+    content: d.text(),
+    formattedContent: d.jsonb(),
+    cellType: d.varchar({ length: 50 }).default("text"),
+    isFormula: d.boolean().default(false),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // Set by the touch_updated_at trigger on every UPDATE.
+    updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+  }),
+  (t) => [
+    index("cell_spreadsheet_idx").on(t.spreadsheetId),
+    index("cell_column_idx").on(t.columnId),
+    unique("cell_unique_position").on(t.spreadsheetId, t.columnId, t.rowNumber),
+  ],
+);
+
+// ---------------------------------------------------------------------------------
+// Phase 2: the task queue (sql/migrations/0003). Inserting a pending task fires the
+// `new_task` notification (a statement-level trigger, SQL only).
+// ---------------------------------------------------------------------------------
+
+/** The five states of a task; `status` is constrained to them. */
+export const taskStatuses = ["pending", "processing", "completed", "failed", "cancelled"] as const;
+export type TaskStatus = (typeof taskStatuses)[number];
+
+export const taskQueue = createTable(
+  "task_queue",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    taskType: d.varchar({ length: 100 }).notNull(),
+    payload: d.jsonb().notNull(),
+    status: d.varchar({ length: 20 }).$type<TaskStatus>().default("pending"),
+    priority: d.integer().default(5),
+    attempts: d.integer().default(0),
+    maxAttempts: d.integer().default(3),
+    scheduledFor: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    startedAt: d.timestamp({ withTimezone: true }),
+    completedAt: d.timestamp({ withTimezone: true }),
+    failedAt: d.timestamp({ withTimezone: true }),
+    errorMessage: d.text(),
+    workerId: d.varchar({ length: 255 }),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // Set by the touch_updated_at trigger on every UPDATE.
+    updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+  }),
+  (t) => [
+    // The claim query walks this index in order: pending only, highest priority
+    // first, then the oldest due date. drizzle-kit writes a bare `.desc()` as
+    // `DESC NULLS LAST`; PostgreSQL's (and the migration's) plain DESC is NULLS FIRST.
+    index("task_queue_processing_idx")
+      .on(t.status, t.priority.desc().nullsFirst(), t.scheduledFor.asc())
+      .where(sql`${t.status} = 'pending'`),
+    index("task_queue_worker_idx").on(t.workerId, t.status, t.startedAt),
+    index("task_queue_type_idx").on(t.taskType),
+    // Retention (`websurf prune`) deletes finished tasks oldest first through this one.
+    index("task_queue_cleanup_idx")
+      .on(t.status, t.createdAt)
+      .where(sql`${t.status} IN ('completed', 'failed')`),
+    check(
+      "task_queue_status_check",
+      sql`${t.status} IN ('pending', 'processing', 'completed', 'failed', 'cancelled')`,
+    ),
+  ],
+);
+
+// ---------------------------------------------------------------------------------
+// Phase 3: the audit trail (sql/migrations/0004). A person's edit of a cell is a
+// cell_edit_event, a robot's a robot_input_event.
+// ---------------------------------------------------------------------------------
+
+export const cellEditEvents = createTable(
+  "cell_edit_event",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    cellId: d
+      .uuid()
+      .notNull()
+      .references(() => cells.id, { onDelete: "cascade" }),
+    userId: d
+      .varchar({ length: 255 })
+      .notNull()
+      .references(() => users.id),
+    oldContent: d.text(),
+    newContent: d.text(),
+    editType: d.varchar({ length: 50 }).default("manual"),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+  }),
+  (t) => [
+    index("cell_edit_cell_idx").on(t.cellId),
+    index("cell_edit_user_idx").on(t.userId),
+    index("cell_edit_time_idx").on(t.createdAt),
+  ],
+);
+
+export const robotInputEvents = createTable(
+  "robot_input_event",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    cellId: d
+      .uuid()
+      .notNull()
+      .references(() => cells.id, { onDelete: "cascade" }),
+    taskId: d.uuid().references(() => taskQueue.id),
+    operatorType: d.varchar({ length: 100 }).notNull(),
+    inputData: d.jsonb(),
+    outputData: d.jsonb(),
+    processingTimeMs: d.integer(),
+    success: d.boolean().default(true),
+    errorMessage: d.text(),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+  }),
+  (t) => [
+    index("robot_input_cell_idx").on(t.cellId),
+    index("robot_input_task_idx").on(t.taskId),
+    index("robot_input_operator_idx").on(t.operatorType),
+    index("robot_input_time_idx").on(t.createdAt),
+  ],
+);
+
+// ---------------------------------------------------------------------------------
+// Phase 4: multi-step transformer sessions (sql/migrations/0005).
+// ---------------------------------------------------------------------------------
+
+export const transformerSessions = createTable(
+  "transformer_session",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    sessionName: d.varchar({ length: 255 }).notNull(),
+    initialInput: d.jsonb().notNull(),
+    currentStep: d.integer().default(1),
+    totalSteps: d.integer(),
+    stepData: d.jsonb(),
+    isCompleted: d.boolean().default(false),
+    requiresUserInput: d.boolean().default(false),
+    userInputPrompt: d.text(),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // Set by the touch_updated_at trigger on every UPDATE.
+    updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    completedAt: d.timestamp({ withTimezone: true }),
+  }),
+  (t) => [
+    index("transformer_session_name_idx").on(t.sessionName),
+    index("transformer_session_status_idx").on(t.isCompleted, t.requiresUserInput),
+    index("transformer_session_time_idx").on(t.createdAt),
+  ],
+);
+
+// ---------------------------------------------------------------------------------
+// Relations (query API only; they create nothing in the database).
+// ---------------------------------------------------------------------------------
+
+export const usersRelations = relations(users, ({ many }) => ({
+  accounts: many(accounts),
+  spreadsheets: many(spreadsheets),
+  cellEditEvents: many(cellEditEvents),
+}));
+
+export const accountsRelations = relations(accounts, ({ one }) => ({
+  user: one(users, { fields: [accounts.userId], references: [users.id] }),
+}));
+
+export const sessionsRelations = relations(sessions, ({ one }) => ({
+  user: one(users, { fields: [sessions.userId], references: [users.id] }),
+}));
+
+export const spreadsheetsRelations = relations(spreadsheets, ({ one, many }) => ({
+  owner: one(users, { fields: [spreadsheets.ownerId], references: [users.id] }),
+  columns: many(columns),
+  cells: many(cells),
+}));
+
+export const columnsRelations = relations(columns, ({ one, many }) => ({
+  spreadsheet: one(spreadsheets, {
+    fields: [columns.spreadsheetId],
+    references: [spreadsheets.id],
+  }),
+  cells: many(cells),
+}));
+
+export const cellsRelations = relations(cells, ({ one, many }) => ({
+  spreadsheet: one(spreadsheets, {
+    fields: [cells.spreadsheetId],
+    references: [spreadsheets.id],
+  }),
+  column: one(columns, { fields: [cells.columnId], references: [columns.id] }),
+  editEvents: many(cellEditEvents),
+  robotEvents: many(robotInputEvents),
+}));
+
+export const cellEditEventsRelations = relations(cellEditEvents, ({ one }) => ({
+  cell: one(cells, { fields: [cellEditEvents.cellId], references: [cells.id] }),
+  user: one(users, { fields: [cellEditEvents.userId], references: [users.id] }),
+}));
+
+export const robotInputEventsRelations = relations(robotInputEvents, ({ one }) => ({
+  cell: one(cells, { fields: [robotInputEvents.cellId], references: [cells.id] }),
+  task: one(taskQueue, { fields: [robotInputEvents.taskId], references: [taskQueue.id] }),
+}));
+
+export const taskQueueRelations = relations(taskQueue, ({ many }) => ({
+  robotEvents: many(robotInputEvents),
+}));

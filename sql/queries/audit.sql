@@ -1,0 +1,18 @@
+-- name: insert_robot_events
+-- Record one robot_input_event per finished attempt that has a cell (child loop, same transaction).
+INSERT INTO websurfing_robot_input_event
+    (cell_id, task_id, operator_type, input_data, output_data, processing_time_ms, success,
+     error_message)
+SELECT * FROM unnest(%(cell_ids)s::uuid[], %(task_ids)s::uuid[], %(operator_types)s::text[],
+                     %(inputs)s::jsonb[], %(outputs)s::jsonb[], %(durations_ms)s::int[],
+                     %(successes)s::bool[], %(errors)s::text[])
+
+-- name: write_robot_cells
+-- Write operators' new cell contents and tell the web tier on cell_updated (child loop).
+UPDATE websurfing_cell AS c
+SET content = w.content, updated_at = now()
+FROM unnest(%(cell_ids)s::uuid[], %(contents)s::text[]) AS w(cell_id, content)
+WHERE c.id = w.cell_id
+RETURNING pg_notify('cell_updated', json_build_object(
+    'spreadsheet_id', c.spreadsheet_id, 'column_id', c.column_id,
+    'row_number', c.row_number, 'cell_id', c.id)::text)

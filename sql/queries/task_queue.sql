@@ -1,0 +1,73 @@
+-- name: enqueue_task
+-- Insert one task (websurf.worker.queue.enqueue; the web app's INSERT looks the same).
+INSERT INTO websurfing_task_queue (task_type, payload, priority, max_attempts, scheduled_for)
+VALUES (%(task_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
+        COALESCE(%(scheduled_for)s::timestamptz, now()))
+RETURNING id
+
+-- name: enqueue_tasks
+-- Insert many tasks in one statement, so one notification per type (queue.enqueue_many).
+INSERT INTO websurfing_task_queue (task_type, payload, priority, max_attempts, scheduled_for)
+SELECT t.task_type, t.payload, t.priority, t.max_attempts, COALESCE(t.scheduled_for, now())
+FROM unnest(%(task_types)s::text[], %(payloads)s::jsonb[], %(priorities)s::int[],
+            %(max_attempts)s::int[], %(scheduled_for)s::timestamptz[])
+     WITH ORDINALITY AS t(task_type, payload, priority, max_attempts, scheduled_for, n)
+ORDER BY t.n
+RETURNING id
+
+-- name: claim_tasks
+-- Claim up to %(limit)s due tasks of the worker's types, counting the attempt (child loop).
+WITH picked AS MATERIALIZED (
+    SELECT id
+    FROM websurfing_task_queue
+    WHERE status = 'pending'
+      AND scheduled_for <= now()
+      AND task_type = ANY(%(task_types)s::text[])
+    ORDER BY priority DESC, scheduled_for ASC
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE websurfing_task_queue AS t
+SET status = 'processing',
+    started_at = now(),
+    worker_id = %(worker_id)s,
+    attempts = t.attempts + 1,
+    updated_at = now()
+FROM picked
+WHERE t.id = picked.id
+RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
+          t.scheduled_for, t.created_at
+
+-- name: finish_tasks
+-- Record the outcome of claimed tasks, only where this worker still holds that claim (child loop).
+UPDATE websurfing_task_queue AS t
+SET status = f.status,
+    completed_at = CASE WHEN f.status = 'completed' THEN now() ELSE t.completed_at END,
+    failed_at = CASE WHEN f.status = 'failed' THEN now() ELSE t.failed_at END,
+    scheduled_for = COALESCE(f.run_at, t.scheduled_for),
+    error_message = COALESCE(f.error, t.error_message),
+    attempts = t.attempts - f.uncount,
+    updated_at = now()
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
+            %(run_at)s::timestamptz[], %(errors)s::text[], %(uncount)s::int[])
+     AS f(id, attempts, status, run_at, error, uncount)
+WHERE t.id = f.id
+  AND t.status = 'processing'
+  AND t.worker_id = %(worker_id)s
+  AND t.attempts = f.attempts
+RETURNING t.id
+
+-- name: next_scheduled_at
+-- The earliest future due time among pending tasks of the worker's types (child's wake-up timer).
+SELECT min(scheduled_for)
+FROM websurfing_task_queue
+WHERE status = 'pending'
+  AND scheduled_for > now()
+  AND task_type = ANY(%(task_types)s::text[])
+
+-- name: get_task
+-- One task by id (websurf tasks show, tests).
+SELECT id, task_type, payload, status, priority, attempts, max_attempts, scheduled_for,
+       started_at, completed_at, failed_at, error_message, worker_id, created_at, updated_at
+FROM websurfing_task_queue
+WHERE id = %(id)s

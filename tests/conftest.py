@@ -1,0 +1,154 @@
+"""Fixtures: a real PostgreSQL server and a fresh database per test.
+
+The server comes from, in order: ``WEBSURF_TEST_DATABASE_URL`` (any database on a
+server where we may CREATE DATABASE); a testcontainers PostgreSQL when
+``WEBSURF_TEST_PG=docker`` and a Docker engine answers; the embedded server, started
+for this test session in a throwaway directory. The session migrates one template
+database, and each test gets a clone of it (``CREATE DATABASE … TEMPLATE``); every
+database created here is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from websurf.sql import migrate as migrator
+
+
+def _docker_answers(timeout: float = 1.0) -> bool:
+    import socket
+
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        if host.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(timeout)
+            sock.connect(host[len("unix://") :])
+        elif host.startswith("tcp://"):
+            name, _, port = host[len("tcp://") :].partition(":")
+            sock = socket.create_connection((name, int(port or 2375)), timeout=timeout)
+        else:
+            return False
+        with sock:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """DSN of a server on which the tests may create and drop databases."""
+    url = os.environ.get("WEBSURF_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if os.environ.get("WEBSURF_TEST_PG") == "docker" and _docker_answers():
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    from websurf.sql.embedded import EmbeddedServer
+
+    server = EmbeddedServer(throwaway=True, fast=True, tcp=True)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+class Databases:
+    """Creates databases on the test server and drops them all at the end."""
+
+    def __init__(self, server_dsn: str) -> None:
+        self.server_dsn = server_dsn
+        self.created: list[str] = []
+
+    def url(self, name: str) -> str:
+        return conninfo.make_conninfo(self.server_dsn, dbname=name)
+
+    def create(self, template: str | None = None) -> str:
+        name = f"websurf_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.server_dsn, autocommit=True) as conn:
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            conn.execute(statement)
+        self.created.append(name)
+        return name
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(self.server_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        if name in self.created:
+            self.created.remove(name)
+
+    def drop_all(self) -> None:
+        for name in list(reversed(self.created)):
+            self.drop(name)
+
+
+@pytest.fixture(scope="session")
+def databases(pg_server: str) -> Iterator[Databases]:
+    dbs = Databases(pg_server)
+    try:
+        yield dbs
+    finally:
+        dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def template_database(databases: Databases) -> str:
+    """A database migrated to head once per session, cloned by each test."""
+    name = databases.create()
+    with psycopg.connect(databases.url(name), autocommit=True) as conn:
+        migrator.migrate(conn)
+    return name
+
+
+@pytest.fixture
+def database_url(databases: Databases, template_database: str) -> Iterator[str]:
+    """URL of a fresh, fully migrated database for this test."""
+    name = databases.create(template=template_database)
+    yield databases.url(name)
+    databases.drop(name)
+
+
+@pytest.fixture
+def empty_database_url(databases: Databases) -> Iterator[str]:
+    """URL of a fresh database with no schema at all (migration tests)."""
+    name = databases.create()
+    yield databases.url(name)
+    databases.drop(name)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to this test's migrated database."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def make_user(conn: psycopg.Connection[Any]) -> Callable[..., str]:
+    """Insert a websurfing_user and return its id."""
+
+    def make(name: str = "Ada") -> str:
+        user_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO websurfing_user (id, name, email) VALUES (%s, %s, %s)",
+            (user_id, name, f"{user_id}@example.test"),
+        )
+        return user_id
+
+    return make

@@ -1,0 +1,1 @@
+"""The worker daemon and the queue: enqueue, claim, operators, supervisor, maintenance."""

@@ -1,0 +1,19 @@
+"""``noop``: does nothing and returns at once (benchmarks, smoke tests).
+
+With ``{"cell_content": "..."}`` in its payload it writes that content to the task's
+cell, which exercises the whole audited write path without doing any work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websurf.worker.registry import Context, Result, Task, operator
+
+
+@operator("noop", timeout_s=None)
+def noop(task: Task, context: Context) -> Any:
+    content = task.payload.get("cell_content")
+    if content is not None and task.cell_id is not None:
+        return Result(output=None, cell_content=str(content))
+    return None

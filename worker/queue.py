@@ -1,0 +1,220 @@
+"""The queue's operations: enqueue, claim a batch, finish a batch (fenced).
+
+Enqueue takes the caller's connection, so a task can be enqueued inside the caller's
+own transaction. Finishing is fenced: an outcome is recorded only where the worker
+still holds the claim (same worker_id, same attempts, still ``processing``), so a
+worker whose task was handed to another cannot overwrite the newer attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from websurf.sql import QUERIES
+from websurf.worker.registry import MAX_ATTEMPTS, Registry, Task
+
+PRIORITY = 5
+TASK_TYPE_MAX_LENGTH = 100
+
+
+class EnqueueError(ValueError):
+    """A task was refused at enqueue; the message says why."""
+
+
+@dataclass(frozen=True)
+class NewTask:
+    task_type: str
+    payload: dict[str, Any]
+    priority: int = PRIORITY
+    max_attempts: int | None = None
+    scheduled_for: datetime | None = None
+    delay: timedelta | None = None
+
+
+def _checked(
+    task: NewTask, registry: Registry | None, allow_unknown_type: bool
+) -> tuple[str, Jsonb, int, int, datetime | None]:
+    if not task.task_type or len(task.task_type) > TASK_TYPE_MAX_LENGTH:
+        raise EnqueueError(f"task type must be 1 to {TASK_TYPE_MAX_LENGTH} characters")
+    if not isinstance(task.payload, dict):
+        raise EnqueueError(f"payload must be a JSON object, not {type(task.payload).__name__}")
+    try:
+        json.dumps(task.payload)
+    except (TypeError, ValueError) as exc:
+        raise EnqueueError(f"payload is not JSON-serialisable: {exc}") from None
+    op = registry.get(task.task_type) if registry is not None else None
+    if registry is not None and op is None and not allow_unknown_type:
+        known = ", ".join(registry.names()) or "none"
+        raise EnqueueError(
+            f"no operator handles task type {task.task_type!r} (known: {known});"
+            " allow unknown types explicitly to enqueue tasks for other workers"
+        )
+    max_attempts = task.max_attempts or (op.max_attempts if op else MAX_ATTEMPTS)
+    if max_attempts < 1:
+        raise EnqueueError("max attempts must be at least 1")
+    if task.delay is not None and task.scheduled_for is not None:
+        raise EnqueueError("give a delay or a time, not both")
+    scheduled_for = task.scheduled_for
+    if task.delay is not None:
+        if task.delay < timedelta(0):
+            raise EnqueueError("delay must not be negative")
+        scheduled_for = datetime.now(UTC) + task.delay
+    if scheduled_for is not None and scheduled_for.tzinfo is None:
+        raise EnqueueError("scheduled time must carry a time zone")
+    return task.task_type, Jsonb(task.payload), task.priority, max_attempts, scheduled_for
+
+
+def enqueue(
+    conn: psycopg.Connection[Any],
+    task_type: str,
+    payload: dict[str, Any],
+    *,
+    priority: int = PRIORITY,
+    max_attempts: int | None = None,
+    scheduled_for: datetime | None = None,
+    delay: timedelta | None = None,
+    registry: Registry | None = None,
+    allow_unknown_type: bool = False,
+) -> UUID:
+    """Insert one task on ``conn`` (inside its transaction, if one is open)."""
+    task_type, body, prio, attempts, when = _checked(
+        NewTask(task_type, payload, priority, max_attempts, scheduled_for, delay),
+        registry,
+        allow_unknown_type,
+    )
+    row = conn.execute(
+        QUERIES["enqueue_task"],
+        {
+            "task_type": task_type,
+            "payload": body,
+            "priority": prio,
+            "max_attempts": attempts,
+            "scheduled_for": when,
+        },
+    ).fetchone()
+    assert row is not None
+    task_id: UUID = row[0]
+    return task_id
+
+
+def enqueue_many(
+    conn: psycopg.Connection[Any],
+    tasks: Iterable[NewTask],
+    *,
+    registry: Registry | None = None,
+    allow_unknown_type: bool = False,
+) -> list[UUID]:
+    """Insert many tasks in one statement (one round trip, one notification per type)."""
+    checked = [_checked(t, registry, allow_unknown_type) for t in tasks]
+    if not checked:
+        return []
+    columns = list(zip(*checked, strict=True))
+    rows = conn.execute(
+        QUERIES["enqueue_tasks"],
+        {
+            "task_types": list(columns[0]),
+            "payloads": list(columns[1]),
+            "priorities": list(columns[2]),
+            "max_attempts": list(columns[3]),
+            "scheduled_for": list(columns[4]),
+        },
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def claim(
+    conn: psycopg.Connection[Any], worker_id: str, task_types: Sequence[str], limit: int
+) -> list[Task]:
+    """Claim up to ``limit`` due tasks of ``task_types`` for ``worker_id``."""
+    rows = conn.execute(
+        QUERIES["claim_tasks"],
+        {"task_types": list(task_types), "limit": limit, "worker_id": worker_id},
+    ).fetchall()
+    return [Task(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
+
+
+COMPLETED = "completed"
+PENDING = "pending"
+FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one claimed attempt ended, and what to record for it."""
+
+    task: Task
+    status: str  # completed | pending (retry or hand-back) | failed
+    operator_type: str
+    output: Any = None
+    error: str | None = None
+    run_at: datetime | None = None  # for a retry
+    handed_back: bool = False  # not counted against max_attempts, no audit row
+    duration_ms: int = 0
+    writes_cell: bool = False
+    cell_content: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status == COMPLETED
+
+
+def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Outcome]) -> set[UUID]:
+    """Record outcomes where the claim is still ours; returns the ids that were recorded."""
+    if not outcomes:
+        return set()
+    rows = conn.execute(
+        QUERIES["finish_tasks"],
+        {
+            "ids": [o.task.id for o in outcomes],
+            "attempts": [o.task.attempt for o in outcomes],
+            "statuses": [o.status for o in outcomes],
+            "run_at": [o.run_at for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "uncount": [1 if o.handed_back else 0 for o in outcomes],
+            "worker_id": worker_id,
+        },
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcome]) -> int:
+    """Write one robot_input_event per attempt that has a cell, then the cells' new content.
+
+    Call inside the transaction that finished the tasks, with the fenced outcomes only.
+    Returns the number of cells written.
+    """
+    audited = [o for o in outcomes if o.task.cell_id is not None and not o.handed_back]
+    if not audited:
+        return 0
+    conn.execute(
+        QUERIES["insert_robot_events"],
+        {
+            "cell_ids": [o.task.cell_id for o in audited],
+            "task_ids": [o.task.id for o in audited],
+            "operator_types": [o.operator_type for o in audited],
+            "inputs": [Jsonb(o.task.payload) for o in audited],
+            "outputs": [None if o.output is None else Jsonb(o.output) for o in audited],
+            "durations_ms": [o.duration_ms for o in audited],
+            "successes": [o.success for o in audited],
+            "errors": [o.error for o in audited],
+        },
+    )
+    writes = [o for o in audited if o.success and o.writes_cell]
+    if not writes:
+        return 0
+    conn.execute(
+        QUERIES["write_robot_cells"],
+        {
+            "cell_ids": [o.task.cell_id for o in writes],
+            "contents": [o.cell_content for o in writes],
+        },
+    )
+    return len(writes)

@@ -1,0 +1,132 @@
+"""The reaper: recovers tasks whose worker died and tasks that ran past their timeout.
+
+Design note
+-----------
+A task is ``processing`` while a worker holds its claim. Two things can leave it there:
+
+* the worker died (SIGKILL, OOM, a handler that called ``os._exit``, a host lost). Its
+  registry row stops heartbeating; once the row is older than its ``stale_after_s`` the
+  reaper deletes it, and every ``processing`` task whose worker has no registry row is
+  handed back (or failed when its attempts, counted at claim, are used up). Worker ids
+  are random per process start, so a reused hostname or pid never hides a dead worker.
+* the worker is alive but the handler hangs past its operator's timeout and the worker's
+  own alarm did not stop it. The reaper retries or fails the task; the stuck worker's
+  late finish is fenced out because the claim (worker_id, attempts) is no longer its.
+
+Each run takes a transaction-scoped advisory lock, so one reaper runs at a time across
+all hosts, and works in bounded batches. Every recovered task leaves a log line, and an
+audit row (success = false) where it has a cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg.types.json import Jsonb
+
+from websurf.sql import QUERIES
+
+BATCH_LIMIT = 1000
+TIMEOUT_GRACE_S = 5.0
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"websurf.reaper").digest()[:8], "big", signed=True)
+
+log = structlog.get_logger("websurf.reaper")
+
+
+@dataclass(frozen=True)
+class ReapCounts:
+    ran: bool  # False when another reaper held the lock
+    dead_workers: int = 0
+    handed_back: int = 0
+    failed: int = 0
+    timed_out: int = 0
+
+
+def _audit(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+    """One success=false robot row per recovered task that has a cell."""
+    with_cell = [r for r in rows if isinstance(r[2], dict) and r[2].get("cell_id")]
+    if not with_cell:
+        return
+    conn.execute(
+        QUERIES["insert_robot_events"],
+        {
+            "cell_ids": [str(r[2]["cell_id"]) for r in with_cell],
+            "task_ids": [r[0] for r in with_cell],
+            "operator_types": [r[1] for r in with_cell],
+            "inputs": [Jsonb(r[2]) for r in with_cell],
+            "outputs": [None] * len(with_cell),
+            "durations_ms": [None] * len(with_cell),
+            "successes": [False] * len(with_cell),
+            "errors": [r[7] for r in with_cell],
+        },
+    )
+
+
+def run_once(
+    conn: psycopg.Connection[Any],
+    timeouts_s: Mapping[str, float],
+    *,
+    limit: int = BATCH_LIMIT,
+    grace_s: float = TIMEOUT_GRACE_S,
+) -> ReapCounts:
+    """One reaper pass in one transaction; ``timeouts_s`` maps task types to timeouts."""
+    with conn.transaction():
+        got = conn.execute(QUERIES["try_maintenance_lock"], {"key": LOCK_KEY}).fetchone()
+        if not got or not got[0]:
+            return ReapCounts(ran=False)
+        dead = conn.execute(QUERIES["delete_stale_workers"]).fetchall()
+        for worker_id, hostname, pid, last_heartbeat_at in dead:
+            log.warning(
+                "worker_presumed_dead",
+                dead_worker_id=worker_id,
+                hostname=hostname,
+                pid=pid,
+                last_heartbeat_at=last_heartbeat_at.isoformat(),
+            )
+        orphaned = conn.execute(
+            QUERIES["reap_orphaned_tasks"], {"min_age_s": 0.0, "limit": limit}
+        ).fetchall()
+        types = sorted(t for t, s in timeouts_s.items() if s is not None)
+        late: list[tuple[Any, ...]] = []
+        if types:
+            late = conn.execute(
+                QUERIES["reap_timed_out_tasks"],
+                {
+                    "task_types": types,
+                    "timeouts_s": [timeouts_s[t] + grace_s for t in types],
+                    "limit": limit,
+                },
+            ).fetchall()
+        for row in orphaned + late:
+            log.warning(
+                "task_recovered",
+                task_id=str(row[0]),
+                task_type=row[1],
+                attempt=row[4],
+                worker_id=row[6],
+                status=row[3],
+                reason=row[7],
+            )
+        _audit(conn, orphaned + late)
+    recovered = orphaned + late
+    counts = ReapCounts(
+        ran=True,
+        dead_workers=len(dead),
+        handed_back=sum(1 for r in recovered if r[3] == "pending"),
+        failed=sum(1 for r in recovered if r[3] == "failed"),
+        timed_out=len(late),
+    )
+    if dead or recovered:
+        log.info(
+            "reaper_ran",
+            dead_workers=counts.dead_workers,
+            handed_back=counts.handed_back,
+            failed=counts.failed,
+            timed_out=counts.timed_out,
+        )
+    return counts

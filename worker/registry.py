@@ -1,0 +1,188 @@
+"""Operators: named task handlers and their options.
+
+A handler receives the :class:`Task` and a :class:`Context` and returns its output:
+any JSON-serialisable value, or a :class:`Result` carrying the output and new content
+for the task's cell. Raise :class:`PermanentError` (or an error listed in the
+operator's ``permanent_errors``) for failures that retrying cannot fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+
+ENTRY_POINT_GROUP = "websurf.operators"
+TIMEOUT_S = 60.0
+MAX_ATTEMPTS = 3
+BACKOFF_BASE_S = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX_S = 300.0
+BACKOFF_JITTER = 0.25  # +/- this fraction of the delay
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix: the task fails at once."""
+
+
+class OperatorError(Exception):
+    """An operator is defined or loaded wrongly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: base * factor**(attempt-1), capped, +/- jitter."""
+
+    base_s: float = BACKOFF_BASE_S
+    factor: float = BACKOFF_FACTOR
+    max_s: float = BACKOFF_MAX_S
+    jitter: float = BACKOFF_JITTER
+
+    def delay_s(self, attempt: int) -> float:
+        delay = min(self.max_s, self.base_s * self.factor ** max(0, attempt - 1))
+        return max(0.0, delay * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: UUID
+    task_type: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    priority: int = 5
+
+    @property
+    def cell_id(self) -> str | None:
+        value = self.payload.get("cell_id")
+        return str(value) if value is not None else None
+
+
+_NO_CONTENT: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A handler's output, and optionally the new content of the task's cell."""
+
+    output: Any = None
+    cell_content: str | None = _NO_CONTENT
+
+    @property
+    def writes_cell(self) -> bool:
+        return self.cell_content is not _NO_CONTENT
+
+
+@dataclass
+class Context:
+    """What a handler may use besides its task."""
+
+    log: Any  # a structlog BoundLogger bound to task_id, task_type, attempt, worker_id
+    deadline: float  # time.monotonic() value after which the handler is interrupted
+    worker_id: str
+    _connection: Callable[[], Any] | None = None
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection for reads (its transaction is not the task's)."""
+        if self._connection is None:
+            raise RuntimeError("this context has no database connection")
+        with self._connection() as conn:
+            yield conn
+
+
+Handler = Callable[[Task, Context], Any]
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    handler: Handler
+    timeout_s: float | None = TIMEOUT_S
+    max_attempts: int = MAX_ATTEMPTS
+    retry: Backoff = field(default_factory=Backoff)
+    permanent_errors: tuple[type[BaseException], ...] = ()
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        return isinstance(exc, (PermanentError, *self.permanent_errors))
+
+
+class Registry:
+    """Operators by name."""
+
+    def __init__(self) -> None:
+        self._operators: dict[str, Operator] = {}
+
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        timeout_s: float | None = TIMEOUT_S,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry: Backoff | None = None,
+        permanent_errors: tuple[type[BaseException], ...] = (),
+    ) -> Operator:
+        if not name or len(name) > 100:
+            raise OperatorError(f"operator name {name!r} must be 1 to 100 characters")
+        existing = self._operators.get(name)
+        if existing is not None and existing.handler is not handler:
+            raise OperatorError(f"operator {name!r} is registered twice")
+        if max_attempts < 1:
+            raise OperatorError(f"operator {name!r}: max_attempts must be at least 1")
+        op = Operator(name, handler, timeout_s, max_attempts, retry or Backoff(), permanent_errors)
+        self._operators[name] = op
+        return op
+
+    def operator(self, name: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(name, handler, **options)
+            return handler
+
+        return decorate
+
+    def get(self, name: str) -> Operator | None:
+        return self._operators.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._operators)
+
+    @property
+    def operators(self) -> Mapping[str, Operator]:
+        return dict(self._operators)
+
+
+registry = Registry()
+operator = registry.operator
+
+
+def load_operators(
+    modules: tuple[str, ...] | list[str], *, use_entry_points: bool = True
+) -> Registry:
+    """Import the modules that register operators (and the entry-point group's)."""
+    log = structlog.get_logger("websurf.operators")
+    targets = ["websurf.worker.operators"]
+    if use_entry_points:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.value not in targets:
+                targets.append(ep.value)
+    targets.extend(m for m in modules if m not in targets)
+    for module in targets:
+        try:
+            importlib.import_module(module.split(":", 1)[0])
+        except Exception as exc:
+            raise OperatorError(
+                f"cannot import operator module {module!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        log.debug("operators_loaded", module=module)
+    return registry

@@ -1,0 +1,276 @@
+"""The supervisor: starts N worker processes, restarts the ones that die, stops them all.
+
+Design note
+-----------
+The supervisor never touches the database. Signal handlers only record the signal
+and write to a wake-up pipe; the loop acts on it:
+
+* SIGTERM / SIGINT: forward SIGTERM to every child (they stop claiming, finish or hand
+  back their tasks within the shutdown timeout) and wait for them. A second signal is
+  forwarded too, which makes the children interrupt and hand back at once. Children
+  still alive at the deadline (timeout plus a margin) are killed.
+* SIGCHLD: reap. A child that exits while we are not stopping is restarted with
+  exponential backoff (reset once it has served for a while); its replacement is told
+  the dead child's worker id, so the dead child's tasks are recovered at once instead
+  of after the heartbeat timeout.
+* A child that cannot boot for a reason a restart will not fix (bad operator module,
+  schema behind) stops the whole daemon with its message, instead of crash-looping.
+  One that cannot reach the database stops the daemon only before any child ever
+  served; afterwards it is restarted with backoff like a crash.
+
+Children are started with ``subprocess`` (a fresh interpreter: no inherited sockets,
+locks or threads) and get their configuration as JSON on stdin. The loop reaps any
+pid (``waitpid(-1)``), so it also works as PID 1 in a container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+
+import structlog
+
+from websurf.worker.child import EXIT_BOOT_CONFIG, EXIT_BOOT_DATABASE
+from websurf.worker.config import RESTART_BACKOFF_MAX_S, WorkerConfig
+
+EXIT_OK = 0
+EXIT_BOOT_FAILURE = 4
+EXIT_DATABASE_UNAVAILABLE = 3
+KILL_MARGIN_S = 5.0  # beyond the shutdown timeout, before children are killed
+HEALTHY_AFTER_S = 30.0  # a child that served this long resets its restart backoff
+RESTART_BACKOFF_START_S = 0.5
+
+log = structlog.get_logger("websurf.supervisor")
+
+
+@dataclass
+class Slot:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    worker_id: str = ""
+    started_at: float = 0.0
+    ready: bool = False
+    restart_at: float | None = None
+    failures: int = 0
+    predecessors: list[str] = field(default_factory=list)
+    status_buffer: bytes = b""
+
+
+class Supervisor:
+    def __init__(self, config: WorkerConfig, *, child_env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.slots = [Slot(i) for i in range(config.concurrency)]
+        self.child_env = child_env
+        self.signals: list[int] = []
+        self.stop_deadline: float | None = None
+        self.forwarded = 0
+        self.ever_ready = False
+        self.exit_code = EXIT_OK
+        self.fatal_reason = ""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- signals (record only) ---------------------------------------------------
+
+    def _handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals.append(signum)
+
+    def _handle_chld(self, signum: int, frame: FrameType | None) -> None:
+        pass  # the wake-up fd already woke the loop
+
+    def install_signal_handlers(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._handle_signal)
+        signal.signal(signal.SIGINT, self._handle_signal)
+        signal.signal(signal.SIGCHLD, self._handle_chld)
+
+    # -- children ------------------------------------------------------------------
+
+    def _spawn(self, slot: Slot) -> None:
+        slot.worker_id = f"{self.config.hostname}/{slot.index}/{uuid.uuid4().hex[:12]}"
+        settings = dataclasses.asdict(self.config)
+        settings["operator_modules"] = list(self.config.operator_modules)
+        settings["worker_id"] = slot.worker_id
+        settings["predecessors"] = slot.predecessors
+        process = subprocess.Popen(
+            [sys.executable, "-m", "websurf.worker.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.child_env,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(json.dumps(settings).encode())
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+        os.set_blocking(process.stdout.fileno(), False)
+        slot.process, slot.started_at, slot.ready, slot.restart_at = (
+            process,
+            time.monotonic(),
+            False,
+            None,
+        )
+        slot.status_buffer = b""
+        log.info("child_started", slot=slot.index, pid=process.pid, child_worker_id=slot.worker_id)
+
+    def _read_status(self, slot: Slot) -> None:
+        process = slot.process
+        if process is None or process.stdout is None or process.stdout.closed:
+            return
+        try:
+            chunk = os.read(process.stdout.fileno(), 4096)
+        except BlockingIOError:
+            return
+        slot.status_buffer += chunk
+        while b"\n" in slot.status_buffer:
+            line, slot.status_buffer = slot.status_buffer.split(b"\n", 1)
+            text = line.decode(errors="replace").strip()
+            if text == "ready":
+                slot.ready = True
+                slot.predecessors = []
+                self.ever_ready = True
+            elif text.startswith("error "):
+                self.fatal_reason = text[len("error ") :]
+        if not chunk:
+            process.stdout.close()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            slot = next((s for s in self.slots if s.process and s.process.pid == pid), None)
+            if slot is None:
+                continue  # an orphan reparented to us (PID 1): reaped, nothing else to do
+            self._child_exited(slot, code)
+
+    def _child_exited(self, slot: Slot, code: int) -> None:
+        assert slot.process is not None
+        self._read_status(slot)
+        slot.process.returncode = code
+        if slot.process.stdout is not None and not slot.process.stdout.closed:
+            slot.process.stdout.close()
+        served_s = time.monotonic() - slot.started_at
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        dead_id = slot.worker_id
+        slot.process = None
+        if self.stop_deadline is not None:
+            log.info("child_exited", slot=slot.index, how=how, child_worker_id=dead_id)
+            return
+        if code == EXIT_BOOT_CONFIG or (code == EXIT_BOOT_DATABASE and not self.ever_ready):
+            reason = self.fatal_reason or f"worker process exited with {how} while booting"
+            log.error("child_cannot_boot", slot=slot.index, reason=reason, action="stopping")
+            self.exit_code = (
+                EXIT_DATABASE_UNAVAILABLE if code == EXIT_BOOT_DATABASE else EXIT_BOOT_FAILURE
+            )
+            self.fatal_reason = reason
+            self._begin_stop()
+            return
+        slot.failures = 1 if served_s >= HEALTHY_AFTER_S else slot.failures + 1
+        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** (slot.failures - 1))
+        slot.restart_at = time.monotonic() + delay
+        slot.predecessors = [*slot.predecessors, dead_id] if dead_id else slot.predecessors
+        log.warning(
+            "child_exited",
+            slot=slot.index,
+            how=how,
+            child_worker_id=dead_id,
+            served_s=round(served_s, 1),
+            restart_in_s=round(delay, 2),
+        )
+
+    def _alive(self) -> list[Slot]:
+        return [s for s in self.slots if s.process is not None]
+
+    def _send(self, signum: int) -> None:
+        for slot in self._alive():
+            assert slot.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.process.pid, signum)
+
+    def _begin_stop(self) -> None:
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + self.config.shutdown_timeout_s + KILL_MARGIN_S
+            for slot in self.slots:
+                slot.restart_at = None
+        self.forwarded += 1
+        self._send(signal.SIGTERM)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        log.info("supervisor_started", concurrency=self.config.concurrency, pid=os.getpid())
+        for slot in self.slots:
+            self._spawn(slot)
+        while True:
+            while self.signals:
+                signum = self.signals.pop(0)
+                log.info(
+                    "stop_requested",
+                    signal=signal.Signals(signum).name,
+                    shutdown_timeout_s=self.config.shutdown_timeout_s,
+                    hurry=self.forwarded > 0,
+                )
+                self._begin_stop()
+            self._reap()
+            alive = self._alive()
+            if self.stop_deadline is not None:
+                if not alive:
+                    break
+                if time.monotonic() >= self.stop_deadline:
+                    log.error("children_killed", reason="still running at the shutdown deadline")
+                    self._send(signal.SIGKILL)
+                    self.stop_deadline = time.monotonic() + KILL_MARGIN_S
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
+                    self._spawn(slot)
+            self._sleep()
+        log.info("supervisor_stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    def _sleep(self) -> None:
+        now = time.monotonic()
+        timeout = 1.0
+        for slot in self.slots:
+            if slot.restart_at is not None:
+                timeout = min(timeout, max(0.0, slot.restart_at - now))
+        if self.stop_deadline is not None:
+            timeout = min(timeout, max(0.0, self.stop_deadline - now))
+        fds = [self._wake_r]
+        readers = {}
+        for slot in self._alive():
+            assert slot.process is not None
+            if slot.process.stdout is not None and not slot.process.stdout.closed:
+                fds.append(slot.process.stdout.fileno())
+                readers[slot.process.stdout.fileno()] = slot
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        for fd in ready:
+            if fd == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif fd in readers:
+                self._read_status(readers[fd])
