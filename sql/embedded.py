@@ -436,7 +436,8 @@ def _postmaster_fields(data_dir: Path) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
-    """Whether pid runs; a zombie (exited, not yet reaped by init) counts as gone."""
+    """Whether pid is a running postgres; a zombie (exited, not yet reaped) counts as gone, and
+    so does a pid reused by another program after a crash or reboot (where procfs can tell)."""
     if not Path("/proc/self/stat").exists():  # no procfs (macOS): signal 0 tests existence
         try:
             os.kill(pid, 0)
@@ -449,7 +450,8 @@ def _alive(pid: int) -> bool:
         status = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return False
-    return status.rpartition(")")[2].split()[0] not in ("Z", "X")
+    name, _, rest = status.partition("(")[2].rpartition(")")
+    return name == "postgres" and rest.split()[0] not in ("Z", "X")
 
 
 def _conninfo(host: str, port: int) -> str:

@@ -1,6 +1,7 @@
 /**
  * drizzle-kit configuration for schema.ts, as the web app uses it and as
- * tests/migrations/test_drizzle_mirror.py runs it (`drizzle-kit generate`, offline).
+ * tests/migrations/test_drizzle_mirror.py runs it (`drizzle-kit generate`, offline, and
+ * `drizzle-kit push` with DATABASE_URL set to a database built by `websurf migrate`).
  * `casing` and `tablesFilter` must be the same in the web app's own drizzle.config.ts.
  */
 import { defineConfig } from "drizzle-kit";

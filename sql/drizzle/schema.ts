@@ -4,11 +4,17 @@
  * Written by hand to mirror sql/migrations/*.sql, which is the source of truth:
  * `websurf migrate` builds these tables. tests/migrations/test_drizzle_mirror.py keeps
  * the two equal: it runs `drizzle-kit generate` on this file (versions pinned in
- * package.json), applies the generated SQL to an empty database, migrates another one
- * with websurf, and compares the catalogs of both (columns with types, nullability and
- * defaults; constraints; indexes). A change to the SQL therefore needs the same change
- * here, and anything websurf adds to these tables (a CHECK, an index, a column) is
- * listed here too, so that `drizzle-kit push` from the web app never drops it.
+ * package.json / package-lock.json), applies the generated SQL to an empty database,
+ * migrates another one with websurf, and compares the catalogs of both (columns with
+ * types, nullability and defaults; constraints; indexes); it also runs
+ * `drizzle-kit push` against the migrated database and expects "No changes detected",
+ * and type-checks this file with tsc. A change to the SQL therefore needs the same
+ * change here, and anything websurf adds to these tables (a CHECK, an index, a column)
+ * is listed here too, so that `drizzle-kit push` from the web app never drops it.
+ *
+ * Names: drizzle-kit's defaults (`<table>_pkey`, `<table>_<cols>_pk`,
+ * `<table>_<col>_<ref table>_<ref col>_fk`) except where such a name would exceed
+ * PostgreSQL's 63 bytes; those are spelled out as the database stores them.
  *
  * How the web app uses it: import or copy this file as its Drizzle schema
  * (e.g. src/server/db/schema.ts of the T3 app) and configure drizzle-kit and the
@@ -36,7 +42,14 @@
  * so that `drizzle-kit push` finds nothing to change.
  */
 import { relations, sql } from "drizzle-orm";
-import { check, index, pgTableCreator, primaryKey, unique } from "drizzle-orm/pg-core";
+import {
+  check,
+  foreignKey,
+  index,
+  pgTableCreator,
+  primaryKey,
+  unique,
+} from "drizzle-orm/pg-core";
 
 /** Every table of the web app is named `websurfing_<name>` (T3 multi-project schema). */
 export const createTable = pgTableCreator((name) => `websurfing_${name}`);
@@ -270,7 +283,7 @@ export const robotInputEvents = createTable(
       .uuid()
       .notNull()
       .references(() => cells.id, { onDelete: "cascade" }),
-    taskId: d.uuid().references(() => taskQueue.id),
+    taskId: d.uuid(), // -> taskQueue.id, see the foreign key below
     operatorType: d.varchar({ length: 100 }).notNull(),
     inputData: d.jsonb(),
     outputData: d.jsonb(),
@@ -280,6 +293,15 @@ export const robotInputEvents = createTable(
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
   }),
   (t) => [
+    // `.references(() => taskQueue.id)` would be named
+    // websurfing_robot_input_event_task_id_websurfing_task_queue_id_fk: 64 bytes, one
+    // more than PostgreSQL keeps (NAMEDATALEN - 1 = 63), so the database cuts it to the
+    // name below and `drizzle-kit push` would drop and re-add it on every run.
+    foreignKey({
+      name: "websurfing_robot_input_event_task_id_websurfing_task_queue_id_f",
+      columns: [t.taskId],
+      foreignColumns: [taskQueue.id],
+    }),
     index("robot_input_cell_idx").on(t.cellId),
     index("robot_input_task_idx").on(t.taskId),
     index("robot_input_operator_idx").on(t.operatorType),

@@ -36,24 +36,30 @@ CREATE TRIGGER task_queue_touch_updated_at BEFORE UPDATE ON websurfing_task_queu
 
 -- One notification per task type per INSERT statement, however many rows it inserts,
 -- so a bulk enqueue does not flood the channel (and the commit-time notify lock is
--- taken once). The payload names the type and the highest priority inserted, and the
--- task id when the statement inserted exactly one row of that type.
+-- taken once). The payload names the type and the highest priority inserted, the task
+-- id when the statement inserted exactly one row of that type, and `scheduled_for`
+-- when none of them is due yet, so a worker can set its timer instead of polling.
 CREATE FUNCTION websurf.notify_new_task() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     r record;
+    payload jsonb;
 BEGIN
     FOR r IN
-        SELECT task_type, max(priority) AS priority, count(*) AS n, min(id::text) AS any_id
+        SELECT task_type, max(priority) AS priority, count(*) AS n, min(id::text) AS any_id,
+               min(scheduled_for) AS first_due
         FROM inserted
         WHERE status = 'pending'
         GROUP BY task_type
     LOOP
-        PERFORM pg_notify('new_task', CASE
-            WHEN r.n = 1 THEN json_build_object(
-                'task_type', r.task_type, 'priority', r.priority, 'id', r.any_id)
-            ELSE json_build_object('task_type', r.task_type, 'priority', r.priority)
-        END::text);
+        payload := jsonb_build_object('task_type', r.task_type, 'priority', r.priority);
+        IF r.n = 1 THEN
+            payload := payload || jsonb_build_object('id', r.any_id);
+        END IF;
+        IF r.first_due > now() THEN
+            payload := payload || jsonb_build_object('scheduled_for', r.first_due);
+        END IF;
+        PERFORM pg_notify('new_task', payload::text);
     END LOOP;
     RETURN NULL;
 END;

@@ -31,7 +31,9 @@ CREATE TABLE websurfing_robot_input_event (
     created_at timestamp with time zone DEFAULT CURRENT_TIMESTAMP,
     CONSTRAINT websurfing_robot_input_event_cell_id_websurfing_cell_id_fk
         FOREIGN KEY (cell_id) REFERENCES websurfing_cell (id) ON DELETE CASCADE,
-    CONSTRAINT websurfing_robot_input_event_task_id_websurfing_task_queue_id_fk
+    -- drizzle-kit's name ends in _fk, one byte past PostgreSQL's 63-byte limit; this is
+    -- the name PostgreSQL stores (and schema.ts names it the same way).
+    CONSTRAINT websurfing_robot_input_event_task_id_websurfing_task_queue_id_f
         FOREIGN KEY (task_id) REFERENCES websurfing_task_queue (id)
 );
 CREATE INDEX robot_input_cell_idx ON websurfing_robot_input_event (cell_id);

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import conninfo
 
+from websurf.sql import embedded
 
-def _load_embedded() -> ModuleType:
-    # TODO(lead): switch to "from websurf.sql import embedded" once installed
-    path = Path(__file__).resolve().parents[2] / "sql" / "embedded.py"
-    spec = importlib.util.spec_from_file_location("websurf_embedded_under_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-embedded = _load_embedded()
 EmbeddedServer = embedded.EmbeddedServer
 
 

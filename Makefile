@@ -1,0 +1,43 @@
+# The two commands of the README:
+#   make run   - install, start the embedded PostgreSQL, migrate, and show the worker at work
+#   make test  - install, then run every check and test (no database needed)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck pytest bench clean wheel
+
+$(STAMP): pyproject.toml $(shell find sql worker cli -name '*.py' -o -name '*.sql' -o -name '*.ts' 2>/dev/null)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/websurf migrate
+	$(BIN)/websurf demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/websurf bench
+
+wheel:
+	$(PYTHON) -m pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
