@@ -85,6 +85,10 @@ def enqueue_command(
         if when.tzinfo is None:
             raise CommandError("--at needs a time zone, e.g. 2026-01-01T09:00:00+00:00", 2)
     try:
+        wait = parse_duration(delay) if delay else None
+    except click.BadParameter as exc:
+        raise CommandError(f"--delay {exc.message}", 2) from None
+    try:
         registry = load_operators(operator_modules)
     except OperatorError as exc:
         raise CommandError(str(exc), 2) from None
@@ -97,7 +101,7 @@ def enqueue_command(
                 priority=priority,
                 max_attempts=max_attempts,
                 scheduled_for=when,
-                delay=parse_duration(delay) if delay else None,
+                delay=wait,
                 registry=registry,
                 allow_unknown_type=allow_unknown_type,
             )

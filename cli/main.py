@@ -7,6 +7,8 @@ from importlib.metadata import version
 import click
 
 from websurf.cli import enqueue, migrate, worker
+from websurf.cli import prune, status, tasks
+from websurf.cli import bench
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,6 +24,10 @@ def cli() -> None:
 cli.add_command(migrate.migrate_command)
 cli.add_command(worker.worker_command)
 cli.add_command(enqueue.enqueue_command)
+cli.add_command(status.status_command)
+cli.add_command(tasks.tasks_command)
+cli.add_command(prune.prune_command)
+cli.add_command(bench.bench_command)
 
 
 def main() -> None:

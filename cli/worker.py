@@ -84,6 +84,12 @@ from websurf.worker.supervisor import EXIT_BOOT_FAILURE, Supervisor
     help="Seconds to wait for a database connection to open.",
 )
 @option(
+    "--boot-timeout",
+    type=click.FloatRange(0),
+    default=defaults.BOOT_DB_WAIT_S,
+    help="Seconds a starting process waits for the database before giving up.",
+)
+@option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -106,6 +112,7 @@ def worker_command(
     pool_size: int,
     pool_max_idle: float,
     connect_timeout: float,
+    boot_timeout: float,
     metrics_port: int | None,
 ) -> None:
     """Run the worker daemon: N processes claiming and running tasks."""
@@ -128,6 +135,7 @@ def worker_command(
             pool_max_size=pool_size,
             pool_max_idle_s=pool_max_idle,
             connect_timeout_s=connect_timeout,
+            boot_db_wait_s=boot_timeout,
             metrics_port=metrics_port,
             log_level=rt.log_level,
             log_format=rt.log_format,

@@ -37,6 +37,8 @@ from psycopg import sql
 log = structlog.get_logger("websurf.migrate")
 
 LOCK_TIMEOUT_S = 5.0
+LOCK_POLL_START_S = 0.05
+LOCK_POLL_MAX_S = 1.0
 NO_TRANSACTION_MARKER = "-- websurf:no-transaction"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Key of the advisory lock that serialises migration runs (any constant works; this is
@@ -229,6 +231,29 @@ def _record(conn: psycopg.Connection[Any], migration: Migration, duration_ms: in
     )
 
 
+def _take_migration_lock(conn: psycopg.Connection[Any]) -> None:
+    """Wait for the migration lock between statements, never inside one.
+
+    A session blocked in pg_advisory_lock() holds a snapshot, and CREATE INDEX
+    CONCURRENTLY in the session that holds the lock waits for every such snapshot to
+    go away: a deadlock. Polling with pg_try_advisory_lock holds no snapshot while it
+    waits.
+    """
+    waited = False
+    delay = LOCK_POLL_START_S
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()
+        if row and row[0]:
+            if waited:
+                log.info("migration_lock_acquired")
+            return
+        if not waited:
+            log.info("migration_lock_wait", reason="another websurf migrate is running")
+            waited = True
+        time.sleep(delay)
+        delay = min(delay * 2, LOCK_POLL_MAX_S)
+
+
 @dataclass(frozen=True)
 class MigrateResult:
     applied: list[tuple[Migration, int]]  # (migration, duration_ms)
@@ -255,7 +280,7 @@ def migrate(
         pending = [s.migration for s in states if s.pending and s.migration]
         return MigrateResult([], pending)
 
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    _take_migration_lock(conn)
     try:
         conn.execute(_literal(_BOOTSTRAP))
         states = migration_states(conn, shipped)

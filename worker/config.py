@@ -20,6 +20,10 @@ CONNECT_TIMEOUT_S = 2.0
 DB_RETRY_MAX_WAIT_S = 10.0  # cap of the exponential backoff while the database is away
 BOOT_DB_WAIT_S = 30.0  # how long a booting child waits for the database before giving up
 RESTART_BACKOFF_MAX_S = 30.0
+METRICS_HOST = "0.0.0.0"  # the health/metrics endpoint listens here (container probes)
+PRUNE_INTERVAL_S = 3600.0  # the daemon prunes this often when --prune-older-than is set
+PRUNE_BATCH_SIZE = 1000  # tasks deleted per transaction
+PRUNE_TIME_BUDGET_S = 2.0  # per maintenance turn, so heartbeats keep their pace
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,10 @@ class WorkerConfig:
     boot_db_wait_s: float = BOOT_DB_WAIT_S
     metrics_port: int | None = None
     metrics_dir: str | None = None
+    metrics_host: str = METRICS_HOST
+    prune_older_than_s: float | None = None  # None: the daemon does not prune
+    prune_interval_s: float = PRUNE_INTERVAL_S
+    prune_batch_size: int = PRUNE_BATCH_SIZE
     log_level: str = "info"
     log_format: str = "auto"
     hostname: str = field(default_factory=socket.gethostname)
@@ -61,6 +69,12 @@ class WorkerConfig:
             (1 <= self.pool_min_size <= self.pool_max_size, "need 1 <= pool min <= pool max"),
             (self.pool_max_size <= 20, "pool max size is capped at 20 connections per process"),
             (self.connect_timeout_s > 0, "connect timeout must be positive"),
+            (
+                self.prune_older_than_s is None or self.prune_older_than_s >= 0,
+                "prune age must not be negative",
+            ),
+            (self.prune_interval_s > 0, "prune interval must be positive"),
+            (self.prune_batch_size >= 1, "prune batch size must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:

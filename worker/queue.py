@@ -57,7 +57,11 @@ def _checked(
             f"no operator handles task type {task.task_type!r} (known: {known});"
             " allow unknown types explicitly to enqueue tasks for other workers"
         )
-    max_attempts = task.max_attempts or (op.max_attempts if op else MAX_ATTEMPTS)
+    max_attempts = (
+        task.max_attempts
+        if task.max_attempts is not None
+        else (op.max_attempts if op else MAX_ATTEMPTS)
+    )
     if max_attempts < 1:
         raise EnqueueError("max attempts must be at least 1")
     if task.delay is not None and task.scheduled_for is not None:
@@ -181,6 +185,9 @@ def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Out
             "uncount": [1 if o.handed_back else 0 for o in outcomes],
             "worker_id": worker_id,
         },
+        # Never a cached generic plan: it assumes 10 outcomes and picks a nested loop
+        # that is quadratic in the batch size (65 ms instead of 9 ms for 500 tasks).
+        prepare=False,
     ).fetchall()
     return {row[0] for row in rows}
 
@@ -206,6 +213,7 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
             "successes": [o.success for o in audited],
             "errors": [o.error for o in audited],
         },
+        prepare=False,  # see finish(): a generic plan would misjudge the batch size
     )
     writes = [o for o in audited if o.success and o.writes_cell]
     if not writes:
@@ -216,5 +224,6 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
             "cell_ids": [o.task.cell_id for o in writes],
             "contents": [o.cell_content for o in writes],
         },
+        prepare=False,
     )
     return len(writes)

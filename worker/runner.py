@@ -43,7 +43,7 @@ from uuid import UUID
 import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from websurf.sql import QUERIES
 from websurf.sql.database import describe, scrub
@@ -176,7 +176,7 @@ class Runner:
 
         return Retrying(
             retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_exponential_jitter(initial=0.1, max=self.config.db_retry_max_wait_s),
+            wait=wait_random_exponential(multiplier=0.1, max=self.config.db_retry_max_wait_s),
             stop=should_stop,
             sleep=sleep,
             before_sleep=before_sleep,

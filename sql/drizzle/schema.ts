@@ -36,6 +36,10 @@
  *   be kept by the trigger (it only fills in updates that leave `updated_at` alone)
  *   and would mix the app server's clock into a column otherwise set by the database.
  * - the `new_task` LISTEN/NOTIFY trigger on websurfing_task_queue.
+ * - the cell audit triggers on websurfing_cell (sql/migrations/0007): a transaction
+ *   that changes a cell's content must first name its author with
+ *   `select set_config('websurf.user_id', <user id>, true)`; the trigger then writes the
+ *   websurfing_cell_edit_event row and enqueues the tasks of the columns fed by it.
  *
  * Defaults are spelled `sql\`CURRENT_TIMESTAMP\`` rather than `defaultNow()` (which
  * would be `now()`): the same value, but the catalog text must equal the migrations'
@@ -162,10 +166,27 @@ export const columns = createTable(
     width: d.integer().default(150),
     isVisible: d.boolean().default(true),
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // Which robot fills this column (sql/migrations/0007): a person's edit of a cell in
+    // the source column enqueues a task of operatorType for this column's cell in the
+    // same row, with operatorOptions merged into its payload.
+    operatorType: d.varchar({ length: 100 }),
+    sourceColumnId: d.uuid(),
+    operatorOptions: d.jsonb(),
   }),
   (t) => [
     index("column_spreadsheet_idx").on(t.spreadsheetId),
     unique("column_spreadsheet_position").on(t.spreadsheetId, t.position),
+    foreignKey({
+      name: "websurfing_column_source_column_id_websurfing_column_id_fk",
+      columns: [t.sourceColumnId],
+      foreignColumns: [t.id],
+    }).onDelete("set null"),
+    check("column_source_not_self", sql`${t.sourceColumnId} <> ${t.id}`),
+    check(
+      "column_operator_options_object",
+      sql`${t.operatorOptions} IS NULL OR jsonb_typeof(${t.operatorOptions}) = 'object'`,
+    ),
+    index("column_source_idx").on(t.sourceColumnId),
   ],
 );
 
@@ -239,6 +260,11 @@ export const taskQueue = createTable(
     index("task_queue_cleanup_idx")
       .on(t.status, t.createdAt)
       .where(sql`${t.status} IN ('completed', 'failed')`),
+    // Finished tasks by finish time (`websurf status` throughput and failures, pruning of
+    // cancelled tasks); sql/migrations/0010.
+    index("task_queue_finished_idx")
+      .on(t.status, t.updatedAt)
+      .where(sql`${t.status} IN ('completed', 'failed', 'cancelled')`),
     check(
       "task_queue_status_check",
       sql`${t.status} IN ('pending', 'processing', 'completed', 'failed', 'cancelled')`,
@@ -329,6 +355,9 @@ export const transformerSessions = createTable(
     // Set by the touch_updated_at trigger on every UPDATE.
     updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
     completedAt: d.timestamp({ withTimezone: true }),
+    // sql/migrations/0008: set when a person cancels the session / when a step fails for good.
+    cancelledAt: d.timestamp({ withTimezone: true }),
+    errorMessage: d.text(),
   }),
   (t) => [
     index("transformer_session_name_idx").on(t.sessionName),

@@ -3,15 +3,15 @@
 INSERT INTO websurfing_robot_input_event
     (cell_id, task_id, operator_type, input_data, output_data, processing_time_ms, success,
      error_message)
-SELECT * FROM unnest(%(cell_ids)s::uuid[], %(task_ids)s::uuid[], %(operator_types)s::text[],
-                     %(inputs)s::jsonb[], %(outputs)s::jsonb[], %(durations_ms)s::int[],
-                     %(successes)s::bool[], %(errors)s::text[])
+SELECT * FROM unnest(%(cell_ids)b::uuid[], %(task_ids)b::uuid[], %(operator_types)b::text[],
+                     %(inputs)b::jsonb[], %(outputs)b::jsonb[], %(durations_ms)b::int[],
+                     %(successes)b::bool[], %(errors)b::text[])
 
 -- name: write_robot_cells
 -- Write operators' new cell contents and tell the web tier on cell_updated (child loop).
 UPDATE websurfing_cell AS c
 SET content = w.content, updated_at = now()
-FROM unnest(%(cell_ids)s::uuid[], %(contents)s::text[]) AS w(cell_id, content)
+FROM unnest(%(cell_ids)b::uuid[], %(contents)b::text[]) AS w(cell_id, content)
 WHERE c.id = w.cell_id
 RETURNING pg_notify('cell_updated', json_build_object(
     'spreadsheet_id', c.spreadsheet_id, 'column_id', c.column_id,

@@ -9,8 +9,8 @@ RETURNING id
 -- Insert many tasks in one statement, so one notification per type (queue.enqueue_many).
 INSERT INTO websurfing_task_queue (task_type, payload, priority, max_attempts, scheduled_for)
 SELECT t.task_type, t.payload, t.priority, t.max_attempts, COALESCE(t.scheduled_for, now())
-FROM unnest(%(task_types)s::text[], %(payloads)s::jsonb[], %(priorities)s::int[],
-            %(max_attempts)s::int[], %(scheduled_for)s::timestamptz[])
+FROM unnest(%(task_types)b::text[], %(payloads)b::jsonb[], %(priorities)b::int[],
+            %(max_attempts)b::int[], %(scheduled_for)b::timestamptz[])
      WITH ORDINALITY AS t(task_type, payload, priority, max_attempts, scheduled_for, n)
 ORDER BY t.n
 RETURNING id
@@ -22,7 +22,7 @@ WITH picked AS MATERIALIZED (
     FROM websurfing_task_queue
     WHERE status = 'pending'
       AND scheduled_for <= now()
-      AND task_type = ANY(%(task_types)s::text[])
+      AND task_type = ANY(%(task_types)b::text[])
     ORDER BY priority DESC, scheduled_for ASC
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -33,8 +33,9 @@ SET status = 'processing',
     worker_id = %(worker_id)s,
     attempts = t.attempts + 1,
     updated_at = now()
-FROM picked
-WHERE t.id = picked.id
+-- = ANY(ARRAY(...)) makes the update a primary-key lookup per claimed row; a join
+-- against the CTE lets the planner hash the whole table instead.
+WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
           t.scheduled_for, t.created_at
 
@@ -48,10 +49,12 @@ SET status = f.status,
     error_message = COALESCE(f.error, t.error_message),
     attempts = t.attempts - f.uncount,
     updated_at = now()
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
-            %(run_at)s::timestamptz[], %(errors)s::text[], %(uncount)s::int[])
+FROM unnest(%(ids)b::uuid[], %(attempts)b::int[], %(statuses)b::text[],
+            %(run_at)b::timestamptz[], %(errors)b::text[], %(uncount)b::int[])
      AS f(id, attempts, status, run_at, error, uncount)
-WHERE t.id = f.id
+-- The redundant = ANY drives the plan through the primary key, then joins the outcomes.
+WHERE t.id = ANY(%(ids)b::uuid[])
+  AND t.id = f.id
   AND t.status = 'processing'
   AND t.worker_id = %(worker_id)s
   AND t.attempts = f.attempts
@@ -63,7 +66,7 @@ SELECT min(scheduled_for)
 FROM websurfing_task_queue
 WHERE status = 'pending'
   AND scheduled_for > now()
-  AND task_type = ANY(%(task_types)s::text[])
+  AND task_type = ANY(%(task_types)b::text[])
 
 -- name: get_task
 -- One task by id (websurf tasks show, tests).

@@ -206,10 +206,13 @@ def test_concurrent_runs_are_serialised_and_apply_each_file_once(
         try:
 
             def all_waiting() -> bool:
+                # The runs poll for the lock between statements (a session blocked
+                # inside pg_advisory_lock would deadlock a CREATE INDEX CONCURRENTLY),
+                # so "waiting" means: connected, and the lock seen taken at least once.
                 row = holder.execute(
                     "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = %s AND wait_event_type = 'Lock'"
-                    " AND wait_event = 'advisory'",
+                    " WHERE datname = %s AND application_name = 'websurf'"
+                    " AND query LIKE '%%pg_try_advisory_lock%%'",
                     (dbname,),
                 ).fetchone()
                 return bool(row and row[0] == runs)

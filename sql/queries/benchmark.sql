@@ -1,0 +1,145 @@
+-- name: bench_create_database
+-- Create the benchmark's scratch database {name} (websurf.worker.benchmark.scratch_database).
+CREATE DATABASE {name}
+
+-- name: bench_drop_database
+-- Drop the benchmark's scratch database {name}, closing stray sessions (scratch_database).
+DROP DATABASE IF EXISTS {name} WITH (FORCE)
+
+-- name: bench_reset
+-- Empty the scratch database's queue, audit and sheet tables before a measurement (benchmark).
+TRUNCATE websurfing_task_queue, websurfing_robot_input_event, websurfing_cell_edit_event,
+         websurfing_cell, websurfing_column, websurfing_spreadsheet, websurf.worker CASCADE
+
+-- name: bench_database_clock
+-- The server's wall clock now, to time a run against completed_at (benchmark).
+SELECT clock_timestamp()
+
+-- name: bench_server_settings
+-- The server's version and the settings that decide its speed (benchmark report).
+SELECT current_setting('server_version') AS server_version,
+       current_setting('synchronous_commit') AS synchronous_commit,
+       current_setting('fsync') AS fsync,
+       current_setting('shared_buffers') AS shared_buffers,
+       current_setting('max_connections') AS max_connections,
+       current_setting('full_page_writes') AS full_page_writes,
+       version() AS version
+
+-- name: bench_insert_noop_tasks
+-- Queue %(count)s noop tasks in one statement (benchmark's throughput runs).
+INSERT INTO websurfing_task_queue (task_type, payload)
+SELECT 'noop', jsonb_build_object('n', n)
+FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_unfinished_count
+-- How many tasks are not yet finished: the benchmark polls it to know when a run is over.
+SELECT count(*) FROM websurfing_task_queue WHERE status IN ('pending', 'processing')
+
+-- name: bench_completion_times
+-- Finished counts and completion timestamps (first, 10th and 90th percentile, last) of a run.
+SELECT count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status <> 'completed') AS not_completed,
+       min(completed_at) AS first_at,
+       percentile_disc(0.1) WITHIN GROUP (ORDER BY completed_at) AS p10_at,
+       percentile_disc(0.9) WITHIN GROUP (ORDER BY completed_at) AS p90_at,
+       max(completed_at) AS last_at,
+       count(DISTINCT worker_id) AS workers
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s
+
+-- name: bench_live_workers
+-- How many worker processes are registered, to know a daemon is ready (benchmark).
+SELECT count(*) FROM websurf.worker
+
+-- name: bench_create_user
+-- The person who owns the benchmark's spreadsheet and makes its edits.
+INSERT INTO websurfing_user (id, name, email)
+VALUES (%(id)s, 'websurf bench', %(email)s)
+ON CONFLICT (id) DO NOTHING
+
+-- name: bench_create_spreadsheet
+-- A spreadsheet for the benchmark's cells (benchmark).
+INSERT INTO websurfing_spreadsheet (name, owner_id)
+VALUES ('websurf bench', %(owner_id)s)
+RETURNING id
+
+-- name: bench_create_column
+-- The single column that holds the benchmark's cells.
+INSERT INTO websurfing_column (spreadsheet_id, position, title)
+VALUES (%(spreadsheet_id)s, 0, 'bench')
+RETURNING id
+
+-- name: bench_create_cells
+-- %(count)s empty cells in rows 1..count of the column (benchmark).
+INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)
+SELECT %(spreadsheet_id)s, %(column_id)s, n
+FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_enqueue_cell_tasks
+-- One noop task per cell of the spreadsheet that writes %(content)s into it, in one statement.
+INSERT INTO websurfing_task_queue (task_type, payload)
+SELECT 'noop', jsonb_build_object('cell_id', id, 'cell_content', %(content)s::text)
+FROM websurfing_cell
+WHERE spreadsheet_id = %(spreadsheet_id)s
+ORDER BY row_number
+
+-- name: bench_check_cell_tasks
+-- Audit check after a cell run: tasks without exactly one success robot row, cells not written.
+SELECT
+    (SELECT count(*)
+     FROM websurfing_task_queue AS t
+     WHERE t.task_type = 'noop'
+       AND (SELECT count(*) FROM websurfing_robot_input_event AS e
+            WHERE e.task_id = t.id AND e.success) <> 1) AS tasks_without_one_audit_row,
+    (SELECT count(*) FROM websurfing_robot_input_event) AS robot_rows,
+    (SELECT count(*) FROM websurfing_cell
+     WHERE spreadsheet_id = %(spreadsheet_id)s
+       AND content IS DISTINCT FROM %(content)s::text) AS cells_not_written
+
+-- name: bench_count_edit_events
+-- How many person-edit audit rows exist (benchmark edits check).
+SELECT count(*) FROM websurfing_cell_edit_event
+
+-- name: bench_count_tasks
+-- How many tasks of a type are queued in any state (benchmark checks).
+SELECT count(*) FROM websurfing_task_queue WHERE task_type = %(task_type)s
+
+-- name: bench_seed_finished_tasks
+-- %(count)s finished noop tasks spread over the past week, for the claim plan measurement.
+INSERT INTO websurfing_task_queue
+    (task_type, payload, status, attempts, scheduled_for, started_at, completed_at, created_at,
+     worker_id)
+SELECT 'noop', '{}'::jsonb, 'completed', 1, ts, ts, ts, ts, 'websurf-bench'
+FROM (SELECT now() - mod(n, 604800) * interval '1 second' AS ts
+      FROM generate_series(1, %(count)s) AS n) AS s
+
+-- name: bench_seed_future_tasks
+-- %(count)s pending noop tasks due in the next day, priorities 0..9 (claim plan measurement).
+INSERT INTO websurfing_task_queue (task_type, payload, priority, scheduled_for)
+SELECT 'noop', '{}'::jsonb, mod(n, 10), now() + interval '1 hour' + mod(n, 86400) * interval '1 second'
+FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_seed_due_tasks
+-- %(count)s pending noop tasks that are due now (claim plan measurement).
+INSERT INTO websurfing_task_queue (task_type, payload)
+SELECT 'noop', '{}'::jsonb FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_analyze_queue
+-- Refresh the planner's statistics of the queue table after seeding it (claim plan measurement).
+ANALYZE websurfing_task_queue
+
+-- name: bench_force_generic_plan
+-- Plan the next statements as a prepared statement's generic plan would be (claim plan).
+SET LOCAL plan_cache_mode = force_generic_plan
+
+-- name: bench_explain
+-- EXPLAIN (ANALYZE, BUFFERS) of {statement}, run in a transaction that is rolled back.
+EXPLAIN (ANALYZE, BUFFERS) {statement}
+
+-- name: bench_prepared_statement
+-- Name and parameter types of the one statement prepared on this connection (claim plan).
+SELECT name, parameter_types::text[] FROM pg_prepared_statements WHERE NOT from_sql
+
+-- name: bench_explain_execute
+-- EXPLAIN (ANALYZE, BUFFERS) of prepared statement {name} run with {arguments} (claim plan).
+EXPLAIN (ANALYZE, BUFFERS) EXECUTE {name}({arguments})

@@ -1,0 +1,97 @@
+-- name: list_tasks
+-- The newest tasks, optionally of one status and/or type (websurf tasks list).
+SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
+       updated_at, worker_id, error_message
+FROM websurfing_task_queue
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+ORDER BY created_at DESC
+LIMIT %(limit)s
+
+-- name: list_task_robot_events
+-- The audit rows of one task's attempts, oldest first (websurf tasks show).
+SELECT id, cell_id, operator_type, success, processing_time_ms, error_message, created_at
+FROM websurfing_robot_input_event
+WHERE task_id = %(id)s
+ORDER BY created_at, id
+
+-- name: cancel_task
+-- Cancel a task that is still pending; no row when it is not (websurf tasks cancel).
+UPDATE websurfing_task_queue
+SET status = 'cancelled', updated_at = now()
+WHERE id = %(id)s AND status = 'pending'
+RETURNING id, task_type
+
+-- name: retry_task
+-- Put a failed or cancelled task back in the queue with more attempts, and wake the workers (websurf tasks retry).
+UPDATE websurfing_task_queue
+SET status = 'pending',
+    scheduled_for = now(),
+    max_attempts = attempts + %(more_attempts)s,
+    failed_at = NULL,
+    worker_id = NULL,
+    updated_at = now()
+WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+RETURNING id, task_type, attempts, max_attempts,
+          pg_notify('new_task', json_build_object(
+              'task_type', task_type, 'priority', priority, 'id', id)::text)
+
+-- name: prune_finished_tasks
+-- Delete one batch of completed/failed tasks created and finished before the cutoff, detaching their audit rows (pruner).
+WITH doomed AS (
+    SELECT id
+    FROM websurfing_task_queue
+    WHERE status IN ('completed', 'failed')
+      AND created_at < %(cutoff)s
+      AND updated_at < %(cutoff)s
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), detached AS (
+    UPDATE websurfing_robot_input_event AS e
+    SET task_id = NULL
+    FROM doomed
+    WHERE e.task_id = doomed.id
+    RETURNING e.id
+), deleted AS (
+    DELETE FROM websurfing_task_queue AS t
+    USING doomed
+    WHERE t.id = doomed.id
+    RETURNING t.id
+)
+SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM detached)
+
+-- name: prune_cancelled_tasks
+-- Delete one batch of cancelled tasks created and cancelled before the cutoff (pruner).
+WITH doomed AS (
+    SELECT id
+    FROM websurfing_task_queue
+    WHERE status = 'cancelled'
+      AND updated_at < %(cutoff)s
+      AND created_at < %(cutoff)s
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), detached AS (
+    UPDATE websurfing_robot_input_event AS e
+    SET task_id = NULL
+    FROM doomed
+    WHERE e.task_id = doomed.id
+    RETURNING e.id
+), deleted AS (
+    DELETE FROM websurfing_task_queue AS t
+    USING doomed
+    WHERE t.id = doomed.id
+    RETURNING t.id
+)
+SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM detached)
+
+-- name: try_session_lock
+-- Take a session-level advisory lock if free (pruner: one run at a time across hosts).
+SELECT pg_try_advisory_lock(%(key)s)
+
+-- name: release_session_lock
+-- Release a session-level advisory lock taken with try_session_lock (pruner).
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: database_now
+-- The database server's clock (pruner cutoff, so hosts with skewed clocks agree).
+SELECT now()

@@ -1,0 +1,30 @@
+"""Operators for the acceptance tests, loaded by the worker with ``--operators``.
+
+Not a test module: the worker subprocess imports it (its folder is put on
+PYTHONPATH). Sleeping inside a handler is the workload under test, not a way of
+waiting for something.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from websurf.worker.registry import Context, Task, operator
+
+
+@operator("test_sleep", timeout_s=None, max_attempts=3)
+def sleep(task: Task, context: Context) -> Any:
+    """Touch ``started_file`` (so a test knows the handler runs), then sleep ``sleep_s``.
+
+    With ``sleep_attempts`` set, only the first that many attempts sleep; later ones
+    return at once (a task recovered after its process was killed then completes).
+    """
+    started = task.payload.get("started_file")
+    if started:
+        Path(started).with_name(f"{Path(started).name}.{task.attempt}").touch()
+    seconds = float(task.payload.get("sleep_s", 1.0))
+    if task.attempt <= int(task.payload.get("sleep_attempts", 1_000_000)):
+        time.sleep(seconds)
+    return {"slept_s": seconds, "attempt": task.attempt}

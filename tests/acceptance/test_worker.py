@@ -1,0 +1,362 @@
+"""``websurf worker`` as a real daemon in a subprocess: it serves, drains, recovers, refuses.
+
+Tasks are inserted by plain SQL, as the web app does. The daemon's JSON logs go to a
+file the tests read; every wait polls the database, the log or a marker file with a
+deadline (conftest ``wait_for``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from websurf.sql.migrate import migrate, shipped_migrations
+
+Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+
+
+def _make_cells(url: str, count: int) -> list[str]:
+    """Cells with NULL content in a new spreadsheet (plain SQL, as the web app would)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        user = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO websurfing_user (id, email) VALUES (%s, %s)", (user, f"{user}@t.test")
+        )
+        row = conn.execute(
+            "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
+            (user,),
+        ).fetchone()
+        assert row is not None
+        sheet = row[0]
+        row = conn.execute(
+            "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
+            " VALUES (%s, 0, 'A') RETURNING id",
+            (sheet,),
+        ).fetchone()
+        assert row is not None
+        rows = conn.execute(
+            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
+            " SELECT %s, %s, n FROM generate_series(1, %s) AS n RETURNING id",
+            (sheet, row[0], count),
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _insert_task(url: str, task_type: str, payload: dict[str, Any], **columns: Any) -> str:
+    names = ", ".join(["task_type", "payload", *columns])
+    marks = ", ".join(["%s"] * (2 + len(columns)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            f"INSERT INTO websurfing_task_queue ({names}) VALUES ({marks}) RETURNING id",  # noqa: S608
+            (task_type, json.dumps(payload), *columns.values()),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _status(daemon: Any, task_id: str) -> tuple[str, int, str | None]:
+    [row] = daemon.query(
+        "SELECT status, attempts, error_message FROM websurfing_task_queue WHERE id = %s", task_id
+    )
+    return row[0], row[1], row[2]
+
+
+def _processing(daemon: Any) -> int:
+    [row] = daemon.query("SELECT count(*) FROM websurfing_task_queue WHERE status = 'processing'")
+    return int(row[0])
+
+
+def _started(marker: Path, attempt: int = 1) -> Callable[[], bool]:
+    return lambda: marker.with_name(f"{marker.name}.{attempt}").exists()
+
+
+# -- serving ------------------------------------------------------------------------------
+
+
+def test_tasks_inserted_by_sql_get_done_and_audited(
+    database_url: str, start_worker: Start
+) -> None:
+    cells = _make_cells(database_url, 30)
+    daemon = start_worker(database_url, concurrency=2)
+    daemon.wait_ready(2)
+    # One INSERT per task, as the web app's edits do ...
+    singles = [
+        _insert_task(database_url, "noop", {"cell_id": c, "cell_content": f"hi {i}"})
+        for i, c in enumerate(cells[:10])
+    ]
+    # ... and one multi-row INSERT.
+    bulk = daemon.query(
+        "INSERT INTO websurfing_task_queue (task_type, payload)"
+        " SELECT 'noop', jsonb_build_object('cell_id', c, 'cell_content', 'hi ' || n)"
+        " FROM unnest(%s::uuid[]) WITH ORDINALITY AS t(c, n) RETURNING id",
+        cells[10:],
+    )
+    ids = singles + [str(r[0]) for r in bulk]
+
+    daemon.wait_for(
+        lambda: daemon.query(
+            "SELECT count(*) FROM websurfing_task_queue WHERE status = 'completed'"
+        )[0][0]
+        == len(ids),
+        "every task to complete",
+    )
+
+    contents = dict(daemon.query("SELECT id::text, content FROM websurfing_cell"))
+    assert [contents[c] for c in cells[:10]] == [f"hi {i}" for i in range(10)]
+    assert [contents[c] for c in cells[10:]] == [f"hi {n}" for n in range(1, 21)]
+    audit = daemon.query(
+        "SELECT task_id::text, cell_id::text, operator_type, success"
+        " FROM websurfing_robot_input_event"
+    )
+    assert sorted(audit) == sorted(
+        (t, str(p), "noop", True)
+        for t, p in daemon.query(
+            "SELECT id::text, payload->>'cell_id' FROM websurfing_task_queue"
+        )
+    )  # exactly one success row per task, for its cell
+    assert _processing(daemon) == 0
+    # Every log line about a task names the task, its type, the attempt and the worker.
+    done = daemon.events("task_completed")
+    assert {e["task_id"] for e in done} == set(ids)
+    assert all({"task_type", "attempt", "worker_id"} <= e.keys() for e in done)
+
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait() == 0
+    assert daemon.workers() == []  # each process deregistered itself
+
+
+def test_a_delayed_task_runs_when_due_without_waiting_for_a_poll(
+    database_url: str, start_worker: Start
+) -> None:
+    daemon = start_worker(database_url, "--poll-interval", "60")
+    daemon.wait_ready(1)
+    [(task_id, due)] = daemon.query(
+        "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for)"
+        " VALUES ('noop', '{}', now() + make_interval(secs => 1.5)) RETURNING id, scheduled_for"
+    )
+
+    daemon.wait_for(lambda: _status(daemon, task_id)[0] == "completed", "the delayed task", 15)
+
+    [(started_at,)] = daemon.query(
+        "SELECT started_at FROM websurfing_task_queue WHERE id = %s", task_id
+    )
+    assert started_at >= due
+    assert (started_at - due).total_seconds() < 5  # woke for it, not after a 60 s poll
+
+
+# -- stopping -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_stop_signal_mid_task_lets_it_finish(
+    database_url: str, start_worker: Start, tmp_path: Path, how: str
+) -> None:
+    daemon = start_worker(database_url, "--shutdown-timeout", "15")
+    daemon.wait_ready(1)
+    marker = tmp_path / "started"
+    task_id = _insert_task(database_url, "test_sleep", {"sleep_s": 1.0, "started_file": str(marker)})
+    daemon.wait_for(_started(marker), "the handler to start")
+
+    stopped_at = time.monotonic()
+    if how == "sigterm":
+        daemon.send(signal.SIGTERM)
+    else:  # a terminal's Ctrl-C reaches the whole process group
+        os.killpg(daemon.pid, signal.SIGINT)
+    code = daemon.wait(timeout=15)
+
+    assert code == 0, daemon.stderr()[-3000:]
+    assert time.monotonic() - stopped_at < 10
+    assert _status(daemon, task_id) == ("completed", 1, None)
+    assert _processing(daemon) == 0
+    assert daemon.workers() == []
+    assert [e["signal"] for e in daemon.events("stop_requested")] == [
+        "SIGTERM" if how == "sigterm" else "SIGINT"
+    ]
+
+
+def test_task_running_past_the_shutdown_timeout_is_handed_back(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    daemon = start_worker(database_url, "--shutdown-timeout", "0.5")
+    daemon.wait_ready(1)
+    marker = tmp_path / "started"
+    task_id = _insert_task(
+        database_url, "test_sleep", {"sleep_s": 120, "started_file": str(marker)}
+    )
+    daemon.wait_for(_started(marker), "the handler to start")
+
+    daemon.send(signal.SIGTERM)
+    code = daemon.wait(timeout=10)
+
+    assert code == 0, daemon.stderr()[-3000:]
+    assert _status(daemon, task_id) == ("pending", 0, None)  # the attempt is not counted
+    assert _processing(daemon) == 0
+    assert [e["task_id"] for e in daemon.events("task_interrupted")] == [task_id]
+
+
+def test_a_second_signal_hurries_the_shutdown(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    daemon = start_worker(database_url, "--shutdown-timeout", "120")
+    daemon.wait_ready(1)
+    marker = tmp_path / "started"
+    task_id = _insert_task(
+        database_url, "test_sleep", {"sleep_s": 120, "started_file": str(marker)}
+    )
+    daemon.wait_for(_started(marker), "the handler to start")
+
+    daemon.send(signal.SIGTERM)
+    daemon.wait_for(lambda: daemon.events("stop_requested"), "the first signal to be seen")
+    assert daemon.process.poll() is None  # still draining: it would wait up to 120 s
+    daemon.send(signal.SIGTERM)
+    code = daemon.wait(timeout=10)
+
+    assert code == 0, daemon.stderr()[-3000:]
+    assert _status(daemon, task_id) == ("pending", 0, None)
+    assert _processing(daemon) == 0
+    assert [e.get("hurry") for e in daemon.events("stop_requested")] == [False, True]
+
+
+# -- crashes --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_killed_child_is_replaced_and_its_task_recovered(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    [cell] = _make_cells(database_url, 1)
+    daemon = start_worker(database_url, concurrency=2)
+    before = dict(daemon.wait_ready(2))
+    marker = tmp_path / "started"
+    task_id = _insert_task(
+        database_url,
+        "test_sleep",
+        {"sleep_s": 120, "sleep_attempts": 1, "started_file": str(marker), "cell_id": cell},
+    )
+    daemon.wait_for(_started(marker), "the handler to start")
+    [(holder,)] = daemon.query(
+        "SELECT worker_id FROM websurfing_task_queue WHERE id = %s", task_id
+    )
+    victim = before[holder]
+
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> bool:
+        now = dict(daemon.workers())
+        return len(now) == 2 and holder not in now and victim not in now.values()
+
+    daemon.wait_for(replaced, "a replacement process to register")
+    # The dead process's task is recovered at once (not after the heartbeat timeout)
+    # and runs again; its attempt was counted at claim, so this is attempt 2.
+    daemon.wait_for(lambda: _status(daemon, task_id)[0] == "completed", "the task to rerun", 20)
+    status, attempts, error = _status(daemon, task_id)
+    assert attempts == 2
+    assert error is not None and "stopped heartbeating" in error
+    audit = daemon.query(
+        "SELECT success, error_message IS NOT NULL FROM websurfing_robot_input_event"
+        " WHERE task_id = %s ORDER BY created_at",
+        task_id,
+    )
+    assert audit == [(False, True), (True, False)]  # the lost attempt left a trace
+    exits = daemon.events("child_exited")
+    assert [e["how"] for e in exits] == ["signal 9"]
+    # The daemon keeps serving.
+    after = _insert_task(database_url, "noop", {})
+    daemon.wait_for(lambda: _status(daemon, after)[0] == "completed", "a new task to run")
+    assert daemon.process.poll() is None
+
+
+# -- refusing to start ------------------------------------------------------------------------
+
+
+def test_unknown_operator_module_stops_at_once(database_url: str, start_worker: Start) -> None:
+    started = time.monotonic()
+    daemon = start_worker(database_url, "--operators", "no.such.module")
+
+    code = daemon.wait(timeout=15)
+
+    assert code not in (0, None)
+    assert time.monotonic() - started < 10
+    [line] = daemon.error_lines()
+    assert line.startswith("error: ") and "'no.such.module'" in line
+    assert daemon.events("child_started") == []  # refused before any process started
+    assert daemon.workers() == []
+
+
+def test_schema_behind_stops_with_a_hint_and_no_crash_loop(
+    empty_database_url: str, start_worker: Start
+) -> None:
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        migrate(conn, shipped=shipped_migrations()[:3])
+    daemon = start_worker(empty_database_url, concurrency=2)
+
+    code = daemon.wait(timeout=20)
+
+    assert code not in (0, None)
+    [line] = daemon.error_lines()
+    assert line.startswith("error: ") and "`websurf migrate`" in line
+    assert len(daemon.events("child_started")) <= 2  # each process started once at most
+
+
+def test_unreachable_database_gives_up_with_one_line_and_no_password(
+    start_worker: Start,
+) -> None:
+    url = "postgresql://postgres:hunter2@127.0.0.1:1/x"
+    daemon = start_worker(url, "--boot-timeout", "1")
+
+    code = daemon.wait(timeout=20)
+
+    assert code not in (0, None)
+    [line] = daemon.error_lines()
+    assert line.startswith("error: ") and "127.0.0.1:1" in line
+    assert "hunter2" not in daemon.stderr()
+    assert len(daemon.events("child_started")) == 1  # not restarted in a loop
+
+
+# -- PID 1 --------------------------------------------------------------------------------------
+
+
+def _can_unshare_pid() -> bool:
+    tool = shutil.which("unshare")
+    if tool is None or os.geteuid() != 0:
+        return False
+    done = subprocess.run(
+        [tool, "--pid", "--fork", "true"], capture_output=True, timeout=10, check=False
+    )
+    return done.returncode == 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with open(task / "children") as f:
+            found.extend(int(p) for p in f.read().split())
+    return found
+
+
+@pytest.mark.skipif(not _can_unshare_pid(), reason="needs root and unshare --pid")
+def test_works_as_pid_1(database_url: str, start_worker: Start, tmp_path: Path) -> None:
+    unshare = shutil.which("unshare")
+    assert unshare is not None
+    daemon = start_worker(database_url, concurrency=2, prefix=(unshare, "--pid", "--fork"))
+    daemon.wait_ready(2)
+    assert {pid for _, pid in daemon.workers()} <= {2, 3, 4, 5}  # children of PID 1
+    task_id = _insert_task(database_url, "noop", {})
+    daemon.wait_for(lambda: _status(daemon, task_id)[0] == "completed", "a task to run")
+
+    [init] = _children(daemon.pid)  # the daemon, PID 1 inside its namespace
+    os.kill(init, signal.SIGTERM)
+
+    assert daemon.wait(timeout=15) == 0
+    assert daemon.workers() == []

@@ -1,0 +1,259 @@
+"""Helpers of the fault-injection suite: its own PostgreSQL, a daemon under test, chaos.
+
+The suite restarts and stops its database, so it never uses ``WEBSURF_TEST_DATABASE_URL``:
+it starts a throwaway embedded server of its own (TCP on 127.0.0.1, so a restart keeps
+the address the workers reconnect to). The daemon under test is the real ``websurf
+worker`` command in a subprocess, loading ``chaos_operators`` from this directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import conninfo
+from psycopg.types.json import Jsonb
+
+from websurf.sql.embedded import EmbeddedServer
+
+T = TypeVar("T")
+HERE = Path(__file__).resolve().parent
+WEBSURF = Path(sys.executable).with_name("websurf")
+POLL_S = 0.05
+DB_ERRORS = (psycopg.OperationalError, psycopg.errors.AdminShutdown)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, poll: float = POLL_S) -> T:
+    """probe() until it returns something truthy; database errors count as 'not yet'."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except DB_ERRORS as exc:
+            last_error, value = exc, None
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last_error})")
+
+
+def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
+@dataclass
+class FaultServer:
+    server: EmbeddedServer
+    dsn: str
+
+    @property
+    def port(self) -> int:
+        return int(conninfo.conninfo_to_dict(self.dsn)["port"])  # type: ignore[arg-type]
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+
+def make_cells(url: str, count: int) -> list[str]:
+    """A spreadsheet with one column of ``count`` cells; returns the cell ids in row order."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        user = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO websurfing_user (id, name, email) VALUES (%s, 'chaos', %s)",
+            (user, f"{user}@example.test"),
+        )
+        row = conn.execute(
+            "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('chaos', %s) RETURNING id",
+            (user,),
+        ).fetchone()
+        assert row is not None
+        column = conn.execute(
+            "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
+            " VALUES (%s, 0, 'robot') RETURNING id",
+            (row[0],),
+        ).fetchone()
+        assert column is not None
+        cells = conn.execute(
+            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
+            " SELECT %s, %s, n FROM generate_series(1, %s) AS n RETURNING id",
+            (row[0], column[0], count),
+        ).fetchall()
+    return [str(c[0]) for c in cells]
+
+
+def enqueue_chaos(url: str, payloads: list[dict[str, Any]]) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO websurfing_task_queue (task_type, payload, max_attempts)"
+            " SELECT 'chaos', p, 3 FROM unnest(%s::jsonb[]) AS p",
+            ([Jsonb(p) for p in payloads],),
+        )
+
+
+@dataclass
+class Daemon:
+    """``websurf worker`` in a subprocess (its own process group), logging JSON to a file."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def children(self) -> list[int]:
+        """Pids of the worker processes (the supervisor's children), from /proc."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+        return found
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and "event" in event:
+                out.append(event)
+        return out
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill_all(self) -> None:
+        """SIGKILL the supervisor and its children at once (a host lost)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+@dataclass
+class Chaos:
+    """Faults injected from a thread while the daemon works; counts what it did."""
+
+    fault_server: FaultServer
+    url: str
+    daemon: Daemon
+    rng: random.Random
+    kills: int = 0
+    restarts: int = 0
+    terminations: int = 0
+    terminated_backends: int = 0
+    outages: int = 0
+    outage_s: float = 0.0
+    recover_s: list[float] = field(default_factory=list)  # per killed child holding tasks
+    unrecovered: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _watch: list[tuple[float, str, list[str]]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def kill_child(self) -> None:
+        children = self.daemon.children()
+        if not children:
+            return
+        pid = self.rng.choice(children)
+        try:
+            held = query(
+                self.url,
+                "SELECT w.id, array_agg(t.id::text) FILTER (WHERE t.id IS NOT NULL)"
+                " FROM websurf.worker w LEFT JOIN websurfing_task_queue t"
+                " ON t.worker_id = w.id AND t.status = 'processing'"
+                " WHERE w.pid = %s GROUP BY w.id",
+                (pid,),
+            )
+        except DB_ERRORS:
+            held = []
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        killed_at = time.monotonic()
+        self.kills += 1
+        for worker_id, tasks in held:
+            if tasks:
+                with self._lock:
+                    self._watch.append((killed_at, worker_id, tasks))
+
+    def restart_database(self) -> None:
+        self.fault_server.server.restart()
+        self.restarts += 1
+
+    def terminate_connections(self) -> None:
+        rows = query(
+            self.fault_server.dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'websurf%%' AND pid <> pg_backend_pid()",
+        )
+        self.terminations += 1
+        self.terminated_backends += sum(1 for r in rows if r[0])
+
+    def outage(self, seconds: float) -> None:
+        self.fault_server.server.stop_server_only("immediate")
+        started = time.monotonic()
+        time.sleep(seconds)  # the fault itself: the database is away this long
+        self.fault_server.server.start_server_only()
+        self.outages += 1
+        self.outage_s += time.monotonic() - started
+
+    def watch_recoveries(self, stop: threading.Event) -> None:
+        """Time from a child's SIGKILL until its tasks are no longer held by it."""
+        while not stop.is_set() or self._watch:
+            with self._lock:
+                pending = list(self._watch)
+            for item in pending:
+                killed_at, worker_id, tasks = item
+                try:
+                    still = query(
+                        self.url,
+                        "SELECT count(*) FROM websurfing_task_queue WHERE id = ANY(%s::uuid[])"
+                        " AND status = 'processing' AND worker_id = %s",
+                        (tasks, worker_id),
+                    )[0][0]
+                except DB_ERRORS:
+                    continue
+                if still == 0:
+                    with self._lock:
+                        self._watch.remove(item)
+                    self.recover_s.append(time.monotonic() - killed_at)
+                elif stop.is_set():
+                    with self._lock:
+                        self._watch.remove(item)
+                    self.unrecovered.append(worker_id)
+            time.sleep(POLL_S)
+
+    def run(self, plan: list[str], stop: threading.Event, outage_s: float) -> None:
+        actions: dict[str, Callable[[], None]] = {
+            "kill": self.kill_child,
+            "restart": self.restart_database,
+            "terminate": self.terminate_connections,
+            "outage": lambda: self.outage(outage_s),
+        }
+        for name in plan:
+            if stop.wait(self.rng.uniform(0.3, 1.5)):
+                return
+            try:
+                actions[name]()
+            except Exception as exc:  # recorded; the test fails on it
+                self.errors.append(f"{name}: {type(exc).__name__}: {exc}")

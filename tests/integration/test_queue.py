@@ -1,0 +1,590 @@
+"""The queue's operations against a real PostgreSQL: enqueue, claim, fenced finish, audit."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from websurf.sql import QUERIES
+from websurf.worker.queue import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    EnqueueError,
+    NewTask,
+    Outcome,
+    claim,
+    enqueue,
+    enqueue_many,
+    finish,
+    record_robot_events,
+)
+from websurf.worker.registry import Context, Registry, Task
+
+WORKER = "test-host/0/abc"
+NOTIFY_WAIT_S = 5.0
+
+
+def _noop(task: Task, context: Context) -> Any:
+    return None
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry()
+    reg.register("alpha", _noop, max_attempts=4)
+    reg.register("beta", _noop)
+    return reg
+
+
+def _task_row(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(QUERIES["get_task"], {"id": task_id}).fetchone()
+    assert row is not None, f"task {task_id} not found"
+    return row
+
+
+def _count(conn: psycopg.Connection[Any], query: str, *params: Any) -> int:
+    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def make_cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> Callable[[], str]:
+    """Insert a cell with NULL content (and its spreadsheet and column once); return its id."""
+    owner = make_user()
+    sheet = conn.execute(
+        "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
+        (owner,),
+    ).fetchone()
+    assert sheet is not None
+    column = conn.execute(
+        "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
+        " VALUES (%s, 0, 'A') RETURNING id",
+        (sheet[0],),
+    ).fetchone()
+    assert column is not None
+    rows = iter(range(1_000_000))
+
+    def make() -> str:
+        cell = conn.execute(
+            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
+            " VALUES (%s, %s, %s) RETURNING id",
+            (sheet[0], column[0], next(rows)),
+        ).fetchone()
+        assert cell is not None
+        return str(cell[0])
+
+    return make
+
+
+@pytest.fixture
+def listener(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url, autocommit=True) as listen:
+        listen.execute("LISTEN new_task")
+        listen.execute("LISTEN cell_updated")
+        yield listen
+
+
+def _notifications(
+    listen: psycopg.Connection[Any], sender: psycopg.Connection[Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every notification sent before now: a sentinel marks the end (delivery is in order)."""
+    marker = uuid.uuid4().hex
+    sender.execute("SELECT pg_notify('new_task', %s)", (json.dumps({"sentinel": marker}),))
+    got: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.monotonic() + NOTIFY_WAIT_S
+    while time.monotonic() < deadline:
+        for notice in listen.notifies(timeout=0.2, stop_after=1):
+            data = json.loads(notice.payload)
+            if data.get("sentinel") == marker:
+                return got
+            got.append((notice.channel, data))
+    raise AssertionError(f"sentinel notification never arrived; got {got}")
+
+
+# -- enqueue ---------------------------------------------------------------------------
+
+
+def test_enqueue_rolled_back_with_the_callers_transaction(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    with psycopg.connect(database_url) as tx:
+        task_id = enqueue(tx, "alpha", {"n": 1})
+        assert _count(tx, "SELECT count(*) FROM websurfing_task_queue") == 1
+        tx.rollback()
+
+    assert _count(conn, "SELECT count(*) FROM websurfing_task_queue WHERE id = %s", task_id) == 0
+
+
+def test_enqueue_committed_with_the_callers_transaction(
+    database_url: str, conn: psycopg.Connection[Any], registry: Registry
+) -> None:
+    with psycopg.connect(database_url) as tx:
+        task_id = enqueue(tx, "alpha", {"n": 1}, priority=9, registry=registry)
+        # Not visible to others until the caller commits.
+        assert _count(conn, "SELECT count(*) FROM websurfing_task_queue") == 0
+        tx.commit()
+
+    row = _task_row(conn, task_id)
+    assert row["task_type"] == "alpha"
+    assert row["payload"] == {"n": 1}
+    assert row["status"] == "pending"
+    assert row["priority"] == 9
+    assert row["attempts"] == 0
+    assert row["max_attempts"] == 4  # the operator's default
+    assert row["scheduled_for"] <= datetime.now(UTC)
+
+
+def test_enqueue_notifies_with_the_id_of_a_single_task(
+    conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]
+) -> None:
+    task_id = enqueue(conn, "alpha", {}, priority=7)
+
+    got = _notifications(listener, conn)
+    assert got == [("new_task", {"task_type": "alpha", "priority": 7, "id": str(task_id)})]
+
+
+def test_delayed_enqueue_notifies_when_it_is_due(
+    conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]
+) -> None:
+    task_id = enqueue(conn, "alpha", {}, delay=timedelta(minutes=10))
+
+    row = _task_row(conn, task_id)
+    expected = datetime.now(UTC) + timedelta(minutes=10)
+    assert abs((row["scheduled_for"] - expected).total_seconds()) < 5
+    [(channel, data)] = _notifications(listener, conn)
+    assert channel == "new_task"
+    assert data["id"] == str(task_id)
+    assert datetime.fromisoformat(data["scheduled_for"]) == row["scheduled_for"]
+
+
+def test_enqueue_at_a_time(conn: psycopg.Connection[Any]) -> None:
+    when = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    task_id = enqueue(conn, "alpha", {}, scheduled_for=when)
+    assert _task_row(conn, task_id)["scheduled_for"] == when
+
+
+def test_bulk_enqueue_is_one_statement_and_one_notification_per_type(
+    conn: psycopg.Connection[Any], listener: psycopg.Connection[Any], registry: Registry
+) -> None:
+    tasks = [
+        NewTask("alpha" if i % 2 else "beta", {"i": i}, priority=i % 10, max_attempts=1 + i % 5)
+        for i in range(1000)
+    ]
+
+    ids = enqueue_many(conn, tasks, registry=registry)
+
+    assert len(ids) == len(set(ids)) == 1000
+    got = _notifications(listener, conn)
+    # One INSERT statement fires the statement-level trigger once: one notice per type.
+    assert sorted(got, key=lambda n: n[1]["task_type"]) == [
+        ("new_task", {"task_type": "alpha", "priority": 9}),
+        ("new_task", {"task_type": "beta", "priority": 8}),
+    ]
+    # ids come back in the order the tasks were given, with their own settings.
+    rows = conn.execute(
+        "SELECT id, task_type, payload, priority, max_attempts FROM websurfing_task_queue"
+    ).fetchall()
+    by_id = {r[0]: r[1:] for r in rows}
+    for i in (0, 1, 2, 499, 998, 999):
+        t = tasks[i]
+        assert by_id[ids[i]] == (t.task_type, t.payload, t.priority, t.max_attempts)
+
+
+def test_bulk_enqueue_of_nothing_inserts_nothing(conn: psycopg.Connection[Any]) -> None:
+    assert enqueue_many(conn, []) == []
+    assert _count(conn, "SELECT count(*) FROM websurfing_task_queue") == 0
+
+
+def test_bulk_enqueue_refuses_the_whole_batch_for_one_bad_task(
+    conn: psycopg.Connection[Any], registry: Registry
+) -> None:
+    tasks = [NewTask("alpha", {}), NewTask("alpha", [1, 2])]  # type: ignore[arg-type]
+    with pytest.raises(EnqueueError, match="JSON object"):
+        enqueue_many(conn, tasks, registry=registry)
+    assert _count(conn, "SELECT count(*) FROM websurfing_task_queue") == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ([1, 2], "must be a JSON object, not list"),
+        ("text", "must be a JSON object, not str"),
+        (None, "must be a JSON object, not NoneType"),
+        ({"when": datetime.now(UTC)}, "not JSON-serialisable"),
+    ],
+)
+def test_payload_that_is_not_a_json_object_is_refused(
+    conn: psycopg.Connection[Any], payload: Any, reason: str
+) -> None:
+    with pytest.raises(EnqueueError, match=reason):
+        enqueue(conn, "alpha", payload)
+    assert _count(conn, "SELECT count(*) FROM websurfing_task_queue") == 0
+
+
+def test_unknown_task_type_is_refused_unless_allowed(
+    conn: psycopg.Connection[Any], registry: Registry
+) -> None:
+    with pytest.raises(EnqueueError) as caught:
+        enqueue(conn, "gamma", {}, registry=registry)
+    assert "'gamma'" in str(caught.value)
+    assert "alpha, beta" in str(caught.value)  # says what is known
+    assert _count(conn, "SELECT count(*) FROM websurfing_task_queue") == 0
+
+    task_id = enqueue(conn, "gamma", {}, registry=registry, allow_unknown_type=True)
+    assert _task_row(conn, task_id)["max_attempts"] == 3  # no operator: the global default
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"max_attempts": 0}, "max attempts"),
+        ({"max_attempts": -2}, "max attempts"),
+        ({"delay": timedelta(seconds=-1)}, "negative"),
+        ({"scheduled_for": datetime(2030, 1, 1)}, "time zone"),  # noqa: DTZ001
+        (
+            {"delay": timedelta(seconds=1), "scheduled_for": datetime(2030, 1, 1, tzinfo=UTC)},
+            "not both",
+        ),
+    ],
+)
+def test_bad_enqueue_options_are_refused(
+    conn: psycopg.Connection[Any], options: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(EnqueueError, match=reason):
+        enqueue(conn, "alpha", {}, **options)
+    assert _count(conn, "SELECT count(*) FROM websurfing_task_queue") == 0
+
+
+def test_task_type_length_is_checked(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(EnqueueError, match="1 to 100"):
+        enqueue(conn, "x" * 101, {}, allow_unknown_type=True)
+    with pytest.raises(EnqueueError, match="1 to 100"):
+        enqueue(conn, "", {}, allow_unknown_type=True)
+
+
+# -- claim -----------------------------------------------------------------------------
+
+
+def test_claim_sets_processing_and_counts_the_attempt(conn: psycopg.Connection[Any]) -> None:
+    task_id = enqueue(conn, "alpha", {"k": "v"}, max_attempts=5)
+
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+
+    assert (task.id, task.task_type, task.payload) == (task_id, "alpha", {"k": "v"})
+    assert (task.attempt, task.max_attempts) == (1, 5)
+    row = _task_row(conn, task_id)
+    assert row["status"] == "processing"
+    assert row["attempts"] == 1
+    assert row["worker_id"] == WORKER
+    assert row["started_at"] is not None
+    assert claim(conn, WORKER, ["alpha"], 10) == []  # a claimed task is not claimed again
+
+
+def test_claim_only_takes_the_workers_task_types(conn: psycopg.Connection[Any]) -> None:
+    alpha = enqueue(conn, "alpha", {})
+    beta = enqueue(conn, "beta", {})
+
+    assert [t.id for t in claim(conn, WORKER, ["beta"], 10)] == [beta]
+    assert claim(conn, WORKER, ["gamma"], 10) == []
+    assert _task_row(conn, alpha)["status"] == "pending"
+
+
+def test_claim_only_takes_due_pending_tasks(conn: psycopg.Connection[Any]) -> None:
+    later = enqueue(conn, "alpha", {}, delay=timedelta(hours=1))
+    cancelled = enqueue(conn, "alpha", {})
+    conn.execute(
+        "UPDATE websurfing_task_queue SET status = 'cancelled' WHERE id = %s", (cancelled,)
+    )
+
+    assert claim(conn, WORKER, ["alpha"], 10) == []
+    row = conn.execute(QUERIES["next_scheduled_at"], {"task_types": ["alpha"]}).fetchone()
+    assert row is not None and row[0] == _task_row(conn, later)["scheduled_for"]
+
+
+def test_claim_order_is_priority_then_due_time(conn: psycopg.Connection[Any]) -> None:
+    now = datetime.now(UTC)
+    expected = [
+        enqueue(conn, "alpha", {}, priority=9, scheduled_for=now - timedelta(seconds=1)),
+        enqueue(conn, "alpha", {}, priority=5, scheduled_for=now - timedelta(seconds=30)),
+        enqueue(conn, "alpha", {}, priority=5, scheduled_for=now - timedelta(seconds=20)),
+        enqueue(conn, "alpha", {}, priority=5, scheduled_for=now - timedelta(seconds=10)),
+        enqueue(conn, "alpha", {}, priority=1, scheduled_for=now - timedelta(hours=1)),
+    ]
+    conn.execute("ANALYZE websurfing_task_queue")
+
+    one_at_a_time = [claim(conn, WORKER, ["alpha"], 1) for _ in expected]
+
+    assert [[t.id for t in batch] for batch in one_at_a_time] == [[i] for i in expected]
+    # A batch takes the highest-ranked tasks first.
+    for i in range(5):
+        conn.execute(
+            "UPDATE websurfing_task_queue SET status = 'pending' WHERE id = %s", (expected[i],)
+        )
+    assert {t.id for t in claim(conn, WORKER, ["alpha"], 2)} == set(expected[:2])
+
+
+def test_concurrent_claims_never_hand_out_a_task_twice(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    total = 5000
+    ids = enqueue_many(conn, [NewTask("alpha", {"i": i}) for i in range(total)])
+    claimed: list[list[uuid.UUID]] = [[] for _ in range(6)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(claimed))
+
+    def claimer(index: int) -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as own:
+                start.wait()
+                while True:
+                    batch = claim(own, f"worker-{index}", ["alpha"], 7)
+                    if not batch:
+                        return
+                    claimed[index].extend(t.id for t in batch)
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(len(claimed))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert not errors
+    everything = [task_id for batch in claimed for task_id in batch]
+    assert len(everything) == len(set(everything)) == total  # none twice
+    assert set(everything) == set(ids)  # none lost
+    assert sum(1 for batch in claimed if batch) > 1  # the claimers really competed
+    rows = conn.execute(
+        "SELECT worker_id, count(*) FROM websurfing_task_queue"
+        " WHERE status = 'processing' AND attempts = 1 GROUP BY worker_id"
+    ).fetchall()
+    assert {w: n for w, n in rows} == {
+        f"worker-{i}": len(batch) for i, batch in enumerate(claimed) if batch
+    }
+
+
+# -- fenced finish -----------------------------------------------------------------------
+
+
+def _claim_one(conn: psycopg.Connection[Any], payload: dict[str, Any] | None = None) -> Task:
+    enqueue(conn, "alpha", payload or {}, max_attempts=3)
+    [task] = claim(conn, WORKER, ["alpha"], 1)
+    return task
+
+
+def test_finish_completes_the_claim_it_holds(conn: psycopg.Connection[Any]) -> None:
+    task = _claim_one(conn)
+
+    recorded = finish(conn, WORKER, [Outcome(task, COMPLETED, "alpha", output={"x": 1})])
+
+    assert recorded == {task.id}
+    row = _task_row(conn, task.id)
+    assert row["status"] == "completed"
+    assert row["completed_at"] is not None
+    assert row["attempts"] == 1
+
+
+def test_finish_with_a_stale_claim_changes_nothing(conn: psycopg.Connection[Any]) -> None:
+    task = _claim_one(conn)
+    before = _task_row(conn, task.id)
+
+    other_worker = finish(conn, "someone-else", [Outcome(task, COMPLETED, "alpha")])
+    stale = Task(task.id, task.task_type, task.payload, task.attempt - 1, task.max_attempts)
+    old_attempt = finish(conn, WORKER, [Outcome(stale, FAILED, "alpha", error="late")])
+
+    assert other_worker == set()
+    assert old_attempt == set()
+    assert _task_row(conn, task.id) == before
+
+
+def test_finish_after_the_task_was_taken_away_changes_nothing(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A worker presumed dead finishes late: the newer attempt is not overwritten."""
+    task = _claim_one(conn)
+    conn.execute(
+        "UPDATE websurfing_task_queue SET status = 'pending' WHERE id = %s", (task.id,)
+    )  # as the reaper does
+    [again] = claim(conn, "new-worker", ["alpha"], 1)
+    assert again.attempt == 2
+
+    assert finish(conn, WORKER, [Outcome(task, COMPLETED, "alpha")]) == set()
+    row = _task_row(conn, task.id)
+    assert (row["status"], row["worker_id"], row["attempts"]) == ("processing", "new-worker", 2)
+
+
+def test_retry_goes_back_to_pending_later_with_the_error(conn: psycopg.Connection[Any]) -> None:
+    task = _claim_one(conn)
+    run_at = datetime.now(UTC) + timedelta(seconds=40)
+
+    recorded = finish(conn, WORKER, [Outcome(task, PENDING, "alpha", error="boom", run_at=run_at)])
+
+    assert recorded == {task.id}
+    row = _task_row(conn, task.id)
+    assert row["status"] == "pending"
+    assert row["scheduled_for"] == run_at
+    assert row["error_message"] == "boom"
+    assert row["attempts"] == 1  # the failed attempt counts
+    assert claim(conn, WORKER, ["alpha"], 10) == []  # not due yet
+
+
+def test_failed_keeps_the_error(conn: psycopg.Connection[Any]) -> None:
+    task = _claim_one(conn)
+
+    finish(conn, WORKER, [Outcome(task, FAILED, "alpha", error="it broke")])
+
+    row = _task_row(conn, task.id)
+    assert (row["status"], row["error_message"]) == ("failed", "it broke")
+    assert row["failed_at"] is not None
+    assert claim(conn, WORKER, ["alpha"], 10) == []
+
+
+def test_hand_back_does_not_count_the_attempt(conn: psycopg.Connection[Any]) -> None:
+    task = _claim_one(conn)
+
+    recorded = finish(conn, WORKER, [Outcome(task, PENDING, "alpha", handed_back=True)])
+
+    assert recorded == {task.id}
+    row = _task_row(conn, task.id)
+    assert (row["status"], row["attempts"], row["error_message"]) == ("pending", 0, None)
+    [again] = claim(conn, WORKER, ["alpha"], 1)  # due at once
+    assert again.attempt == 1
+
+
+def test_finish_records_a_mixed_batch_in_one_statement(conn: psycopg.Connection[Any]) -> None:
+    ids = enqueue_many(conn, [NewTask("alpha", {"i": i}) for i in range(4)])
+    tasks = {t.id: t for t in claim(conn, WORKER, ["alpha"], 10)}
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    outcomes = [
+        Outcome(tasks[ids[0]], COMPLETED, "alpha"),
+        Outcome(tasks[ids[1]], PENDING, "alpha", error="retry me", run_at=later),
+        Outcome(tasks[ids[2]], FAILED, "alpha", error="dead"),
+        Outcome(tasks[ids[3]], PENDING, "alpha", handed_back=True),
+    ]
+
+    assert finish(conn, WORKER, outcomes) == set(ids)
+
+    rows = [_task_row(conn, i) for i in ids]
+    assert [(r["status"], r["attempts"], r["error_message"]) for r in rows] == [
+        ("completed", 1, None),
+        ("pending", 1, "retry me"),
+        ("failed", 1, "dead"),
+        ("pending", 0, None),
+    ]
+
+
+# -- robot events ------------------------------------------------------------------------
+
+
+def _robot_rows(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM websurfing_robot_input_event WHERE task_id = %s ORDER BY created_at",
+            (task_id,),
+        ).fetchall()
+
+
+def test_robot_events_and_cell_writes_commit_with_the_finish(
+    conn: psycopg.Connection[Any],
+    make_cell: Callable[[], str],
+    listener: psycopg.Connection[Any],
+) -> None:
+    written, failed, quiet, handed = make_cell(), make_cell(), make_cell(), make_cell()
+    ids = enqueue_many(
+        conn,
+        [
+            NewTask("alpha", {"cell_id": written, "q": 1}),
+            NewTask("alpha", {"cell_id": failed}),
+            NewTask("alpha", {"cell_id": quiet}),
+            NewTask("alpha", {"cell_id": handed}),
+            NewTask("alpha", {"no": "cell"}),
+        ],
+    )
+    tasks = {t.id: t for t in claim(conn, WORKER, ["alpha"], 10)}
+    outcomes = [
+        Outcome(
+            tasks[ids[0]],
+            COMPLETED,
+            "alpha",
+            output={"title": "Hi"},
+            duration_ms=12,
+            writes_cell=True,
+            cell_content="Hi",
+        ),
+        Outcome(tasks[ids[1]], FAILED, "alpha", error="nope", duration_ms=3),
+        Outcome(tasks[ids[2]], COMPLETED, "alpha", output=[1, 2]),  # output only, no write
+        Outcome(tasks[ids[3]], PENDING, "alpha", handed_back=True),
+        Outcome(tasks[ids[4]], COMPLETED, "alpha", output="done"),
+    ]
+    _notifications(listener, conn)  # drop the new_task notices
+
+    with conn.transaction():
+        assert finish(conn, WORKER, outcomes) == set(ids)
+        assert record_robot_events(conn, outcomes) == 1
+
+    [row] = _robot_rows(conn, ids[0])
+    assert str(row["cell_id"]) == written
+    assert row["operator_type"] == "alpha"
+    assert row["input_data"] == {"cell_id": written, "q": 1}
+    assert row["output_data"] == {"title": "Hi"}
+    assert (row["processing_time_ms"], row["success"], row["error_message"]) == (12, True, None)
+    [row] = _robot_rows(conn, ids[1])
+    assert (row["success"], row["error_message"], row["output_data"]) == (False, "nope", None)
+    [row] = _robot_rows(conn, ids[2])
+    assert (row["success"], row["output_data"]) == (True, [1, 2])
+    assert _robot_rows(conn, ids[3]) == []  # a hand-back is not an attempt
+    assert _robot_rows(conn, ids[4]) == []  # no cell, no audit row
+    contents = dict(
+        conn.execute(
+            "SELECT id::text, content FROM websurfing_cell WHERE id = ANY(%s::uuid[])",
+            ([written, failed, quiet],),
+        ).fetchall()
+    )
+    assert contents == {written: "Hi", failed: None, quiet: None}
+    got = _notifications(listener, conn)
+    assert [(c, d["cell_id"]) for c, d in got] == [("cell_updated", written)]
+
+
+def test_robot_events_roll_back_with_the_finish(
+    conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+) -> None:
+    cell = make_cell()
+    task = _claim_one(conn, {"cell_id": cell})
+    outcome = Outcome(task, COMPLETED, "alpha", writes_cell=True, cell_content="x")
+
+    with pytest.raises(RuntimeError), conn.transaction():
+        finish(conn, WORKER, [outcome])
+        record_robot_events(conn, [outcome])
+        raise RuntimeError("the transaction fails after the writes")
+
+    assert _task_row(conn, task.id)["status"] == "processing"
+    assert _robot_rows(conn, task.id) == []
+    assert _count(conn, "SELECT count(*) FROM websurfing_cell WHERE content IS NOT NULL") == 0
+
+
+def test_robot_event_for_a_deleted_cell_fails_the_write(
+    conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+) -> None:
+    cell = make_cell()
+    task = _claim_one(conn, {"cell_id": cell})
+    conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (cell,))
+    outcome = Outcome(task, COMPLETED, "alpha", writes_cell=True, cell_content="x")
+
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), conn.transaction():
+        finish(conn, WORKER, [outcome])
+        record_robot_events(conn, [outcome])
+
+    assert _task_row(conn, task.id)["status"] == "processing"  # nothing half-written

@@ -1,0 +1,273 @@
+"""The reaper, driven directly: rows arranged by SQL, one ``run_once`` pass, then the rows.
+
+What a user would notice: a task whose worker died comes back (or fails when its attempts
+are used up) with a message saying why and an audit row on its cell; a live worker's
+task is left alone; a task that ran past its timeout is retried or failed; only one
+reaper works at a time; a late worker cannot overwrite the newer attempt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from websurf.worker import queue, reaper
+from websurf.worker.queue import COMPLETED, Outcome
+from websurf.worker.registry import Task
+
+STALE_AFTER_S = 30
+LONG_AGO = "1 hour"
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """The reaper's log events during the test (a fresh logger, so caching cannot hide them)."""
+    with capture_logs() as captured:
+        monkeypatch.setattr(reaper, "log", structlog.get_logger("websurf.reaper"))
+        yield captured
+
+
+@pytest.fixture
+def cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> str:
+    """A cell of a fresh spreadsheet; returns its id."""
+    owner = make_user()
+    sheet = conn.execute(
+        "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
+        (owner,),
+    ).fetchone()
+    assert sheet is not None
+    column = conn.execute(
+        "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
+        " VALUES (%s, 0, 'A') RETURNING id",
+        (sheet[0],),
+    ).fetchone()
+    assert column is not None
+    row = conn.execute(
+        "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number, content)"
+        " VALUES (%s, %s, 1, 'before') RETURNING id",
+        (sheet[0], column[0]),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def add_worker(
+    conn: psycopg.Connection[Any],
+    *,
+    heartbeat_age: str = "0 seconds",
+    hostname: str = "host-a",
+    pid: int = 4242,
+    worker_id: str | None = None,
+) -> str:
+    worker_id = worker_id or f"{hostname}/0/{uuid.uuid4().hex[:12]}"
+    conn.execute(
+        "INSERT INTO websurf.worker (id, hostname, pid, task_types, stale_after_s,"
+        " started_at, last_heartbeat_at)"
+        " VALUES (%s, %s, %s, '{chaos}', %s, now() - %s::interval, now() - %s::interval)",
+        (worker_id, hostname, pid, STALE_AFTER_S, heartbeat_age, heartbeat_age),
+    )
+    return worker_id
+
+
+def add_task(
+    conn: psycopg.Connection[Any],
+    worker_id: str | None,
+    *,
+    attempts: int = 1,
+    max_attempts: int = 3,
+    started_age: str = "1 second",
+    task_type: str = "chaos",
+    cell_id: str | None = None,
+) -> uuid.UUID:
+    payload = {"n": 1} if cell_id is None else {"cell_id": cell_id}
+    row = conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, status, attempts, max_attempts,"
+        " started_at, worker_id)"
+        " VALUES (%s, %s::jsonb, 'processing', %s, %s, now() - %s::interval, %s) RETURNING id",
+        (
+            task_type,
+            psycopg.types.json.Jsonb(payload),
+            attempts,
+            max_attempts,
+            started_age,
+            worker_id,
+        ),
+    ).fetchone()
+    assert row is not None
+    task_id: uuid.UUID = row[0]
+    return task_id
+
+
+def task_row(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, Any]:
+    cur = conn.execute(
+        "SELECT status, attempts, error_message, worker_id, scheduled_for <= now() AS due"
+        " FROM websurfing_task_queue WHERE id = %s",
+        (task_id,),
+    )
+    row = cur.fetchone()
+    assert row is not None and cur.description is not None
+    return dict(zip([c.name for c in cur.description], row, strict=True))
+
+
+def audit_rows(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT cell_id::text, success, error_message, operator_type"
+        " FROM websurfing_robot_input_event WHERE task_id = %s",
+        (task_id,),
+    ).fetchall()
+
+
+def registered(conn: psycopg.Connection[Any]) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT id FROM websurf.worker").fetchall()}
+
+
+def test_dead_workers_tasks_are_handed_back_or_failed_with_a_trace(
+    conn: psycopg.Connection[Any], cell: str, logs: list[dict[str, Any]]
+) -> None:
+    dead = add_worker(conn, heartbeat_age=LONG_AGO)
+    retry = add_task(conn, dead, attempts=1, cell_id=cell)
+    used_up = add_task(conn, dead, attempts=3, max_attempts=3)
+
+    counts = reaper.run_once(conn, {})
+
+    assert counts == reaper.ReapCounts(ran=True, dead_workers=1, handed_back=1, failed=1)
+    assert dead not in registered(conn)
+    back = task_row(conn, retry)
+    assert back["status"] == "pending" and back["due"] and back["attempts"] == 1
+    assert "stopped heartbeating" in back["error_message"]
+    assert dead in back["error_message"]
+    failed = task_row(conn, used_up)
+    assert failed["status"] == "failed"
+    assert "attempt 3 of 3" in failed["error_message"]
+    # the task with a cell leaves an audit row saying what happened; the cell is untouched
+    [(cell_id, success, error, operator_type)] = audit_rows(conn, retry)
+    assert (cell_id, success, operator_type) == (cell, False, "chaos")
+    assert "stopped heartbeating" in error
+    assert audit_rows(conn, used_up) == []  # no cell, no audit row
+    content = conn.execute("SELECT content FROM websurfing_cell WHERE id = %s", (cell,)).fetchone()
+    assert content == ("before",)
+    # and a log line for the dead worker and for each task
+    events = [e["event"] for e in logs]
+    assert events.count("worker_presumed_dead") == 1
+    recovered = {e["task_id"]: e for e in logs if e["event"] == "task_recovered"}
+    assert recovered.keys() == {str(retry), str(used_up)}
+    assert recovered[str(used_up)]["status"] == "failed"
+    assert recovered[str(retry)]["worker_id"] == dead
+
+
+def test_live_workers_tasks_are_left_alone(
+    conn: psycopg.Connection[Any], logs: list[dict[str, Any]]
+) -> None:
+    alive = add_worker(conn, heartbeat_age="1 second")
+    task = add_task(conn, alive, started_age="10 minutes")
+
+    counts = reaper.run_once(conn, {})
+
+    assert counts == reaper.ReapCounts(ran=True)
+    assert registered(conn) == {alive}
+    assert task_row(conn, task)["status"] == "processing"
+    assert [e for e in logs if e["event"] == "task_recovered"] == []
+
+
+def test_reused_hostname_and_pid_do_not_hide_a_dead_worker(conn: psycopg.Connection[Any]) -> None:
+    """A restarted container gets the same hostname and pid but a new worker id."""
+    dead = add_worker(conn, heartbeat_age=LONG_AGO, hostname="pod-1", pid=7)
+    alive = add_worker(conn, heartbeat_age="0 seconds", hostname="pod-1", pid=7)
+    orphan = add_task(conn, dead)
+    held = add_task(conn, alive)
+
+    counts = reaper.run_once(conn, {})
+
+    assert (counts.dead_workers, counts.handed_back) == (1, 1)
+    assert registered(conn) == {alive}
+    assert task_row(conn, orphan)["status"] == "pending"
+    assert task_row(conn, held)["status"] == "processing"
+
+
+def test_a_task_held_by_an_unregistered_worker_is_recovered(conn: psycopg.Connection[Any]) -> None:
+    """The row was already removed (a predecessor deregistered by its replacement)."""
+    task = add_task(conn, "host-a/0/gone")
+
+    counts = reaper.run_once(conn, {})
+
+    assert (counts.dead_workers, counts.handed_back) == (0, 1)
+    assert task_row(conn, task)["status"] == "pending"
+
+
+def test_only_one_reaper_runs_at_a_time(conn: psycopg.Connection[Any], database_url: str) -> None:
+    dead = add_worker(conn, heartbeat_age=LONG_AGO)
+    task = add_task(conn, dead)
+    with psycopg.connect(database_url) as other, other.transaction():
+        got = other.execute("SELECT pg_try_advisory_xact_lock(%s)", (reaper.LOCK_KEY,)).fetchone()
+        assert got == (True,)
+
+        assert reaper.run_once(conn, {}) == reaper.ReapCounts(ran=False)
+        assert task_row(conn, task)["status"] == "processing"
+        assert dead in registered(conn)
+
+    assert reaper.run_once(conn, {}).handed_back == 1  # the lock is free again
+    assert task_row(conn, task)["status"] == "pending"
+
+
+def test_tasks_past_their_timeout_are_retried_or_failed(
+    conn: psycopg.Connection[Any], cell: str, logs: list[dict[str, Any]]
+) -> None:
+    alive = add_worker(conn)  # the worker is alive: its handler hangs
+    late = add_task(conn, alive, started_age="20 seconds", cell_id=cell)
+    late_last = add_task(conn, alive, started_age="20 seconds", attempts=2, max_attempts=2)
+    in_time = add_task(conn, alive, started_age="3 seconds")
+    other_type = add_task(conn, alive, started_age="20 seconds", task_type="untimed")
+
+    counts = reaper.run_once(conn, {"chaos": 1.0}, grace_s=5.0)
+
+    assert counts == reaper.ReapCounts(ran=True, handed_back=1, failed=1, timed_out=2)
+    retried = task_row(conn, late)
+    assert retried["status"] == "pending" and "ran past its timeout" in retried["error_message"]
+    assert task_row(conn, late_last)["status"] == "failed"
+    assert task_row(conn, in_time)["status"] == "processing"  # 3 s < 1 s timeout + 5 s grace
+    assert task_row(conn, other_type)["status"] == "processing"  # no timeout for this type
+    assert registered(conn) == {alive}
+    [(_, success, error, _)] = audit_rows(conn, late)
+    assert success is False and "timeout" in error
+    assert {e["task_id"] for e in logs if e["event"] == "task_recovered"} == {
+        str(late),
+        str(late_last),
+    }
+
+
+def test_a_late_worker_cannot_overwrite_the_newer_attempt(
+    conn: psycopg.Connection[Any], cell: str
+) -> None:
+    """The dead worker comes back after its task was reaped and claimed again."""
+    dead = add_worker(conn, heartbeat_age=LONG_AGO)
+    task_id = add_task(conn, dead, attempts=1, cell_id=cell)
+    payload = {"cell_id": cell}
+    reaper.run_once(conn, {})
+    newer = add_worker(conn)
+    [claimed] = queue.claim(conn, newer, ["chaos"], 10)
+    assert (claimed.id, claimed.attempt) == (task_id, 2)
+
+    stale = Task(task_id, "chaos", payload, attempt=1, max_attempts=3)
+    late = Outcome(stale, COMPLETED, "chaos", writes_cell=True, cell_content="stale")
+    with conn.transaction():
+        recorded = queue.finish(conn, dead, [late])
+        queue.record_robot_events(conn, [o for o in [late] if o.task.id in recorded])
+    assert recorded == set()
+    assert task_row(conn, task_id)["status"] == "processing"
+
+    fresh = Outcome(claimed, COMPLETED, "chaos", writes_cell=True, cell_content="fresh")
+    with conn.transaction():
+        recorded = queue.finish(conn, newer, [fresh])
+        queue.record_robot_events(conn, [fresh])
+    assert recorded == {task_id}
+    assert task_row(conn, task_id)["status"] == "completed"
+    content = conn.execute("SELECT content FROM websurfing_cell WHERE id = %s", (cell,)).fetchone()
+    assert content == ("fresh",)
+    successes = [r for r in audit_rows(conn, task_id) if r[1]]
+    assert len(successes) == 1

@@ -1,0 +1,226 @@
+"""Prometheus metrics of the worker processes, summed across them by the supervisor.
+
+Design note
+-----------
+* Multiprocess mode: each child writes its samples into memory-mapped files in the
+  directory named by ``PROMETHEUS_MULTIPROC_DIR`` (the supervisor creates it and sets
+  the variable for its children only); the supervisor's ``/metrics`` reads them all
+  (``websurf.worker.health``). Counters and histograms of a child that died stay in
+  the sum; its ``live*`` gauges are removed when the supervisor reaps it.
+* Cost: the claim loop runs tens of thousands of tasks a second, and one
+  ``Histogram.observe`` costs about 2 µs. So nothing here runs per task on the
+  prometheus side: the runner reports once per batch, the batch is tallied in plain
+  Python (a bisect per task), and each counter or histogram bucket is incremented once
+  per batch with the batch's count. :func:`_add_observations` does for a histogram
+  what ``observe`` does, N values at a time.
+* Queue depth needs the database, which the supervisor never touches: each child
+  samples it every ``QUEUE_DEPTH_INTERVAL_S`` in its maintenance thread, and the gauge
+  reports the most recent sample of any live child.
+* Readiness: a child sets ``websurf_worker_database_ok_timestamp_seconds`` when it has
+  booted (database reached, schema at head) and after every successful heartbeat; the
+  supervisor's ``/readyz`` asks whether any live child did so recently.
+* Without ``--metrics-port`` the runner gets :class:`NullMetrics`, whose methods do
+  nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from websurf.worker.queue import COMPLETED, FAILED, Outcome
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+QUEUE_DEPTH_INTERVAL_S = 10.0
+DURATION_BUCKETS_S = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 1800.0,
+)  # fmt: skip
+DATABASE_OK_METRIC = "websurf_worker_database_ok_timestamp_seconds"
+
+
+class NullMetrics:
+    """Metrics switched off: every hook is a no-op."""
+
+    enabled = False
+
+    def claimed(self, rows: Sequence[Sequence[Any]]) -> None:
+        pass
+
+    def finished(
+        self, outcomes: Sequence[Outcome], recorded: set[UUID], durations_s: Sequence[float]
+    ) -> None:
+        pass
+
+    def database_ok(self) -> None:
+        pass
+
+    def queue_depth(self, rows: Iterable[Sequence[Any]]) -> None:
+        pass
+
+    def pruned(self, deleted: int) -> None:
+        pass
+
+
+def _add_observations(child: Any, tally: list[int], total: float) -> None:
+    """Add a batch to one labelled histogram: ``tally[i]`` values fell in bucket i.
+
+    Equivalent to calling ``observe`` once per value (prometheus_client keeps one
+    non-cumulative counter per bucket plus a sum; tests/integration/test_metrics.py
+    checks the two agree, so a change of that layout in a new release is caught).
+    """
+    child._sum.inc(total)
+    for i, n in enumerate(tally):
+        if n:
+            child._buckets[i].inc(n)
+
+
+class WorkerMetrics:
+    """The metrics one worker process writes (multiprocess mode)."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self._claimed = Counter(
+            "websurf_tasks_claimed", "Tasks claimed by the worker processes.", ["task_type"]
+        )
+        self._finished = Counter(
+            "websurf_tasks_finished",
+            "Claimed attempts by how they ended: completed, failed (for good), retried"
+            " (back to pending with a backoff), handed_back (at shutdown, attempt not"
+            " counted) or discarded (the claim had been taken away).",
+            ["task_type", "outcome"],
+        )
+        self._duration = Histogram(
+            "websurf_task_duration_seconds",
+            "Time a handler ran, per attempt.",
+            ["task_type"],
+            buckets=DURATION_BUCKETS_S,
+        )
+        self._latency = Histogram(
+            "websurf_task_pickup_latency_seconds",
+            "From when a task was due (max of created_at and scheduled_for) to its claim.",
+            ["task_type"],
+            buckets=LATENCY_BUCKETS_S,
+        )
+        self._depth = Gauge(
+            "websurf_queue_depth",
+            "Pending tasks that are due, per type (sampled by the workers).",
+            ["task_type"],
+            multiprocess_mode="livemostrecent",
+        )
+        self._scheduled = Gauge(
+            "websurf_queue_scheduled",
+            "Pending tasks scheduled for later, per type (sampled by the workers).",
+            ["task_type"],
+            multiprocess_mode="livemostrecent",
+        )
+        self._oldest = Gauge(
+            "websurf_queue_oldest_due_age_seconds",
+            "How long the oldest due pending task has waited (sampled by the workers).",
+            multiprocess_mode="livemostrecent",
+        )
+        self._database_ok = Gauge(
+            DATABASE_OK_METRIC,
+            "When a worker process last reached the database with the schema at head.",
+            multiprocess_mode="livemax",
+        )
+        self._pruned = Counter("websurf_tasks_pruned", "Finished tasks deleted by the pruner.")
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._depth_types: set[str] = set()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def claimed(self, rows: Sequence[Sequence[Any]]) -> None:
+        """A claim returned ``rows`` (claim_tasks columns: 1 type, 6 scheduled, 7 created)."""
+        now = datetime.now(UTC)
+        bounds = LATENCY_BUCKETS_S
+        per_type: dict[str, tuple[list[int], list[float]]] = {}
+        for row in rows:
+            due = row[6] if row[6] > row[7] else row[7]
+            seconds = max(0.0, (now - due).total_seconds())
+            entry = per_type.get(row[1])
+            if entry is None:
+                entry = per_type[row[1]] = ([0] * (len(bounds) + 1), [0.0])
+            entry[0][bisect.bisect_left(bounds, seconds)] += 1
+            entry[1][0] += seconds
+        for task_type, (tally, total) in per_type.items():
+            self._child(self._claimed, task_type).inc(sum(tally))
+            _add_observations(self._child(self._latency, task_type), tally, total[0])
+
+    def finished(
+        self, outcomes: Sequence[Outcome], recorded: set[UUID], durations_s: Sequence[float]
+    ) -> None:
+        """A batch's outcomes were recorded (``recorded``: the ids the fence let through)."""
+        bounds = DURATION_BUCKETS_S
+        kinds: dict[tuple[str, str], int] = {}
+        per_type: dict[str, tuple[list[int], list[float]]] = {}
+        for outcome, seconds in zip(outcomes, durations_s, strict=False):
+            task_type = outcome.task.task_type
+            if outcome.task.id not in recorded:
+                kind = "discarded"
+            elif outcome.handed_back:
+                kinds[(task_type, "handed_back")] = kinds.get((task_type, "handed_back"), 0) + 1
+                continue  # interrupted or never started: no duration worth counting
+            elif outcome.status == COMPLETED:
+                kind = COMPLETED
+            elif outcome.status == FAILED:
+                kind = FAILED
+            else:
+                kind = "retried"
+            kinds[(task_type, kind)] = kinds.get((task_type, kind), 0) + 1
+            entry = per_type.get(task_type)
+            if entry is None:
+                entry = per_type[task_type] = ([0] * (len(bounds) + 1), [0.0])
+            entry[0][bisect.bisect_left(bounds, seconds)] += 1
+            entry[1][0] += seconds
+        for (task_type, kind), n in kinds.items():
+            self._child(self._finished, task_type, kind).inc(n)
+        for task_type, (tally, total) in per_type.items():
+            _add_observations(self._child(self._duration, task_type), tally, total[0])
+
+    def database_ok(self) -> None:
+        self._database_ok.set(time.time())
+
+    def queue_depth(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Set the depth gauges from count_pending_by_type rows (types gone drop to 0)."""
+        now = datetime.now(UTC)
+        seen: set[str] = set()
+        oldest = 0.0
+        for task_type, due, scheduled, oldest_due_at in rows:
+            seen.add(task_type)
+            self._child(self._depth, task_type).set(due)
+            self._child(self._scheduled, task_type).set(scheduled)
+            if oldest_due_at is not None:
+                oldest = max(oldest, (now - oldest_due_at).total_seconds())
+        for task_type in self._depth_types - seen:
+            self._child(self._depth, task_type).set(0)
+            self._child(self._scheduled, task_type).set(0)
+        self._depth_types |= seen
+        self._oldest.set(oldest)
+
+    def pruned(self, deleted: int) -> None:
+        if deleted:
+            self._pruned.inc(deleted)
+
+
+def for_worker(metrics_port: int | None) -> WorkerMetrics | NullMetrics:
+    """The metrics of this worker process: real ones when the supervisor serves them."""
+    if metrics_port is None or not os.environ.get(MULTIPROC_ENV):
+        return NullMetrics()
+    return WorkerMetrics()

@@ -1,0 +1,62 @@
+"""Text operators for robot columns: ``uppercase`` and ``word_count``.
+
+They read the edited source cell's content from the payload's ``input`` (put there by
+the cell-edit trigger) and write their answer to the task's cell. Also the example
+transformer ``word_stats`` (initial input ``{"text": …}``): counts the words, asks a
+person which word to look for, and counts that word.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websurf.worker.registry import Context, Result, Task, operator
+from websurf.worker.transformers import Ask, StepInput, register_transformer
+
+TEXT_TIMEOUT_S = 5.0
+
+
+def _input(task: Task) -> str:
+    value: Any = task.payload.get("input")
+    return "" if value is None else str(value)
+
+
+@operator("uppercase", timeout_s=TEXT_TIMEOUT_S)
+def uppercase(task: Task, context: Context) -> Result:
+    content = _input(task).upper()
+    return Result(output={"content": content}, cell_content=content)
+
+
+@operator("word_count", timeout_s=TEXT_TIMEOUT_S)
+def word_count(task: Task, context: Context) -> Result:
+    words = len(_input(task).split())
+    return Result(output={"words": words}, cell_content=str(words))
+
+
+# -- an example transformer: three steps, the second asks a person -------------------
+
+
+def _text_of(step: StepInput) -> str:
+    given = step.initial_input
+    return str(given.get("text", "") if isinstance(given, dict) else given or "")
+
+
+def _count_words(step: StepInput, context: Context) -> dict[str, int]:
+    return {"words": len(_text_of(step).split())}
+
+
+def _ask_word(step: StepInput, context: Context) -> Any:
+    if step.answer is None:
+        return Ask("Which word should I count?")
+    return {"word": step.answer.strip()}
+
+
+def _count_word(step: StepInput, context: Context) -> dict[str, Any]:
+    word = str(step.results[2]["word"]).lower()
+    text = _text_of(step).lower().split()
+    return {"word": word, "count": text.count(word), "of_words": step.results[1]["words"]}
+
+
+word_stats = register_transformer(
+    "word_stats", [_count_words, _ask_word, _count_word], timeout_s=TEXT_TIMEOUT_S
+)
