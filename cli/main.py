@@ -6,9 +6,18 @@ from importlib.metadata import version
 
 import click
 
-from websurf.cli import enqueue, migrate, worker
-from websurf.cli import prune, status, tasks
-from websurf.cli import bench
+from websurf.cli import (
+    bench,
+    demo,
+    enqueue,
+    migrate,
+    prune,
+    sessions,
+    sheets,
+    status,
+    tasks,
+    worker,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -24,6 +33,9 @@ def cli() -> None:
 cli.add_command(migrate.migrate_command)
 cli.add_command(worker.worker_command)
 cli.add_command(enqueue.enqueue_command)
+cli.add_command(sheets.sheets_group)
+cli.add_command(sessions.sessions_group)
+cli.add_command(demo.demo_command)
 cli.add_command(status.status_command)
 cli.add_command(tasks.tasks_command)
 cli.add_command(prune.prune_command)

@@ -74,4 +74,3 @@ def prune_command(
         f" in {counts.batches} batch(es); {counts.audit_rows_detached} audit row(s) kept,"
         " detached from their task"
     )
-

@@ -178,9 +178,8 @@ def render(status: Status) -> str:
     lines += ["", f"workers: {len(live)} live, {len(status.workers) - len(live)} stale"]
     for w in status.workers:
         state = "STALE" if w["stale"] else "live"
-        lines.append(
-            f"  {w['id']:40} pid {w['pid']:<7} {state:5}  heartbeat {_age(w['heartbeat_age_s'])} ago"
-        )
+        age = _age(w["heartbeat_age_s"])
+        lines.append(f"  {w['id']:40} pid {w['pid']:<7} {state:5}  heartbeat {age} ago")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from websurf.cli.enqueue import parse_duration
 from websurf.cli.options import CommandError, common_options, option, runtime
 from websurf.worker import config as defaults
 from websurf.worker.config import WorkerConfig
@@ -93,7 +94,24 @@ from websurf.worker.supervisor import EXIT_BOOT_FAILURE, Supervisor
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve Prometheus metrics and health checks on this port.",
+    help="Serve Prometheus metrics (/metrics) and health checks (/healthz, /readyz) on this"
+    " port (0: any free port, logged).",
+)
+@option(
+    "--metrics-host",
+    default=defaults.METRICS_HOST,
+    help="Address the metrics and health endpoint listens on.",
+)
+@option(
+    "--prune-older-than",
+    default=None,
+    help="Also delete finished tasks older than this (e.g. 7d), every --prune-interval"
+    " (one host at a time). Off unless given.",
+)
+@option(
+    "--prune-interval",
+    default="1h",
+    help="How often the daemon prunes, when --prune-older-than is given.",
 )
 @click.pass_context
 def worker_command(
@@ -114,6 +132,9 @@ def worker_command(
     connect_timeout: float,
     boot_timeout: float,
     metrics_port: int | None,
+    metrics_host: str,
+    prune_older_than: str | None,
+    prune_interval: str,
 ) -> None:
     """Run the worker daemon: N processes claiming and running tasks."""
     rt = runtime(ctx, database_url, log_level, log_format)
@@ -137,6 +158,11 @@ def worker_command(
             connect_timeout_s=connect_timeout,
             boot_db_wait_s=boot_timeout,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            prune_older_than_s=(
+                parse_duration(prune_older_than).total_seconds() if prune_older_than else None
+            ),
+            prune_interval_s=parse_duration(prune_interval).total_seconds(),
             log_level=rt.log_level,
             log_format=rt.log_format,
         ).validate()

@@ -2,7 +2,9 @@
 
 Queries live in ``queries/<table>.sql`` under ``-- name: <query_name>`` headers, each
 followed by one comment line saying what it does and who calls it. They are loaded once
-into a read-only mapping; Python code runs them as ``QUERIES["claim_tasks"]``.
+into a read-only mapping on first use; Python code runs them as
+``QUERIES["claim_tasks"]``. (Loading lazily keeps psycopg out of commands that never
+touch the database, such as the supervisor: it starts the worker processes sooner.)
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import re
 from collections.abc import Mapping
 from importlib.resources import files
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-from psycopg import sql
+if TYPE_CHECKING:
+    from psycopg import sql
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -35,6 +39,8 @@ def _parse(text: str, source: str) -> dict[str, str]:
 
 def load_queries() -> Mapping[str, sql.SQL]:
     """Read every ``queries/*.sql`` file shipped with the package."""
+    from psycopg import sql
+
     queries: dict[str, sql.SQL] = {}
     for entry in sorted(files(__name__).joinpath("queries").iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
@@ -47,4 +53,16 @@ def load_queries() -> Mapping[str, sql.SQL]:
     return MappingProxyType(queries)
 
 
-QUERIES: Mapping[str, sql.SQL] = load_queries()
+_loaded: Mapping[str, sql.SQL] | None = None
+
+if TYPE_CHECKING:
+    QUERIES: Mapping[str, sql.SQL]
+
+
+def __getattr__(name: str) -> Any:
+    global _loaded
+    if name == "QUERIES":
+        if _loaded is None:
+            _loaded = load_queries()
+        return _loaded
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -255,8 +255,13 @@ def scratch_database(server_url: str) -> Iterator[str]:
             migrate(conn)
         yield url
     finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(QUERIES["bench_drop_database"].format(name=sql.Identifier(name)))
+        # Ctrl-C or SIGTERM arriving now waits until the database is gone.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            with psycopg.connect(server_url, autocommit=True) as admin:
+                admin.execute(QUERIES["bench_drop_database"].format(name=sql.Identifier(name)))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextlib.contextmanager
@@ -349,7 +354,6 @@ def _stop(daemons: list[_Daemon], *, check: bool) -> None:
 
 
 def _wait_for(
-    conn: psycopg.Connection[Any],
     done: Callable[[], bool],
     daemons: list[_Daemon],
     *,
@@ -380,7 +384,6 @@ def _run_daemons(
     launched: datetime = _scalar(conn, "bench_database_clock")
     with _daemons(url, processes=processes, count=daemons) as running:
         _wait_for(
-            conn,
             lambda: _scalar(conn, "bench_unfinished_count") == 0,
             running,
             timeout_s=RUN_TIMEOUT_BASE_S + tasks * RUN_TIMEOUT_PER_TASK_S,
@@ -482,9 +485,12 @@ def measure_pickup_latency(
     ):
         _reset(conn)
         probe = Path(folder) / f"{PROBE_FILE_PREFIX}latency.txt"
+
+        def all_done() -> bool:
+            return bool(_scalar(conn, "bench_unfinished_count") == 0)
+
         with _daemons(url, processes=processes, operators=[BENCH_OPERATORS_MODULE]) as running:
             _wait_for(
-                conn,
                 lambda: _scalar(conn, "bench_live_workers") >= processes,
                 running,
                 timeout_s=READY_TIMEOUT_S,
@@ -492,8 +498,7 @@ def measure_pickup_latency(
             )
             for _ in range(LATENCY_WARMUP_TASKS):
                 enqueue(conn, LATENCY_OPERATOR, {"t0": time.time()})
-            unfinished = lambda: _scalar(conn, "bench_unfinished_count") == 0  # noqa: E731
-            _wait_for(conn, unfinished, running, timeout_s=READY_TIMEOUT_S, what="the warm-up")
+            _wait_for(all_done, running, timeout_s=READY_TIMEOUT_S, what="the warm-up")
             started = time.perf_counter()
             for n in range(count):
                 pause = started + n / rate_per_s - time.perf_counter()
@@ -503,8 +508,7 @@ def measure_pickup_latency(
                 enqueue(conn, LATENCY_OPERATOR, {"t0": t0, "file": str(probe)})
             produced_s = time.perf_counter() - started
             _wait_for(
-                conn,
-                unfinished,
+                all_done,
                 running,
                 timeout_s=RUN_TIMEOUT_BASE_S,
                 what="the latency probes to finish",

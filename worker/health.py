@@ -36,6 +36,7 @@ LIVENESS_WINDOW_S = 10.0  # the supervisor's loop wakes at least once a second
 READY_WINDOW_MIN_S = 15.0
 READY_HEARTBEATS = 3  # readiness lasts this many heartbeat intervals after the last contact
 METRICS_HOST = "0.0.0.0"
+PATHS = ("/metrics", "/healthz", "/readyz")
 
 log = structlog.get_logger("websurf.health")
 
@@ -54,7 +55,8 @@ class _SupervisorCollector:
             "websurf_worker_processes", "Worker processes serving (booted and alive).", ready
         )
         yield GaugeMetricFamily(
-            "websurf_worker_processes_configured", "Worker processes asked for (--concurrency).",
+            "websurf_worker_processes_configured",
+            "Worker processes asked for (--concurrency).",
             configured,
         )
 
@@ -97,7 +99,7 @@ class HealthServer:
         else:
             self.metrics_dir = tempfile.mkdtemp(prefix="websurf-metrics-")
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=self.metrics_dir)
+        MultiProcessCollector(self.registry, path=self.metrics_dir)  # type: ignore[no-untyped-call]
         self.registry.register(_SupervisorCollector(self.processes))
         self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
         self._server.daemon_threads = True
@@ -114,7 +116,7 @@ class HealthServer:
         from prometheus_client import multiprocess
 
         if self.metrics_dir:
-            multiprocess.mark_process_dead(pid, self.metrics_dir)
+            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
 
     def stop(self) -> None:
         if self._server is not None:
@@ -132,7 +134,8 @@ class HealthServer:
 
         files = glob.glob(os.path.join(self.metrics_dir, "gauge_livemax_*.db"))
         newest: float | None = None
-        for metric in MultiProcessCollector.merge(files, accumulate=False):
+        merged = MultiProcessCollector.merge(files, accumulate=False)  # type: ignore[no-untyped-call]
+        for metric in merged:
             if metric.name != DATABASE_OK_METRIC:
                 continue
             for sample in metric.samples:
@@ -171,7 +174,7 @@ def _handler(health: HealthServer) -> type[BaseHTTPRequestHandler]:
                     ok, body = health.readiness()
                     self._json(200 if ok else 503, body)
                 else:
-                    self._json(404, {"error": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
+                    self._json(404, {"error": "not found", "paths": list(PATHS)})
             except Exception as exc:  # a probe must get an answer, never a reset
                 log.warning("health_request_failed", path=path, error=repr(exc))
                 self._json(500, {"error": type(exc).__name__})

@@ -1,15 +1,44 @@
-"""structlog set-up: JSON lines off a terminal, readable console output on one."""
+"""structlog set-up: JSON lines off a terminal, readable console output on one.
+
+Each event is one line written with a single ``write`` (the N worker processes share
+the supervisor's stderr; a line written in two pieces could interleave with another
+process's and break the JSON). Event names are stable snake_case keys; values that
+look like secrets are masked before rendering (a password in a connection string, or
+any field whose name says it holds a password, secret or token).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MASK = "****"
+_SECRET_KEY_PARTS = ("password", "passwd", "secret", "token")
+# user:password@ in a URL, and password=… in a key=value connection string.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_secrets(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask passwords in values and fields named like secrets."""
+    for key, value in event_dict.items():
+        if not isinstance(value, str):
+            continue
+        if any(part in key.lower() for part in _SECRET_KEY_PARTS):
+            event_dict[key] = MASK
+        elif "://" in value or "password" in value.lower():
+            value = _URL_PASSWORD.sub(rf"\1{MASK}@", value)
+            event_dict[key] = _KV_PASSWORD.sub(rf"\1{MASK}", value)
+    return event_dict
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -28,11 +57,12 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            mask_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

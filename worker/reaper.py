@@ -13,6 +13,16 @@ A task is ``processing`` while a worker holds its claim. Two things can leave it
   own alarm did not stop it. The reaper retries or fails the task; the stuck worker's
   late finish is fenced out because the claim (worker_id, attempts) is no longer its.
 
+When the supervisor knows a worker died (its child process exited), the replacement
+process calls :func:`recover_dead_worker` at boot instead of waiting for the heartbeat
+to go stale. The supervisor also knows which task the child was running when it died
+(the child notes it in a small shared file around each handler call): only that
+attempt counts, and it fails with a message saying how the process died once the
+attempts are used up. The dead worker's other tasks (claimed in the same batch, not
+started, or finished but not yet recorded) go back uncounted: a poison task burns its
+own attempts, never its neighbours'. When no task was running, every attempt counts,
+as on the stale-heartbeat path, since the death may have come from recording them.
+
 Each run takes a transaction-scoped advisory lock, so one reaper runs at a time across
 all hosts, and works in bounded batches. Every recovered task leaves a log line, and an
 audit row (success = false) where it has a cell.
@@ -65,6 +75,59 @@ def _audit(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
             "errors": [r[7] for r in with_cell],
         },
     )
+
+
+def recover_dead_worker(
+    conn: psycopg.Connection[Any],
+    worker_id: str,
+    *,
+    how: str,
+    running: tuple[str, int] | None = None,
+) -> ReapCounts:
+    """Forget a worker whose process is known to have died, and take back its tasks.
+
+    ``running`` is the (task id, attempt) it died in, if any: only that attempt counts.
+    """
+    culprit_id, culprit_attempt = running if running is not None else (None, None)
+    with conn.transaction():
+        conn.execute(QUERIES["deregister_worker"], {"id": worker_id})
+        rows = conn.execute(
+            QUERIES["release_dead_worker_tasks"],
+            {
+                "worker_id": worker_id,
+                "culprit_id": culprit_id,
+                "culprit_attempt": culprit_attempt,
+                "how": how,
+            },
+        ).fetchall()
+        counted = [r[:8] for r in rows if r[8]]
+        for row in rows:
+            log.warning(
+                "task_recovered",
+                task_id=str(row[0]),
+                task_type=row[1],
+                attempt=row[4],
+                worker_id=row[6],
+                status=row[3],
+                reason=row[7] if row[8] else f"worker {worker_id} died ({how}) while holding it;"
+                " handed back, attempt not counted",
+            )
+        _audit(conn, counted)
+    counts = ReapCounts(
+        ran=True,
+        dead_workers=1,
+        handed_back=sum(1 for r in rows if r[3] == "pending"),
+        failed=sum(1 for r in rows if r[3] == "failed"),
+    )
+    log.info(
+        "dead_worker_recovered",
+        dead_worker_id=worker_id,
+        how=how,
+        running_task_id=culprit_id,
+        handed_back=counts.handed_back,
+        failed=counts.failed,
+    )
+    return counts
 
 
 def run_once(

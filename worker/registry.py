@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
+
 import structlog
 
 ENTRY_POINT_GROUP = "websurf.operators"

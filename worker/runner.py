@@ -48,8 +48,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_ran
 from websurf.sql import QUERIES
 from websurf.sql.database import describe, scrub
 from websurf.sql.migrate import pending_migrations
-from websurf.worker import queue, reaper
-from websurf.worker.config import WorkerConfig
+from websurf.worker import metrics, pruner, queue, reaper
+from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
 from websurf.worker.queue import COMPLETED, FAILED, PENDING, Outcome
 from websurf.worker.registry import Context, Operator, Registry, Result, Task, load_operators
 
@@ -116,6 +116,9 @@ class Runner:
         self.pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self.listener: psycopg.Connection[Any] | None = None
         self.counts = {"completed": 0, "retried": 0, "failed": 0, "handed_back": 0, "lost": 0}
+        self.metrics = metrics.for_worker(config.metrics_port)
+        self._durations: list[float] = []  # per outcome of the current batch, for metrics
+        self._next_depth = self._next_prune = time.monotonic()
 
     # -- signals -----------------------------------------------------------------
 
@@ -267,6 +270,7 @@ class Runner:
             self._with_retry(
                 "reap_predecessors", self._reap_predecessors, give_up_at=lambda: give_up
             )
+        self.metrics.database_ok()
         self.log.info("worker_ready", task_types=self.task_types, pid=os.getpid())
 
     def _register(self) -> None:
@@ -324,13 +328,32 @@ class Runner:
                             " its old claims were handed back and will be fenced out",
                         )
                         self._register()
+                    self.metrics.database_ok()
                     if time.monotonic() >= next_reap:
                         next_reap = time.monotonic() + self.config.reaper_interval_s
                         self._reap(conn)
+                    self._chores(conn)
             except Exception as exc:  # keep heartbeating through database trouble
                 self.log.warning(
                     "heartbeat_failed", error=scrub(_error_text(exc), self.config.database_url)
                 )
+
+    def _chores(self, conn: psycopg.Connection[Any]) -> None:
+        """Scheduled pruning, and the queue-depth sample for the metrics."""
+        now = time.monotonic()
+        if self.metrics.enabled and now >= self._next_depth:
+            self._next_depth = now + metrics.QUEUE_DEPTH_INTERVAL_S
+            self.metrics.queue_depth(conn.execute(QUERIES["count_pending_by_type"]).fetchall())
+        older_than_s = self.config.prune_older_than_s
+        if older_than_s is not None and now >= self._next_prune:
+            counts = pruner.run_once(
+                conn,
+                timedelta(seconds=older_than_s),
+                batch_size=self.config.prune_batch_size,
+                deadline=now + PRUNE_TIME_BUDGET_S,
+            )
+            self.metrics.pruned(counts.deleted)
+            self._next_prune = now + (0.0 if counts.more else self.config.prune_interval_s)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -358,7 +381,12 @@ class Runner:
     def _claim(self) -> list[Task]:
         assert self.pool is not None
         with self.pool.connection() as conn:
-            return queue.claim(conn, self.worker_id, self.task_types, self._limit)
+            rows = conn.execute(
+                QUERIES["claim_tasks"],
+                {"task_types": self.task_types, "limit": self._limit, "worker_id": self.worker_id},
+            ).fetchall()
+        self.metrics.claimed(rows)  # columns 6, 7: scheduled_for, created_at (pickup latency)
+        return [Task(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
 
     def _wait(self) -> None:
         """Sleep until a notification, a signal, a known due time or the poll interval."""
@@ -419,14 +447,18 @@ class Runner:
 
     def _execute(self, tasks: list[Task]) -> list[Outcome]:
         outcomes: list[Outcome] = []
+        self._durations = durations = []
         started = time.perf_counter()
         for task in tasks:
             if self.stopping:
                 outcomes.append(
                     Outcome(task, PENDING, task.task_type, error=None, handed_back=True)
                 )
+                durations.append(0.0)
                 continue
+            began = time.perf_counter()
             outcomes.append(self._run_one(task))
+            durations.append(time.perf_counter() - began)
         ran = len(tasks)
         if ran:
             per_task = (time.perf_counter() - started) / ran
@@ -556,6 +588,7 @@ class Runner:
                     "finish_one", functools.partial(self._finish_alone, outcome), give_up_at=give_up
                 )
         self._count(outcomes, recorded)
+        self.metrics.finished(outcomes, recorded, self._durations)
 
     def _finish_batch(self, outcomes: list[Outcome]) -> set[UUID]:
         assert self.pool is not None

@@ -12,7 +12,11 @@ and write to a wake-up pipe; the loop acts on it:
 * SIGCHLD: reap. A child that exits while we are not stopping is restarted with
   exponential backoff (reset once it has served for a while); its replacement is told
   the dead child's worker id, so the dead child's tasks are recovered at once instead
-  of after the heartbeat timeout.
+  of after the heartbeat timeout. Each slot owns a small unlinked file, shared with its
+  child, where the child notes the task it is running; read after a death, it tells the
+  replacement which attempt killed the child (only that one counts) and how it died.
+  A child that died inside a handler is restarted without growing backoff: a poison
+  task ends after its max attempts, and the daemon keeps serving the other tasks.
 * A child that cannot boot for a reason a restart will not fix (bad operator module,
   schema behind) stops the whole daemon with its message, instead of crash-looping.
   One that cannot reach the database stops the daemon only before any child ever
@@ -33,15 +37,28 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import IO, Any
 
 import structlog
 
-from websurf.worker.child import EXIT_BOOT_CONFIG, EXIT_BOOT_DATABASE
+from websurf.worker.child import (
+    EXIT_BOOT_CONFIG,
+    EXIT_BOOT_DATABASE,
+    RUNNING_TASK_BYTES,
+    parse_running_task,
+)
 from websurf.worker.config import RESTART_BACKOFF_MAX_S, WorkerConfig
+from websurf.worker.health import (
+    LIVENESS_WINDOW_S,
+    READY_HEARTBEATS,
+    READY_WINDOW_MIN_S,
+    HealthServer,
+)
 
 EXIT_OK = 0
 EXIT_BOOT_FAILURE = 4
@@ -62,8 +79,9 @@ class Slot:
     ready: bool = False
     restart_at: float | None = None
     failures: int = 0
-    predecessors: list[str] = field(default_factory=list)
+    predecessors: list[dict[str, Any]] = field(default_factory=list)
     status_buffer: bytes = b""
+    running_file: IO[bytes] | None = None  # shared with the child: the task it is running
 
 
 class Supervisor:
@@ -77,6 +95,8 @@ class Supervisor:
         self.ever_ready = False
         self.exit_code = EXIT_OK
         self.fatal_reason = ""
+        self.last_tick = time.monotonic()  # the loop's last turn (liveness)
+        self.health: HealthServer | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -103,11 +123,16 @@ class Supervisor:
         settings["operator_modules"] = list(self.config.operator_modules)
         settings["worker_id"] = slot.worker_id
         settings["predecessors"] = slot.predecessors
+        if slot.running_file is None:
+            slot.running_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives with the slot; unlinked)
+        os.pwrite(slot.running_file.fileno(), bytes(RUNNING_TASK_BYTES), 0)
+        settings["running_task_fd"] = slot.running_file.fileno()
         process = subprocess.Popen(
             [sys.executable, "-m", "websurf.worker.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=self.child_env,
+            pass_fds=(slot.running_file.fileno(),),
         )
         assert process.stdin is not None and process.stdout is not None
         try:
@@ -168,8 +193,19 @@ class Supervisor:
             slot.process.stdout.close()
         served_s = time.monotonic() - slot.started_at
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                how = f"killed by {signal.Signals(-code).name}"
+        running = None
+        if slot.running_file is not None:
+            running = parse_running_task(
+                os.pread(slot.running_file.fileno(), RUNNING_TASK_BYTES, 0)
+            )
         dead_id = slot.worker_id
+        pid = slot.process.pid
         slot.process = None
+        if self.health is not None:
+            self.health.child_exited(pid)
         if self.stop_deadline is not None:
             log.info("child_exited", slot=slot.index, how=how, child_worker_id=dead_id)
             return
@@ -182,10 +218,14 @@ class Supervisor:
             self.fatal_reason = reason
             self._begin_stop()
             return
-        slot.failures = 1 if served_s >= HEALTHY_AFTER_S else slot.failures + 1
+        # dying inside a handler is the task's doing (its attempts bound it), not a crash loop
+        healthy = served_s >= HEALTHY_AFTER_S or running is not None
+        slot.failures = 1 if healthy else slot.failures + 1
         delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** (slot.failures - 1))
         slot.restart_at = time.monotonic() + delay
-        slot.predecessors = [*slot.predecessors, dead_id] if dead_id else slot.predecessors
+        if dead_id:
+            dead = {"worker_id": dead_id, "how": how, "running": running}
+            slot.predecessors = [*slot.predecessors, dead]
         log.warning(
             "child_exited",
             slot=slot.index,
@@ -193,6 +233,7 @@ class Supervisor:
             child_worker_id=dead_id,
             served_s=round(served_s, 1),
             restart_in_s=round(delay, 2),
+            running_task_id=running[0] if running else None,
         )
 
     def _alive(self) -> list[Slot]:
@@ -217,9 +258,13 @@ class Supervisor:
     def run(self) -> int:
         self.install_signal_handlers()
         log.info("supervisor_started", concurrency=self.config.concurrency, pid=os.getpid())
+        if self.config.metrics_port is not None and not self._start_health():
+            log.error("supervisor_cannot_start", reason=self.fatal_reason)
+            return self.exit_code
         for slot in self.slots:
             self._spawn(slot)
         while True:
+            self.last_tick = time.monotonic()
             while self.signals:
                 signum = self.signals.pop(0)
                 log.info(
@@ -243,8 +288,40 @@ class Supervisor:
                 if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
                     self._spawn(slot)
             self._sleep()
+        if self.health is not None:
+            self.health.stop()
         log.info("supervisor_stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    def _start_health(self) -> bool:
+        """Serve /metrics, /healthz, /readyz; children write metrics where it reads them."""
+        assert self.config.metrics_port is not None
+        self.health = HealthServer(
+            self.config.metrics_port,
+            host=self.config.metrics_host,
+            metrics_dir=self.config.metrics_dir,
+            alive=lambda: time.monotonic() - self.last_tick < LIVENESS_WINDOW_S,
+            stopping=lambda: self.stop_deadline is not None,
+            processes=lambda: (
+                sum(1 for s in self.slots if s.ready and s.process is not None),
+                self.config.concurrency,
+            ),
+            ready_window_s=max(
+                READY_WINDOW_MIN_S, READY_HEARTBEATS * self.config.heartbeat_interval_s
+            ),
+        )
+        try:
+            env = self.health.start()
+        except OSError as exc:
+            self.health = None
+            self.exit_code = EXIT_BOOT_FAILURE
+            self.fatal_reason = (
+                f"cannot serve metrics on {self.config.metrics_host}:{self.config.metrics_port}:"
+                f" {exc.strerror or exc}"
+            )
+            return False
+        self.child_env = {**(self.child_env if self.child_env is not None else os.environ), **env}
+        return True
 
     def _sleep(self) -> None:
         now = time.monotonic()

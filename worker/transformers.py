@@ -336,7 +336,7 @@ def _stale(session: Session | None, step: int) -> str | None:
 def _step_handler(
     transformer: Transformer, permanent_errors: tuple[type[BaseException], ...] = ()
 ) -> Callable[[Task, Context], Any]:
-    permanent = (PermanentError, *permanent_errors)
+    permanent: tuple[type[BaseException], ...] = (PermanentError, *permanent_errors)
 
     def run_step(task: Task, context: Context) -> Any:
         try:

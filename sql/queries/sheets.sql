@@ -137,10 +137,11 @@ SELECT a.created_at, a.kind, a.author, a.action, a.old_content, a.new_content, a
 FROM websurfing_cell AS cell
 JOIN websurfing_column AS col ON col.id = cell.column_id
 CROSS JOIN LATERAL (
-    SELECT e.created_at, 'person' AS kind, e.user_id::text AS author,
+    SELECT e.created_at, 'person' AS kind, COALESCE(u.email, e.user_id)::text AS author,
            e.edit_type::text AS action, e.old_content, e.new_content,
            NULL::boolean AS success, NULL::text AS error_message
     FROM websurfing_cell_edit_event AS e
+    LEFT JOIN websurfing_user AS u ON u.id = e.user_id
     WHERE e.cell_id = cell.id
     UNION ALL
     SELECT r.created_at, 'robot', r.operator_type::text, 'task', NULL, r.output_data::text,
@@ -164,3 +165,14 @@ INSERT INTO websurfing_user (id, name, email)
 VALUES (%(id)s, %(name)s, %(email)s)
 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name
 RETURNING id, name, email
+
+-- name: task_counts_since
+-- Tasks created since a time, by status (websurf demo's progress lines).
+SELECT status, count(*)::int
+FROM websurfing_task_queue
+WHERE created_at >= %(since)s
+GROUP BY status
+
+-- name: live_workers
+-- How many worker processes are registered (websurf demo waits for its worker).
+SELECT count(*)::int FROM websurf.worker

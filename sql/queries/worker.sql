@@ -79,3 +79,28 @@ RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.
 -- name: try_maintenance_lock
 -- Take the transaction-scoped lock that lets one maintenance run at a time across hosts.
 SELECT pg_try_advisory_xact_lock(%(key)s)
+
+-- name: release_dead_worker_tasks
+-- Take back a dead worker's tasks; only the attempt it died in counts (its replacement, at boot).
+WITH held AS (
+    SELECT id,
+           %(culprit_id)s::uuid IS NULL
+           OR (id = %(culprit_id)s::uuid AND attempts = %(culprit_attempt)s::int) AS counted
+    FROM websurfing_task_queue
+    WHERE worker_id = %(worker_id)s AND status = 'processing'
+    FOR UPDATE
+)
+UPDATE websurfing_task_queue AS t
+SET status = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
+    attempts = CASE WHEN h.counted THEN t.attempts ELSE t.attempts - 1 END,
+    failed_at = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN now() ELSE t.failed_at END,
+    scheduled_for = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN t.scheduled_for
+                         ELSE now() END,
+    error_message = CASE WHEN h.counted THEN format(
+        'worker %%s died (%%s) during attempt %%s of %%s', t.worker_id, %(how)s::text,
+        t.attempts, t.max_attempts) ELSE t.error_message END,
+    updated_at = now()
+FROM held AS h
+WHERE t.id = h.id
+RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.worker_id,
+          t.error_message, h.counted

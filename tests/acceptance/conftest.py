@@ -55,7 +55,7 @@ def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE_S)
 
 def query(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(statement, params or None)  # type: ignore[arg-type]
+        cur = conn.execute(statement, params or None)
         return cur.fetchall() if cur.description else []
 
 
@@ -133,10 +133,8 @@ class Daemon:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.send(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # children left behind, if any
         if self.process.poll() is None:

@@ -2,8 +2,8 @@
 
 Loaded by the worker under test with ``--operators chaos_operators`` (this directory is
 on its PYTHONPATH). ``kind`` in the payload picks the behaviour; the attempt number
-decides the ``*_once`` kinds. Every attempt that succeeds appends ``<task id> <attempt>``
-to the file named by ``$WEBSURF_CHAOS_SIDE_EFFECTS``, the side effect the suite counts.
+decides the ``*_once`` kinds. Every attempt that succeeds appends ``<task id> <attempt>
+<worker id>`` to the file named by ``$WEBSURF_CHAOS_SIDE_EFFECTS``, the side effect the suite counts.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ FAILS = {"raise", "exit_always", "kill_always", "segfault", "hang_always"}
 KILLS_ITS_PROCESS = {"exit_once", "exit_always", "kill_always", "segfault"}
 
 
-def _side_effect(task: Task) -> None:
+def _side_effect(task: Task, context: Context) -> None:
     path = os.environ.get(SIDE_EFFECTS_ENV)
     if not path:
         return
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, f"{task.id} {task.attempt}\n".encode())
+        os.write(fd, f"{task.id} {task.attempt} {context.worker_id}\n".encode())
     finally:
         os.close(fd)
 
@@ -71,7 +71,7 @@ def chaos(task: Task, context: Context) -> Any:
             time.sleep(STUBBORN_HANG_S)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    _side_effect(task)
+    _side_effect(task, context)
     if task.cell_id is not None:
         return Result(output={"kind": kind}, cell_content=f"{kind}:{task.id}")
     return {"kind": kind}
@@ -82,5 +82,5 @@ def chaos_long(task: Task, context: Context) -> Any:
     """Sleeps ``seconds`` on its first attempt (a long task to kill a worker under)."""
     if task.attempt == 1:
         time.sleep(float(task.payload["seconds"]))
-    _side_effect(task)
+    _side_effect(task, context)
     return {"attempt": task.attempt}

@@ -165,4 +165,3 @@ def test_max_attempts_below_one_is_refused(
     assert done.returncode == 2
     assert "--max-attempts" in done.stderr
     assert _task_count(conn) == 0
-

@@ -54,7 +54,7 @@ def _task_row(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, An
 
 
 def _count(conn: psycopg.Connection[Any], query: str, *params: Any) -> int:
-    row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -252,7 +252,7 @@ def test_unknown_task_type_is_refused_unless_allowed(
         ({"max_attempts": 0}, "max attempts"),
         ({"max_attempts": -2}, "max attempts"),
         ({"delay": timedelta(seconds=-1)}, "negative"),
-        ({"scheduled_for": datetime(2030, 1, 1)}, "time zone"),  # noqa: DTZ001
+        ({"scheduled_for": datetime(2030, 1, 1)}, "time zone"),
         (
             {"delay": timedelta(seconds=1), "scheduled_for": datetime(2030, 1, 1, tzinfo=UTC)},
             "not both",

@@ -137,9 +137,7 @@ def _one_round(runner: Runner) -> int:
 
 def _make_due(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> None:
     """Skip the retry's wait (the backoff itself is checked before this is called)."""
-    conn.execute(
-        "UPDATE websurfing_task_queue SET scheduled_for = now() WHERE id = %s", (task_id,)
-    )
+    conn.execute("UPDATE websurfing_task_queue SET scheduled_for = now() WHERE id = %s", (task_id,))
 
 
 def test_boot_registers_the_worker(runner: Runner, conn: psycopg.Connection[Any]) -> None:

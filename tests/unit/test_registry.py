@@ -47,7 +47,11 @@ def test_register_keeps_options_and_defaults() -> None:
         permanent_errors=(KeyError,),
     )
 
-    assert (plain.timeout_s, plain.max_attempts, plain.retry) == (TIMEOUT_S, MAX_ATTEMPTS, Backoff())
+    assert (plain.timeout_s, plain.max_attempts, plain.retry) == (
+        TIMEOUT_S,
+        MAX_ATTEMPTS,
+        Backoff(),
+    )
     assert (tuned.timeout_s, tuned.max_attempts, tuned.retry.base_s) == (5.0, 7, 2.0)
     assert reg.get("tuned") is tuned
     assert reg.get("missing") is None

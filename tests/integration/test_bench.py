@@ -1,0 +1,264 @@
+"""``websurf bench``: each measurement with tiny counts, against a real server.
+
+These tests check that the benchmark measures what it says (the tasks really ran, the
+audit rows exist, the scratch database is dropped), never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from websurf.worker import benchmark
+from websurf.worker.benchmark import BenchError, BenchOptions
+
+WEBSURF = str(Path(sys.executable).with_name("websurf"))
+DEADLINE_S = 30.0
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _scratch_names(server: str) -> set[str]:
+    with psycopg.connect(server, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'websurf\\_bench\\_%'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _one(url: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+@pytest.fixture(scope="module")
+def scratch(pg_server: str) -> Iterator[str]:
+    with benchmark.scratch_database(pg_server) as url:
+        yield url
+
+
+def test_scratch_database_is_migrated_and_dropped_afterwards(pg_server: str) -> None:
+    before = _scratch_names(pg_server)
+
+    with benchmark.scratch_database(pg_server) as url:
+        name = _one(url, "SELECT current_database()")
+        applied = _one(url, "SELECT count(*) FROM websurf.schema_migrations")
+        assert name.startswith("websurf_bench_")
+        assert name not in before
+
+    assert applied > 0
+    assert name not in _scratch_names(pg_server)
+
+
+def test_measurements_refuse_a_database_that_is_not_a_scratch_one(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("INSERT INTO websurfing_task_queue (task_type, payload) VALUES ('noop', '{}')")
+
+    with pytest.raises(BenchError, match="scratch database"):
+        benchmark.measure_enqueue(database_url, bulk=10, single=1)
+
+    assert _one(database_url, "SELECT count(*) FROM websurfing_task_queue") == 1
+
+
+def test_noop_throughput_runs_every_task_through_the_daemon(scratch: str) -> None:
+    result = benchmark.measure_throughput(scratch, tasks=300, processes=1)
+
+    assert result.tasks == 300
+    assert (result.processes, result.daemons, result.workers_seen) == (1, 1, 1)
+    assert result.from_start_per_s > 0 and result.elapsed_s > 0
+    assert (
+        _one(scratch, "SELECT count(*) FROM websurfing_task_queue WHERE status = 'completed'")
+        == 300
+    )
+
+
+def test_two_daemons_share_one_queue(scratch: str) -> None:
+    result = benchmark.measure_throughput(scratch, tasks=400, processes=1, daemons=2)
+
+    assert (result.tasks, result.daemons) == (400, 2)
+    statuses = _one(scratch, "SELECT array_agg(DISTINCT status) FROM websurfing_task_queue")
+    assert statuses == ["completed"]
+    # both daemons ran and stopped cleanly: nothing is left in the worker registry
+    assert _one(scratch, "SELECT count(*) FROM websurf.worker") == 0
+
+
+def test_audited_cell_tasks_leave_one_robot_row_each_and_write_the_cells(scratch: str) -> None:
+    result = benchmark.measure_cell_tasks(scratch, tasks=150, processes=1)
+
+    assert result.throughput.tasks == 150
+    assert result.robot_rows == 150
+    assert result.tasks_without_one_audit_row == 0
+    assert result.cells_not_written == 0
+    assert _one(scratch, "SELECT count(*) FROM websurfing_cell WHERE content = 'x'") == 150
+
+
+def test_enqueue_rates_count_every_task_queued(scratch: str) -> None:
+    result = benchmark.measure_enqueue(scratch, bulk=500, single=40)
+
+    assert (result.bulk_tasks, result.single_tasks) == (500, 40)
+    assert result.bulk_per_s > 0 and result.single_per_s > 0
+    assert _one(scratch, "SELECT count(*) FROM websurfing_task_queue") == 540
+
+
+def test_pickup_latency_has_one_sample_per_probe_task(scratch: str) -> None:
+    result = benchmark.measure_pickup_latency(scratch, rate_per_s=50, duration_s=0.4, processes=1)
+
+    assert result.tasks == 20
+    assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms <= result.max_ms
+    completed = _one(
+        scratch,
+        "SELECT count(*) FROM websurfing_task_queue"
+        " WHERE task_type = 'bench_latency' AND status = 'completed' AND payload ? 'file'",
+    )
+    assert completed == 20
+
+
+def test_cell_edits_are_audited_and_enqueue_their_robot_task(scratch: str) -> None:
+    result = benchmark.measure_cell_edits(scratch, edits=40)
+
+    assert result.edits == 40
+    assert result.edit_audit_rows == 40
+    assert result.tasks_enqueued == 40
+    assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
+
+
+def test_claim_plan_is_explained_without_claiming_anything(scratch: str) -> None:
+    plan = benchmark.measure_claim_plan(scratch, finished=3000, future=300, due=40, limit=25)
+
+    assert (plan.finished_rows, plan.future_rows, plan.due_rows, plan.limit) == (3000, 300, 40, 25)
+    for text in (plan.plan, plan.generic_plan):
+        assert "websurfing_task_queue" in text and "Execution Time" in text
+    assert "$1" in plan.generic_plan  # really the generic plan, parameters not inlined
+    assert plan.execution_ms > 0 and plan.generic_execution_ms > 0
+    assert "index-driven" in plan.summary
+    # EXPLAIN ANALYZE ran the claim for real, in transactions that were rolled back
+    assert (
+        _one(scratch, "SELECT count(*) FROM websurfing_task_queue WHERE status = 'processing'") == 0
+    )
+
+
+def test_run_benchmark_reports_median_and_range_of_every_run(pg_server: str) -> None:
+    before = _scratch_names(pg_server)
+    options = BenchOptions(
+        runs=2, bulk_tasks=200, single_tasks=20, edits=20, only=("enqueue", "edits")
+    )
+    lines: list[str] = []
+
+    report = benchmark.run_benchmark(pg_server, options, progress=lines.append)
+
+    assert len(report.runs["enqueue"]) == 2 and len(report.runs["edits"]) == 2
+    names = {(m.measurement, m.name) for m in report.metrics}
+    assert ("enqueue", "single (one per statement)") in names
+    assert ("cell-edit commit (edit + audit + enqueue)", "p99") in names
+    for metric in report.metrics:
+        assert len(metric.stat.values) == 2
+        assert metric.stat.low <= metric.stat.median <= metric.stat.high
+    assert report.server.server_version and report.machine.cores > 0
+    assert report.problems == []
+    assert "run 2 of 2" in lines
+    assert _scratch_names(pg_server) <= before
+
+
+def _env() -> dict[str, str]:
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_") and k != "DATABASE_URL"
+    }
+
+
+def test_cli_prints_a_json_report_and_drops_its_database(pg_server: str) -> None:
+    before = _scratch_names(pg_server)
+
+    done = subprocess.run(
+        [
+            WEBSURF,
+            "bench",
+            "--database-url",
+            pg_server,
+            "--only",
+            "enqueue",
+            "--runs",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["server"]["synchronous_commit"] in {
+        "on",
+        "off",
+        "local",
+        "remote_write",
+        "remote_apply",
+    }
+    assert {m["measurement"] for m in report["metrics"]} == {"enqueue"}
+    assert report["runs"]["enqueue"][0]["bulk_tasks"] == 10_000
+    assert _scratch_names(pg_server) <= before
+
+
+def test_cli_interrupted_stops_its_daemon_and_drops_its_database(pg_server: str) -> None:
+    before = _scratch_names(pg_server)
+    bench = subprocess.Popen(
+        [WEBSURF, "bench", "--database-url", pg_server, "--quick", "--only", "latency"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        _wait_until(lambda: bool(_scratch_names(pg_server) - before), "the scratch database")
+        (name,) = _scratch_names(pg_server) - before
+        url = psycopg.conninfo.make_conninfo(pg_server, dbname=name)
+        pids: list[int] = []
+
+        def workers_registered() -> bool:
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    pids[:] = [r[0] for r in conn.execute("SELECT pid FROM websurf.worker")]
+            except psycopg.Error:
+                return False  # not migrated yet
+            return bool(pids)
+
+        _wait_until(workers_registered, "the benchmark's worker daemon")
+        bench.send_signal(signal.SIGINT)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+
+    assert bench.returncode == 130, stderr
+    assert "scratch database was dropped" in stderr
+    assert name not in _scratch_names(pg_server)
+    _wait_until(lambda: not any(_alive(pid) for pid in pids), "the worker processes to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

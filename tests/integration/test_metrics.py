@@ -1,0 +1,227 @@
+"""Metrics and health endpoints, scraped from a real ``websurf worker --metrics-port``.
+
+What a user would notice: Prometheus sees every task claimed and how it ended, per type,
+summed over all worker processes; duration and pickup-latency histograms; queue depth;
+the number of worker processes; ``/readyz`` turns ready once a process reached the
+database and ``/healthz`` answers while the supervisor runs. And the daemon's log is
+JSON lines, one object per line, without the database password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg import conninfo
+
+from websurf.worker.health import HealthServer
+from websurf.worker.metrics import DURATION_BUCKETS_S, _add_observations
+
+WEBSURF = str(Path(sys.executable).with_name("websurf"))
+DEADLINE_S = 30.0
+PASSWORD = "not-a-real-secret-4711"  # trust auth ignores it; it must not show in the logs
+T = TypeVar("T")
+
+OPERATORS = """
+from websurf.worker.registry import Backoff, PermanentError, operator
+
+@operator("always_fails", max_attempts=1)
+def always_fails(task, context):
+    raise PermanentError("broken on purpose")
+
+@operator("fails_once", retry=Backoff(base_s=0.01, jitter=0.0))
+def fails_once(task, context):
+    if task.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {"attempt": task.attempt}
+"""
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, frozenset(s.labels.items()))] = s.value
+    return found
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, frozenset(labels.items())))
+
+
+@pytest.fixture
+def daemon(
+    database_url: str, tmp_path: Path
+) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], Path]]]:
+    """Start ``websurf worker`` (with a password in its URL); stopped at the end."""
+    (tmp_path / "metrics_test_operators.py").write_text(textwrap.dedent(OPERATORS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    url = conninfo.make_conninfo(database_url, password=PASSWORD)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*options: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"worker-{len(started)}.log"
+        with log.open("wb") as err:
+            process = subprocess.Popen(
+                [WEBSURF, "worker", "--database-url", url, "--log-format", "json",
+                 "--operators", "metrics_test_operators", *options],  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
+        started.append(process)
+        return process, log
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+def test_batched_histogram_updates_equal_one_observe_per_value() -> None:
+    values = [0.0, 0.0004, 0.001, 0.003, 0.2, 7.0, 1e6]
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    a = Histogram("d", "d", ["t"], buckets=DURATION_BUCKETS_S, registry=one_by_one)
+    b = Histogram("d", "d", ["t"], buckets=DURATION_BUCKETS_S, registry=batched)
+    for v in values:
+        a.labels("x").observe(v)
+    import bisect
+
+    tally = [0] * (len(DURATION_BUCKETS_S) + 1)
+    for v in values:
+        tally[bisect.bisect_left(DURATION_BUCKETS_S, v)] += 1
+    _add_observations(b.labels("x"), tally, sum(values))
+
+    def body(registry: CollectorRegistry) -> dict[Any, float]:
+        found = samples(generate_latest(registry).decode())
+        return {k: v for k, v in found.items() if not k[0].endswith("_created")}
+
+    assert body(batched) == body(one_by_one)
+
+
+def test_health_endpoints_answer_without_any_worker(tmp_path: Path) -> None:
+    alive = {"yes": True}
+    health = HealthServer(
+        0,
+        host="127.0.0.1",
+        metrics_dir=str(tmp_path / "metrics"),
+        alive=lambda: alive["yes"],
+        stopping=lambda: False,
+        processes=lambda: (0, 2),
+        ready_window_s=15.0,
+    )
+    health.start()
+    try:
+        ready = get(health.port, "/readyz")
+        live = get(health.port, "/healthz")
+        alive["yes"] = False
+        stuck = get(health.port, "/healthz")
+        missing = get(health.port, "/nope")
+        metrics = get(health.port, "/metrics")
+    finally:
+        health.stop()
+
+    assert ready[0] == 503 and json.loads(ready[1])["database_ok_age_s"] is None
+    assert (live[0], stuck[0], missing[0]) == (200, 503, 404)
+    assert sample(metrics[1], "websurf_worker_processes_configured") == 2
+
+
+def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
+    daemon: Callable[..., tuple[subprocess.Popen[bytes], Path]], conn: psycopg.Connection[Any]
+) -> None:
+    port = free_port()
+    process, log = daemon("-c", "2", "--metrics-port", str(port), "--heartbeat-interval", "0.2")
+    wait_for(lambda: get(port, "/readyz")[0] == 200 or process.poll() is not None, "readiness")
+    assert process.poll() is None, log.read_text()[-3000:]
+    assert get(port, "/healthz")[0] == 200
+
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for)"
+        " SELECT t, '{}', now() + CASE WHEN t = 'noop' AND n > 300 THEN interval '1 hour'"
+        " ELSE interval '0' END"
+        " FROM unnest(ARRAY['noop', 'always_fails', 'fails_once', 'elsewhere']) AS t,"
+        " generate_series(1, 303) AS n"
+        " WHERE n <= CASE t WHEN 'noop' THEN 303 WHEN 'elsewhere' THEN 2 ELSE 3 END"
+    )
+
+    def scraped() -> str | None:
+        text = get(port, "/metrics")[1]
+        done = sample(text, "websurf_tasks_finished_total", task_type="fails_once", outcome="completed")
+        depth = sample(text, "websurf_queue_depth", task_type="elsewhere")
+        return text if done == 3 and depth == 2 else None
+
+    text = wait_for(scraped, "all tasks finished and a queue-depth sample")
+
+    def finished(task_type: str, outcome: str) -> float | None:
+        return sample(text, "websurf_tasks_finished_total", task_type=task_type, outcome=outcome)
+
+    assert sample(text, "websurf_tasks_claimed_total", task_type="noop") == 300
+    assert finished("noop", "completed") == 300
+    assert finished("always_fails", "failed") == 3
+    assert finished("fails_once", "retried") == 3
+    assert sample(text, "websurf_tasks_claimed_total", task_type="fails_once") == 6
+    assert sample(text, "websurf_task_duration_seconds_count", task_type="noop") == 300
+    assert sample(text, "websurf_task_pickup_latency_seconds_count", task_type="noop") == 300
+    assert sample(text, "websurf_task_pickup_latency_seconds_bucket", task_type="noop", le="+Inf") == 300
+    assert sample(text, "websurf_queue_scheduled", task_type="noop") == 3
+    assert sample(text, "websurf_worker_processes") == 2
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line one JSON object
+    assert {"metrics_serving", "worker_ready", "task_completed"} <= {r["event"] for r in records}
+    assert PASSWORD not in log.read_text()
