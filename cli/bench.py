@@ -137,8 +137,13 @@ def render(report: Report) -> str:
         f" shared_buffers={s.shared_buffers}, max_connections={s.max_connections}",
         f"runs        {report.options.runs} (median, min-max of the runs);"
         f" {report.options.tasks:,} tasks per throughput run",
-        "",
     ]
+    if report.load_at_start is not None:
+        lines.append(
+            f"load        {report.load_at_start:g} at the start, {report.load_at_end:g} at the end"
+            f" (1-minute load average; on {m.cores} cores, other work skews the figures)"
+        )
+    lines.append("")
     rows = [("measurement", "metric", "median", "min-max", "unit")]
     previous = ""
     for metric in report.metrics:

@@ -233,6 +233,9 @@ class Report:
     server: Server
     database: str  # where the server is (host:port/db), never a password
     options: BenchOptions
+    # 1-minute load average of the machine at the start and end: other work skews the figures
+    load_at_start: float | None = None
+    load_at_end: float | None = None
     metrics: list[Metric] = field(default_factory=list)
     claim_plan: ClaimPlan | None = None
     checks: list[str] = field(default_factory=list)  # what was verified
@@ -753,6 +756,7 @@ def run_benchmark(
         server=server_info(server_url),
         database=database,
         options=options,
+        load_at_start=_load_average(),
     )
     collect = _Collector()
     selected = [m for m in MEASUREMENTS if m in options.only]
@@ -847,7 +851,15 @@ def run_benchmark(
     report.metrics = collect.metrics()
     report.checks = _checks(report)
     report.duration_s = time.perf_counter() - started
+    report.load_at_end = _load_average()
     return report
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _checks(report: Report) -> list[str]:

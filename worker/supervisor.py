@@ -222,6 +222,8 @@ class Supervisor:
         healthy = served_s >= HEALTHY_AFTER_S or running is not None
         slot.failures = 1 if healthy else slot.failures + 1
         delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** (slot.failures - 1))
+        if running is not None:
+            delay = 0.0  # at once: the replacement recovers the batch before it goes stale
         slot.restart_at = time.monotonic() + delay
         if dead_id:
             dead = {"worker_id": dead_id, "how": how, "running": running}

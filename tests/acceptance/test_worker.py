@@ -290,7 +290,7 @@ def test_a_killed_child_is_replaced_and_its_task_recovered(
     daemon.wait_for(lambda: _status(daemon, task_id)[0] == "completed", "the task to rerun", 20)
     _, attempts, error = _status(daemon, task_id)
     assert attempts == 2
-    assert error is not None and "stopped heartbeating" in error
+    assert error is not None and holder in error  # says which worker lost it
     audit = daemon.query(
         "SELECT success, error_message IS NOT NULL FROM websurfing_robot_input_event"
         " WHERE task_id = %s ORDER BY created_at",

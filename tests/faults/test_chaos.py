@@ -129,14 +129,11 @@ def check_outcomes(url: str, side_effects: Path) -> dict[str, Any]:
                 problems.append(f"{task_id} failed but has {len(ok_rows)} success rows")
             if kind in SUCCEEDS:
                 collateral += 1
-            expected = {
-                "raise": "chaos raise",
-                "hang_always": "timeout",
-                **dict.fromkeys(KILLS_ITS_PROCESS, "died"),
-            }.get(kind)
-            if expected and expected not in (error or ""):
+            # the last attempt may also have been lost with a dead worker holding the task
+            expected = {"raise": "chaos raise", "hang_always": "timeout"}.get(kind, "died")
+            if not any(e in (error or "") for e in (expected, "died")):
                 problems.append(f"{task_id} ({kind}) failed with {error!r}")
-    assert not problems, problems[:20]
+    assert not problems, (len(problems), problems[:10])
     return {
         "tasks": len(tasks),
         "completed": statuses["completed"],

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from websurf.cli.bench import render
 from websurf.worker import benchmark
 from websurf.worker.benchmark import BenchError, BenchOptions
 
@@ -176,6 +177,8 @@ def test_run_benchmark_reports_median_and_range_of_every_run(pg_server: str) -> 
     assert report.problems == []
     assert "run 2 of 2" in lines
     assert _scratch_names(pg_server) <= before
+    table = render(report)
+    assert "single (one per statement)" in table and report.server.server_version in table
 
 
 def _env() -> dict[str, str]:

@@ -107,8 +107,17 @@ def daemon(
         log = tmp_path / f"worker-{len(started)}.log"
         with log.open("wb") as err:
             process = subprocess.Popen(
-                [WEBSURF, "worker", "--database-url", url, "--log-format", "json",
-                 "--operators", "metrics_test_operators", *options],  # fmt: skip
+                [
+                    WEBSURF,
+                    "worker",
+                    "--database-url",
+                    url,
+                    "--log-format",
+                    "json",
+                    "--operators",
+                    "metrics_test_operators",
+                    *options,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -122,10 +131,8 @@ def daemon(
     for process in started:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=20)
@@ -199,11 +206,14 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
 
     def scraped() -> str | None:
         text = get(port, "/metrics")[1]
-        done = sample(text, "websurf_tasks_finished_total", task_type="fails_once", outcome="completed")
+        done = sample(
+            text, "websurf_tasks_finished_total", task_type="fails_once", outcome="completed"
+        )
         depth = sample(text, "websurf_queue_depth", task_type="elsewhere")
         return text if done == 3 and depth == 2 else None
 
     text = wait_for(scraped, "all tasks finished and a queue-depth sample")
+    assert text is not None
 
     def finished(task_type: str, outcome: str) -> float | None:
         return sample(text, "websurf_tasks_finished_total", task_type=task_type, outcome=outcome)
@@ -215,7 +225,10 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
     assert sample(text, "websurf_tasks_claimed_total", task_type="fails_once") == 6
     assert sample(text, "websurf_task_duration_seconds_count", task_type="noop") == 300
     assert sample(text, "websurf_task_pickup_latency_seconds_count", task_type="noop") == 300
-    assert sample(text, "websurf_task_pickup_latency_seconds_bucket", task_type="noop", le="+Inf") == 300
+    assert (
+        sample(text, "websurf_task_pickup_latency_seconds_bucket", task_type="noop", le="+Inf")
+        == 300
+    )
     assert sample(text, "websurf_queue_scheduled", task_type="noop") == 3
     assert sample(text, "websurf_worker_processes") == 2
 

@@ -48,11 +48,13 @@ def cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> str:
         (sheet[0],),
     ).fetchone()
     assert column is not None
-    row = conn.execute(
-        "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number, content)"
-        " VALUES (%s, %s, 1, 'before') RETURNING id",
-        (sheet[0], column[0]),
-    ).fetchone()
+    with conn.transaction():  # a person's edit must name its author (cell audit trigger)
+        conn.execute("SELECT set_config('websurf.user_id', %s, true)", (owner,))
+        row = conn.execute(
+            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number, content)"
+            " VALUES (%s, %s, 1, 'before') RETURNING id",
+            (sheet[0], column[0]),
+        ).fetchone()
     assert row is not None
     return str(row[0])
 

@@ -32,7 +32,7 @@ STATUS_QUERIES = {
 
 
 def insert(conn: psycopg.Connection[Any], statement: str, *params: Any) -> None:
-    conn.execute(statement, params or None)  # type: ignore[arg-type]
+    conn.execute(statement, params or None)
 
 
 @pytest.fixture
@@ -161,7 +161,8 @@ def many_finished_rows(databases: Any, template_database: str) -> Iterator[str]:
             "INSERT INTO websurfing_task_queue"
             " (task_type, payload, status, worker_id, created_at, updated_at, started_at)"
             " SELECT 'type' || mod(n, 5), '{}',"
-            " CASE WHEN mod(n, 50) = 0 THEN 'failed' ELSE 'completed' END, 'host/' || (mod(n, 4) + 1),"
+            " CASE WHEN mod(n, 50) = 0 THEN 'failed' ELSE 'completed' END,"
+            " 'host/' || (mod(n, 4) + 1),"
             " now() - make_interval(secs => n * 13), now() - make_interval(secs => n * 13),"
             " now() - make_interval(secs => n * 13)"
             " FROM generate_series(1, %s) AS n",

@@ -60,7 +60,9 @@ def test_list_filters_by_status_and_type(conn: psycopg.Connection[Any], database
 
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["id"], r["status"], r["error_message"]) for r in rows] == [(failed, "failed", "boom")]
+    assert [(r["id"], r["status"], r["error_message"]) for r in rows] == [
+        (failed, "failed", "boom")
+    ]
     table = run(database_url, "list")
     assert table.exit_code == 0 and table.stdout.count("\n") == 4  # header + 3 tasks
 

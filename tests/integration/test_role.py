@@ -1,0 +1,194 @@
+"""The least-privilege role: a worker logged in as a member of websurf_worker does its job.
+
+What a user would notice: a daemon whose database login has only the websurf_worker role
+boots (its schema check reads websurf.schema_migrations), claims and finishes tasks,
+writes a cell and its audit row, heartbeats, and prunes; while that login cannot
+change the schema or read the people's tables.
+
+Role names are global to the server and other test sessions share it: the migration
+creates websurf_worker only where missing (never dropped here); each test makes its own
+randomly named login and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import conninfo, errors, sql
+
+from websurf.cli import status
+from websurf.worker import pruner
+
+WEBSURF = str(Path(sys.executable).with_name("websurf"))
+DEADLINE_S = 30.0
+
+
+@pytest.fixture
+def worker_url(database_url: str, pg_server: str) -> Iterator[str]:
+    """URL of the test database as a fresh LOGIN member of websurf_worker."""
+    name = f"websurf_test_worker_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE websurf_worker").format(sql.Identifier(name))
+        )
+    try:
+        yield conninfo.make_conninfo(database_url, user=name)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            # Its sessions are gone with the daemon; rows it wrote belong to no one.
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (name,),
+            )
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> str:
+    row = conn.execute(
+        "WITH s AS (INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s)"
+        " RETURNING id), c AS (INSERT INTO websurfing_column (spreadsheet_id, position, title)"
+        " SELECT id, 0, 'A' FROM s RETURNING id, spreadsheet_id)"
+        " INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
+        " SELECT spreadsheet_id, id, 1 FROM c RETURNING id",
+        (make_user(),),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@contextlib.contextmanager
+def running_worker(url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_")}
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [
+                WEBSURF,
+                "worker",
+                "--database-url",
+                url,
+                "-c",
+                "2",
+                "--log-format",
+                "json",
+                "--heartbeat-interval",
+                "0.2",
+                "--prune-older-than",
+                "7d",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)
+
+
+def wait_for(condition: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + DEADLINE_S
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {DEADLINE_S:g}s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def test_the_worker_runs_with_only_the_worker_role(
+    worker_url: str, conn: psycopg.Connection[Any], cell: str, tmp_path: Path
+) -> None:
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload)"
+        " SELECT 'noop', '{}' FROM generate_series(1, 50)"
+    )
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload)"
+        " VALUES ('uppercase', jsonb_build_object('cell_id', %s::text, 'input', 'hello'))",
+        (cell,),
+    )
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, status, created_at, updated_at)"
+        " VALUES ('noop', '{}', 'completed', now() - interval '30 days',"
+        " now() - interval '30 days')"
+    )
+    log = tmp_path / "worker.log"
+
+    with running_worker(worker_url, log) as process:
+
+        def all_done() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited: {log.read_text()[-3000:]}")
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE status <> 'completed'), count(*)"
+                " FROM websurfing_task_queue"
+            ).fetchone()
+            return row == (0, 51)  # 51 done, the 30-day-old one pruned
+
+        wait_for(all_done, "every task completed and the old one pruned")
+        workers = conn.execute("SELECT count(*) FROM websurf.worker").fetchone()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, log.read_text()[-3000:]
+
+    assert workers == (2,)
+    content = conn.execute("SELECT content FROM websurfing_cell WHERE id = %s", (cell,)).fetchone()
+    audit = conn.execute(
+        "SELECT success FROM websurfing_robot_input_event WHERE cell_id = %s", (cell,)
+    ).fetchall()
+    assert content == ("HELLO",) and audit == [(True,)]
+    assert "permission denied" not in log.read_text()
+
+
+def test_the_worker_role_reads_status_and_prunes(
+    worker_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, status, created_at, updated_at)"
+        " VALUES ('noop', '{}', 'failed', now() - interval '30 days', now() - interval '30 days')"
+    )
+    with psycopg.connect(worker_url, autocommit=True) as worker:
+        assert pruner.run_once(worker, timedelta(days=7)).deleted == 1
+        assert status.gather(worker).types == {}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE TABLE websurfing_mine (id int)",
+        "ALTER TABLE websurfing_task_queue ADD COLUMN extra int",
+        "DROP INDEX task_queue_processing_idx",
+        "CREATE TABLE websurf.mine (id int)",
+        "TRUNCATE websurfing_task_queue",
+        "SELECT email FROM websurfing_user",
+        "SELECT * FROM websurfing_session",
+        "DELETE FROM websurf.schema_migrations",
+    ],
+)
+def test_the_worker_role_cannot_change_the_schema_or_read_peoples_data(
+    worker_url: str, statement: str
+) -> None:
+    with (
+        psycopg.connect(worker_url, autocommit=True) as worker,
+        pytest.raises(errors.InsufficientPrivilege),
+    ):
+        worker.execute(statement)
