@@ -1,45 +1,56 @@
-"""The ``websurf`` command group."""
+"""The ``websurf`` command group.
+
+Commands are imported when they are run, not when ``websurf`` starts: the worker's
+supervisor then starts its processes without first importing every other command's
+dependencies (a measurable part of the daemon's start-up).
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import version
+import importlib
+from typing import Any
 
 import click
 
-from websurf.cli import (
-    bench,
-    demo,
-    enqueue,
-    migrate,
-    prune,
-    sessions,
-    sheets,
-    status,
-    tasks,
-    worker,
+# name -> (module, attribute); a command's module is imported only when it is used.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "migrate": ("websurf.cli.migrate", "migrate_command"),
+    "worker": ("websurf.cli.worker", "worker_command"),
+    "enqueue": ("websurf.cli.enqueue", "enqueue_command"),
+    "status": ("websurf.cli.status", "status_command"),
+    "tasks": ("websurf.cli.tasks", "tasks_command"),
+    "prune": ("websurf.cli.prune", "prune_command"),
+    "sheets": ("websurf.cli.sheets", "sheets_group"),
+    "sessions": ("websurf.cli.sessions", "sessions_group"),
+    "demo": ("websurf.cli.demo", "demo_command"),
+    "bench": ("websurf.cli.bench", "bench_command"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        command: Any = getattr(importlib.import_module(target[0]), target[1])
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(version("websurf"), prog_name="websurf")
+@click.version_option(package_name="websurf", prog_name="websurf")
 def cli() -> None:
     """websurf: the PostgreSQL data layer and background worker of Websurfing.
 
     Every option can also be set with an environment variable WEBSURF_<OPTION>;
     with no database URL configured, commands use an embedded PostgreSQL.
     """
-
-
-cli.add_command(migrate.migrate_command)
-cli.add_command(worker.worker_command)
-cli.add_command(enqueue.enqueue_command)
-cli.add_command(sheets.sheets_group)
-cli.add_command(sessions.sessions_group)
-cli.add_command(demo.demo_command)
-cli.add_command(status.status_command)
-cli.add_command(tasks.tasks_command)
-cli.add_command(prune.prune_command)
-cli.add_command(bench.bench_command)
 
 
 def main() -> None:

@@ -23,6 +23,13 @@ started, or finished but not yet recorded) go back uncounted: a poison task burn
 own attempts, never its neighbours'. When no task was running, every attempt counts,
 as on the stale-heartbeat path, since the death may have come from recording them.
 
+Both clocks start again when the server does (``pg_postmaster_start_time()``): while
+the database was down or restarting nobody could heartbeat or record a result, so
+after an outage longer than ``stale_after_s`` (or a task's timeout) the first reaper
+must not declare every live worker dead and throw their in-flight work away. A
+network cut that leaves the server up is not covered: a worker cut off for longer than
+``stale_after_s`` is presumed dead, and its late results are fenced out.
+
 Each run takes a transaction-scoped advisory lock, so one reaper runs at a time across
 all hosts, and works in bounded batches. Every recovered task leaves a log line, and an
 audit row (success = false) where it has a cell.

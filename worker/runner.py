@@ -26,6 +26,7 @@ Design note
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -251,7 +252,9 @@ class Runner:
                 return [m.name for m in pending_migrations(conn)]
 
         try:
-            pending = self._with_retry("boot", first_contact, give_up_at=lambda: give_up)
+            pending = self._with_retry(
+                "boot", first_contact, give_up_at=lambda: give_up, until_stop=True
+            )
         except psycopg.OperationalError as exc:
             raise BootError(
                 f"cannot reach PostgreSQL at {describe(url)}: "
@@ -264,11 +267,16 @@ class Runner:
                 f" migration(s), first {pending[0]}): run `websurf migrate` first"
             )
         self.pool.open(wait=False)
-        self._with_retry("register", self._register, give_up_at=lambda: give_up)
-        self.listener = self._with_retry("listen", self._listen, give_up_at=lambda: give_up)
+        self._with_retry("register", self._register, give_up_at=lambda: give_up, until_stop=True)
+        self.listener = self._with_retry(
+            "listen", self._listen, give_up_at=lambda: give_up, until_stop=True
+        )
         if self.predecessors:
             self._with_retry(
-                "reap_predecessors", self._reap_predecessors, give_up_at=lambda: give_up
+                "reap_predecessors",
+                self._reap_predecessors,
+                give_up_at=lambda: give_up,
+                until_stop=True,
             )
         self.metrics.database_ok()
         self.log.info("worker_ready", task_types=self.task_types, pid=os.getpid())
@@ -583,10 +591,14 @@ class Runner:
                 action="recording each task on its own",
             )
             recorded = set()
+            actual: list[Outcome] = []
             for outcome in outcomes:
-                recorded |= self._with_retry(
+                ids, written = self._with_retry(
                     "finish_one", functools.partial(self._finish_alone, outcome), give_up_at=give_up
                 )
+                recorded |= ids
+                actual.append(written)
+            outcomes = actual  # count what was written, not what the handler returned
         self._count(outcomes, recorded)
         self.metrics.finished(outcomes, recorded, self._durations)
 
@@ -600,10 +612,13 @@ class Runner:
                 queue.record_robot_events(conn, [o for o in outcomes if o.task.id in recorded])
         return recorded
 
-    def _finish_alone(self, outcome: Outcome) -> set[UUID]:
-        """Record one outcome; if its audit or cell write fails, fail the task instead."""
+    def _finish_alone(self, outcome: Outcome) -> tuple[set[UUID], Outcome]:
+        """Record one outcome; if its audit or cell write fails, fail the task instead.
+
+        Returns the ids recorded and the outcome that was actually written.
+        """
         try:
-            return self._finish_batch([outcome])
+            return self._finish_batch([outcome]), outcome
         except psycopg.OperationalError:
             raise
         except psycopg.Error as exc:
@@ -618,7 +633,7 @@ class Runner:
             failed = Outcome(outcome.task, FAILED, outcome.operator_type, error=reason)
             assert self.pool is not None
             with self.pool.connection() as conn, conn.transaction():
-                return queue.finish(conn, self.worker_id, [failed])
+                return queue.finish(conn, self.worker_id, [failed]), failed
 
     def _count(self, outcomes: list[Outcome], recorded: set[UUID]) -> None:
         for outcome in outcomes:
@@ -654,4 +669,11 @@ class Runner:
             self.pool.close()
         if self.listener is not None:
             self.listener.close()
+        with contextlib.suppress(ValueError):  # not the main thread: it was never installed
+            previous = signal.set_wakeup_fd(-1)
+            if previous not in (-1, self._wake_w):
+                signal.set_wakeup_fd(previous)  # someone else's: leave it in place
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self.log.info("worker_stopped", **self.counts)

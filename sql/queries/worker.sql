@@ -20,9 +20,10 @@ FROM websurf.worker
 ORDER BY hostname, started_at
 
 -- name: delete_stale_workers
--- Forget workers whose heartbeat is older than their stale_after_s (reaper).
+-- Forget workers that missed heartbeats for stale_after_s while the server was up (reaper).
 DELETE FROM websurf.worker
-WHERE last_heartbeat_at < now() - make_interval(secs => stale_after_s)
+WHERE greatest(last_heartbeat_at, pg_postmaster_start_time())
+      < now() - make_interval(secs => stale_after_s)
 RETURNING id, hostname, pid, last_heartbeat_at
 
 -- name: reap_orphaned_tasks
@@ -51,7 +52,8 @@ RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.
           t.error_message
 
 -- name: reap_timed_out_tasks
--- Retry or fail tasks that have run past their operator's timeout plus grace (reaper).
+-- Retry or fail tasks that ran past their operator's timeout plus grace, counted from
+-- the claim or the server's last start, whichever is later (reaper).
 WITH limits AS (
     SELECT * FROM unnest(%(task_types)s::text[], %(timeouts_s)s::float8[]) AS l(task_type, timeout_s)
 ), late AS (
@@ -59,7 +61,8 @@ WITH limits AS (
     FROM websurfing_task_queue AS t
     JOIN limits AS l ON l.task_type = t.task_type
     WHERE t.status = 'processing'
-      AND t.started_at < now() - make_interval(secs => l.timeout_s)
+      AND greatest(t.started_at, pg_postmaster_start_time())
+          < now() - make_interval(secs => l.timeout_s)
     ORDER BY t.started_at
     LIMIT %(limit)s
     FOR UPDATE OF t SKIP LOCKED

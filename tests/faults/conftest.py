@@ -43,6 +43,12 @@ def fault_database(fault_server: FaultServer) -> str:
     name = f"websurf_faults_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(fault_server.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        # the fast server acknowledges commits before writing them; a crash (immediate
+        # stop) would then lose acknowledged claims and finishes, which no production
+        # server does. fsync stays off: only the processes crash, not the machine.
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(name))
+        )
     url = fault_server.url(name)
     with psycopg.connect(url, autocommit=True) as conn:
         migrator.migrate(conn)

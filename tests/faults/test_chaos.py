@@ -249,6 +249,8 @@ def test_workers_ride_out_a_long_outage(
         ),
         timeout=30,
     )
+    # both serving (a booting child has no heartbeat thread yet: that gap is not tested here)
+    wait_for("both workers ready", lambda: log_counts(daemon)["worker_ready"] == 2, timeout=30)
     children = set(daemon.children())
 
     chaos = Chaos(fault_server, url, daemon, rng)
@@ -271,12 +273,15 @@ def test_workers_ride_out_a_long_outage(
         "db_retries": events["database_retry"],
         "heartbeat_failures": events["heartbeat_failed"],
         "claims_lost": events["task_claim_lost"],
+        "presumed_dead": events["worker_presumed_dead"],
         "drained_after_return_s": round(resumed_s, 1),
     }
     summary("long_outage", figures)
     assert figures["failed"] == 0
     assert figures["duplicate_success_rows"] == 0
+    assert figures["duplicate_runs_same_claim"] == 0
     assert events["database_retry"] > 0  # it logged its retries
+    assert events["worker_presumed_dead"] == 0  # nobody was declared dead for the outage
 
 
 def held_by(url: str, task_id: str) -> tuple[str, str | None, int]:

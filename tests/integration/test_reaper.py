@@ -8,6 +8,7 @@ reaper works at a time; a late worker cannot overwrite the newer attempt.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,8 +22,23 @@ from websurf.worker import queue, reaper
 from websurf.worker.queue import COMPLETED, Outcome
 from websurf.worker.registry import Task
 
-STALE_AFTER_S = 30
+STALE_AFTER_S = 2
 LONG_AGO = "1 hour"
+SERVER_UP_S = 8.0  # staleness and timeouts count from the server's start: 5 s grace + 1 s + slack
+
+
+@pytest.fixture(autouse=True)
+def server_up_long_enough(conn: psycopg.Connection[Any]) -> None:
+    """Wait (once per fresh server) until it has been up longer than any window used here."""
+    deadline = time.monotonic() + SERVER_UP_S + 5
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT extract(epoch FROM now() - pg_postmaster_start_time())"
+        ).fetchone()
+        if row is not None and float(row[0]) > SERVER_UP_S:
+            return
+        time.sleep(0.1)
+    pytest.fail("the test server did not stay up")
 
 
 @pytest.fixture
@@ -166,7 +182,7 @@ def test_dead_workers_tasks_are_handed_back_or_failed_with_a_trace(
 def test_live_workers_tasks_are_left_alone(
     conn: psycopg.Connection[Any], logs: list[dict[str, Any]]
 ) -> None:
-    alive = add_worker(conn, heartbeat_age="1 second")
+    alive = add_worker(conn, heartbeat_age="0.5 seconds")
     task = add_task(conn, alive, started_age="10 minutes")
 
     counts = reaper.run_once(conn, {})
@@ -273,3 +289,67 @@ def test_a_late_worker_cannot_overwrite_the_newer_attempt(
     assert content == ("fresh",)
     successes = [r for r in audit_rows(conn, task_id) if r[1]]
     assert len(successes) == 1
+
+
+def test_a_worker_known_dead_counts_only_the_attempt_it_died_in(
+    conn: psycopg.Connection[Any], cell: str, logs: list[dict[str, Any]]
+) -> None:
+    """The supervisor saw the child die inside a handler: its batch-mates go back free."""
+    dead = add_worker(conn)  # still fresh: the replacement does not wait for staleness
+    culprit = add_task(conn, dead, attempts=3, max_attempts=3, cell_id=cell)
+    neighbour = add_task(conn, dead, attempts=3, max_attempts=3)
+    unstarted = add_task(conn, dead, attempts=1)
+
+    counts = reaper.recover_dead_worker(
+        conn, dead, how="killed by SIGSEGV", running=(str(culprit), 3)
+    )
+
+    assert counts == reaper.ReapCounts(ran=True, dead_workers=1, handed_back=2, failed=1)
+    assert dead not in registered(conn)
+    failed = task_row(conn, culprit)
+    assert failed["status"] == "failed" and failed["attempts"] == 3
+    assert failed["error_message"] == (
+        f"worker {dead} died (killed by SIGSEGV) during attempt 3 of 3"
+    )
+    [(_, success, error, _)] = audit_rows(conn, culprit)
+    assert success is False and "SIGSEGV" in error
+    for task, attempts in ((neighbour, 2), (unstarted, 0)):
+        row = task_row(conn, task)
+        assert (row["status"], row["attempts"], row["due"]) == ("pending", attempts, True)
+        assert row["error_message"] is None
+        assert audit_rows(conn, task) == []
+    assert {e["task_id"] for e in logs if e["event"] == "task_recovered"} == {
+        str(culprit),
+        str(neighbour),
+        str(unstarted),
+    }
+
+
+def test_a_worker_known_dead_outside_a_handler_counts_every_attempt(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """No task was running: the death may have come from recording them, so all count."""
+    dead = add_worker(conn)
+    tasks = [add_task(conn, dead, attempts=1), add_task(conn, dead, attempts=3, max_attempts=3)]
+    elsewhere = add_task(conn, add_worker(conn), attempts=1)
+
+    counts = reaper.recover_dead_worker(conn, dead, how="exit code 1")
+
+    assert (counts.handed_back, counts.failed) == (1, 1)
+    first, last = (task_row(conn, t) for t in tasks)
+    assert (first["status"], first["attempts"]) == ("pending", 1)
+    assert "died (exit code 1) during attempt 1 of 3" in first["error_message"]
+    assert last["status"] == "failed"
+    assert task_row(conn, elsewhere)["status"] == "processing"
+
+
+def test_a_stale_culprit_record_counts_nothing_twice(conn: psycopg.Connection[Any]) -> None:
+    """The noted attempt is no longer this worker's (the reaper got there first)."""
+    dead = add_worker(conn)
+    other = add_worker(conn)
+    task = add_task(conn, other, attempts=2)
+
+    counts = reaper.recover_dead_worker(conn, dead, how="killed by SIGKILL", running=(str(task), 1))
+
+    assert counts.handed_back == counts.failed == 0
+    assert task_row(conn, task)["status"] == "processing"

@@ -266,10 +266,6 @@ def test_one_bad_write_in_a_batch_fails_only_its_task(
         assert [e["success"] for e in _robot_rows(conn, ids[i])] == [True]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner._record counts the handler's outcome, not the failure _finish_alone recorded",
-)
 def test_counts_follow_what_was_recorded_after_a_bad_write(
     runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
