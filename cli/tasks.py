@@ -202,7 +202,12 @@ def list_command(
     limit: int,
     as_json: bool,
 ) -> None:
-    """The newest tasks, newest first."""
+    """The newest tasks, newest first.
+
+    Running tasks are found through the registered workers (a dead worker's tasks show
+    again once the reaper hands them back). Filtering by --type alone reads every task
+    of a state in which that type is rare; add --status on big tables.
+    """
     rt = runtime(ctx, database_url, log_level, log_format)
     with database_errors(), connect(rt.database().url, autocommit=True) as conn:
         rows = list_tasks(conn, status=status, task_type=task_type, limit=limit)

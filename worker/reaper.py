@@ -108,16 +108,16 @@ def recover_dead_worker(
             },
         ).fetchall()
         counted = [r[:8] for r in rows if r[8]]
-        for row in rows:
-            log.warning(
+        uncounted = f"worker {worker_id} died ({how}) while holding it; attempt not counted"
+        for row in rows:  # the attempt it died in is a warning; its batch-mates only info
+            (log.warning if row[8] else log.info)(
                 "task_recovered",
                 task_id=str(row[0]),
                 task_type=row[1],
                 attempt=row[4],
                 worker_id=row[6],
                 status=row[3],
-                reason=row[7] if row[8] else f"worker {worker_id} died ({how}) while holding it;"
-                " handed back, attempt not counted",
+                reason=row[7] if row[8] else uncounted,
             )
         _audit(conn, counted)
     counts = ReapCounts(

@@ -1,10 +1,55 @@
 -- name: list_tasks
 -- The newest tasks, optionally of one status and/or type (websurf tasks list).
-SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
-       updated_at, worker_id, error_message
-FROM websurfing_task_queue
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+-- One branch per status, so each reads its own index (pending: the pending index;
+-- processing: the registered workers' claims; completed, failed: the cleanup index,
+-- newest first; cancelled: task_queue_finished_idx) instead of the whole table.
+SELECT *
+FROM (
+    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
+           updated_at, worker_id, error_message
+     FROM websurfing_task_queue
+     WHERE status = 'pending'
+       AND (%(status)s::text IS NULL OR %(status)s::text = 'pending')
+       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+     ORDER BY created_at DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT t.id, t.task_type, t.status, t.priority, t.attempts, t.max_attempts, t.scheduled_for,
+           t.created_at, t.updated_at, t.worker_id, t.error_message
+     FROM websurf.worker AS w
+     JOIN websurfing_task_queue AS t ON t.worker_id = w.id AND t.status = 'processing'
+     WHERE (%(status)s::text IS NULL OR %(status)s::text = 'processing')
+       AND (%(task_type)s::text IS NULL OR t.task_type = %(task_type)s::text)
+     ORDER BY t.created_at DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
+           updated_at, worker_id, error_message
+     FROM websurfing_task_queue
+     WHERE status = 'completed'
+       AND (%(status)s::text IS NULL OR %(status)s::text = 'completed')
+       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+     ORDER BY created_at DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
+           updated_at, worker_id, error_message
+     FROM websurfing_task_queue
+     WHERE status = 'failed'
+       AND (%(status)s::text IS NULL OR %(status)s::text = 'failed')
+       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+     ORDER BY created_at DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
+           updated_at, worker_id, error_message
+     FROM websurfing_task_queue
+     WHERE status = 'cancelled'
+       AND (%(status)s::text IS NULL OR %(status)s::text = 'cancelled')
+       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+     ORDER BY created_at DESC
+     LIMIT %(limit)s)
+) AS newest
 ORDER BY created_at DESC
 LIMIT %(limit)s
 

@@ -3,7 +3,8 @@
 Loaded by the worker under test with ``--operators chaos_operators`` (this directory is
 on its PYTHONPATH). ``kind`` in the payload picks the behaviour; the attempt number
 decides the ``*_once`` kinds. Every attempt that succeeds appends ``<task id> <attempt>
-<worker id>`` to the file named by ``$WEBSURF_CHAOS_SIDE_EFFECTS``, the side effect the suite counts.
+<worker id>`` to the file named by ``$WEBSURF_CHAOS_SIDE_EFFECTS``: the side effect the
+suite counts.
 """
 
 from __future__ import annotations

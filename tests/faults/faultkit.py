@@ -52,7 +52,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, poll: flo
 
 def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
-        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(statement, params).fetchall()
 
 
 @dataclass

@@ -238,3 +238,23 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
     records = [json.loads(line) for line in lines]  # every line one JSON object
     assert {"metrics_serving", "worker_ready", "task_completed"} <= {r["event"] for r in records}
     assert PASSWORD not in log.read_text()
+
+
+def test_log_lines_mask_passwords_wherever_they_appear() -> None:
+    from websurf.worker.logs import mask_secrets
+
+    event = mask_secrets(
+        None,
+        "warning",
+        {
+            "event": "database_retry",
+            "error": f"connection to postgresql://bob:{PASSWORD}@db:5432/x failed",
+            "dsn": f"host=db password={PASSWORD} user=bob",
+            "api_token": "abc123",
+            "attempt": 3,
+        },
+    )
+
+    assert PASSWORD not in json.dumps(event)
+    assert event["error"] == "connection to postgresql://bob:****@db:5432/x failed"
+    assert event["api_token"] == "****" and event["attempt"] == 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import psycopg
@@ -42,7 +42,7 @@ def server_up_long_enough(conn: psycopg.Connection[Any]) -> None:
 
 
 @pytest.fixture
-def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[MutableMapping[str, Any]]]:
     """The reaper's log events during the test (a fresh logger, so caching cannot hide them)."""
     with capture_logs() as captured:
         monkeypatch.setattr(reaper, "log", structlog.get_logger("websurf.reaper"))
@@ -146,7 +146,7 @@ def registered(conn: psycopg.Connection[Any]) -> set[str]:
 
 
 def test_dead_workers_tasks_are_handed_back_or_failed_with_a_trace(
-    conn: psycopg.Connection[Any], cell: str, logs: list[dict[str, Any]]
+    conn: psycopg.Connection[Any], cell: str, logs: list[MutableMapping[str, Any]]
 ) -> None:
     dead = add_worker(conn, heartbeat_age=LONG_AGO)
     retry = add_task(conn, dead, attempts=1, cell_id=cell)
@@ -180,7 +180,7 @@ def test_dead_workers_tasks_are_handed_back_or_failed_with_a_trace(
 
 
 def test_live_workers_tasks_are_left_alone(
-    conn: psycopg.Connection[Any], logs: list[dict[str, Any]]
+    conn: psycopg.Connection[Any], logs: list[MutableMapping[str, Any]]
 ) -> None:
     alive = add_worker(conn, heartbeat_age="0.5 seconds")
     task = add_task(conn, alive, started_age="10 minutes")
@@ -234,7 +234,7 @@ def test_only_one_reaper_runs_at_a_time(conn: psycopg.Connection[Any], database_
 
 
 def test_tasks_past_their_timeout_are_retried_or_failed(
-    conn: psycopg.Connection[Any], cell: str, logs: list[dict[str, Any]]
+    conn: psycopg.Connection[Any], cell: str, logs: list[MutableMapping[str, Any]]
 ) -> None:
     alive = add_worker(conn)  # the worker is alive: its handler hangs
     late = add_task(conn, alive, started_age="20 seconds", cell_id=cell)
@@ -292,7 +292,7 @@ def test_a_late_worker_cannot_overwrite_the_newer_attempt(
 
 
 def test_a_worker_known_dead_counts_only_the_attempt_it_died_in(
-    conn: psycopg.Connection[Any], cell: str, logs: list[dict[str, Any]]
+    conn: psycopg.Connection[Any], cell: str, logs: list[MutableMapping[str, Any]]
 ) -> None:
     """The supervisor saw the child die inside a handler: its batch-mates go back free."""
     dead = add_worker(conn)  # still fresh: the replacement does not wait for staleness
