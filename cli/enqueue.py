@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import click
 
-from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
+from websurf.cli.options import (
+    CommandError,
+    common_options,
+    database_errors,
+    echo,
+    option,
+    parse_duration,
+    runtime,
+)
 from websurf.sql.database import connect
 from websurf.worker.queue import EnqueueError, enqueue
 from websurf.worker.registry import OperatorError, load_operators
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30s', '5m', '2h', '1.5d', '250ms' (a bare number is seconds)."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 @click.command("enqueue")

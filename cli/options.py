@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
 import structlog
 
-from websurf.sql.database import DatabaseTarget, DatabaseUnavailable, configured_url
+from websurf.sql.target import DatabaseTarget, DatabaseUnavailable, configured_url
 from websurf.worker.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,6 +129,18 @@ def database_errors() -> Iterator[None]:
         yield
     except DatabaseUnavailable as exc:
         raise CommandError(str(exc), EXIT_DATABASE_UNAVAILABLE) from None
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30s', '5m', '2h', '1.5d', '250ms' (a bare number is seconds)."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def echo(text: str = "") -> None:

@@ -7,8 +7,15 @@ import json
 import click
 import psycopg
 
-from websurf.cli.enqueue import parse_duration
-from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
+from websurf.cli.options import (
+    CommandError,
+    common_options,
+    database_errors,
+    echo,
+    option,
+    parse_duration,
+    runtime,
+)
 from websurf.sql.database import connect
 from websurf.worker import pruner
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import click
 
-from websurf.cli.enqueue import parse_duration
-from websurf.cli.options import CommandError, common_options, option, runtime
+from websurf.cli.options import CommandError, common_options, option, parse_duration, runtime
 from websurf.worker import config as defaults
 from websurf.worker.config import WorkerConfig
-from websurf.worker.registry import OperatorError, load_operators
 from websurf.worker.supervisor import EXIT_BOOT_FAILURE, Supervisor
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @click.command("worker")
@@ -138,10 +144,14 @@ def worker_command(
 ) -> None:
     """Run the worker daemon: N processes claiming and running tasks."""
     rt = runtime(ctx, database_url, log_level, log_format)
-    try:
-        load_operators(operator_modules)  # fail fast, before any process starts
-    except OperatorError as exc:
-        raise CommandError(str(exc), EXIT_BOOT_FAILURE) from None
+    # Fail fast on a module that does not exist, without importing it here: the
+    # processes import the operators themselves, and one that fails to import stops
+    # the daemon with its error (importing them here too delayed every start).
+    for module in operator_modules:
+        if not _module_exists(module.split(":", 1)[0]):
+            raise CommandError(
+                f"cannot import operator module {module!r}: no such module", EXIT_BOOT_FAILURE
+            )
     try:
         config = WorkerConfig(
             database_url=rt.database().url,

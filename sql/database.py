@@ -9,8 +9,6 @@ database but never the password.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -24,40 +22,21 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from websurf.sql.target import (  # re-exported: where to connect
+    URL_ENV_VARS as URL_ENV_VARS,
+)
+from websurf.sql.target import DatabaseTarget as DatabaseTarget
+from websurf.sql.target import DatabaseUnavailable as DatabaseUnavailable
+from websurf.sql.target import configured_url as configured_url
+
 log = structlog.get_logger("websurf.database")
 
 CONNECT_TIMEOUT_S = 2
 CONNECT_RETRY_FOR_S = 10.0
-URL_ENV_VARS = ("WEBSURF_DATABASE_URL", "DATABASE_URL")
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database could not be reached within the retry budget."""
 
 
 class InvalidDatabaseUrl(DatabaseUnavailable):
     """The connection string cannot be parsed (the message never quotes it)."""
-
-
-@dataclass(frozen=True)
-class DatabaseTarget:
-    url: str
-    source: str  # "option", an environment variable name, or "embedded"
-
-    @property
-    def safe(self) -> str:
-        return redact(self.url)
-
-
-def configured_url(option: str | None) -> DatabaseTarget | None:
-    """The configured database, or None when the embedded default should be used."""
-    if option:
-        return DatabaseTarget(option, "option")
-    for var in URL_ENV_VARS:
-        value = os.environ.get(var)
-        if value:
-            return DatabaseTarget(value, var)
-    return None
 
 
 def redact(url: str) -> str:

@@ -24,7 +24,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import structlog
 
 from websurf.worker.config import WorkerConfig
@@ -78,6 +77,8 @@ class RunningTask:
 
 def _recover_predecessors(runner: Runner, predecessors: list[dict[str, Any]], log: Any) -> None:
     """Take back the tasks of the processes this one replaces (they are known to be dead)."""
+    import psycopg
+
     from websurf.worker import reaper
 
     assert runner.pool is not None

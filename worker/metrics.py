@@ -30,10 +30,15 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from websurf.worker.queue import COMPLETED, FAILED, Outcome
+if TYPE_CHECKING:  # queue imports psycopg; the supervisor imports this module
+    from websurf.worker.queue import Outcome
+
+COMPLETED = "completed"  # websurf.worker.queue's status names
+FAILED = "failed"
+
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 QUEUE_DEPTH_INTERVAL_S = 10.0

@@ -58,6 +58,9 @@ T = TypeVar("T")
 ERROR_MESSAGE_MAX = 2000
 EWMA_WEIGHT = 0.3
 FIRST_BATCH = 10
+# The reaper times a task out counting from its claim, which a batch shares: start none
+# later than this after the claim (hand the rest back), so none is cut off before it ran.
+BATCH_START_LIMIT_S = reaper.TIMEOUT_GRACE_S / 2
 
 
 class BootError(RuntimeError):
@@ -458,7 +461,7 @@ class Runner:
         self._durations = durations = []
         started = time.perf_counter()
         for task in tasks:
-            if self.stopping:
+            if self.stopping or time.perf_counter() - started > BATCH_START_LIMIT_S:
                 outcomes.append(
                     Outcome(task, PENDING, task.task_type, error=None, handed_back=True)
                 )
