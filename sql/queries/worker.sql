@@ -52,8 +52,7 @@ RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.
           t.error_message
 
 -- name: reap_timed_out_tasks
--- Retry or fail tasks that ran past their operator's timeout plus grace, counted from
--- the claim or the server's last start, whichever is later (reaper).
+-- Retry or fail tasks past their timeout plus grace, from claim or server start (reaper).
 WITH limits AS (
     SELECT * FROM unnest(%(task_types)s::text[], %(timeouts_s)s::float8[]) AS l(task_type, timeout_s)
 ), late AS (
@@ -96,7 +95,8 @@ WITH held AS (
 UPDATE websurfing_task_queue AS t
 SET status = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
     attempts = CASE WHEN h.counted THEN t.attempts ELSE t.attempts - 1 END,
-    failed_at = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN now() ELSE t.failed_at END,
+    failed_at = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN now()
+                     ELSE t.failed_at END,
     scheduled_for = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN t.scheduled_for
                          ELSE now() END,
     error_message = CASE WHEN h.counted THEN format(

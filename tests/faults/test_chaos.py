@@ -134,6 +134,14 @@ def check_outcomes(url: str, side_effects: Path) -> dict[str, Any]:
             if not any(e in (error or "") for e in (expected, "died")):
                 problems.append(f"{task_id} ({kind}) failed with {error!r}")
     assert not problems, (len(problems), problems[:10])
+    # the supervisor saw which attempt killed the process, and how
+    said_how = {
+        kind: sum(1 for t in tasks if t[1] == kind and t[3] == "failed" and how in (t[6] or ""))
+        for kind, how in (("segfault", "SIGSEGV"), ("kill_always", "SIGKILL"))
+    }
+    said_how["exit_always"] = sum(
+        1 for t in tasks if t[1] == "exit_always" and "died (exit code 1)" in (t[6] or "")
+    )
     return {
         "tasks": len(tasks),
         "completed": statuses["completed"],
@@ -142,6 +150,7 @@ def check_outcomes(url: str, side_effects: Path) -> dict[str, Any]:
         "duplicate_success_rows": sum(len(r) - 1 for r in successes.values() if len(r) > 1),
         "duplicate_runs_same_claim": sum(n - 1 for n in claims.values() if n > 1),
         "reruns_after_lost_attempt": sum(n - 1 for n in runs_per_task.values() if n > 1),
+        "failures_naming_the_signal": sum(said_how.values()),
     }
 
 
@@ -214,6 +223,7 @@ def test_every_task_ends_exactly_once_under_chaos(
         "drained_s": round(drained_s, 1),
     }
     summary("chaos", figures)
+    assert figures["failures_naming_the_signal"] > 0
     assert chaos.errors == []
     assert chaos.unrecovered == []
     assert chaos.kills and chaos.restarts == 2 and chaos.outages == 1
