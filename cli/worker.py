@@ -55,6 +55,14 @@ def _module_exists(name: str) -> bool:
     help="Most tasks one process claims per round trip.",
 )
 @option(
+    "--durable-claims",
+    is_flag=True,
+    default=False,
+    help="Flush every claim to disk before running its tasks. Without it a database"
+    " crash can forget the last claims, whose tasks then run again under the same"
+    " attempt number; with it each pickup waits for the disk (about 1 ms).",
+)
+@option(
     "--heartbeat-interval",
     type=click.FloatRange(0.05),
     default=defaults.HEARTBEAT_INTERVAL_S,
@@ -130,6 +138,7 @@ def worker_command(
     shutdown_timeout: float,
     poll_interval: float,
     batch_size: int,
+    durable_claims: bool,
     heartbeat_interval: float,
     stale_after: float,
     reaper_interval: float,
@@ -160,6 +169,7 @@ def worker_command(
             shutdown_timeout_s=shutdown_timeout,
             poll_interval_s=poll_interval,
             batch_max=batch_size,
+            durable_claims=durable_claims,
             heartbeat_interval_s=heartbeat_interval,
             stale_after_s=stale_after,
             reaper_interval_s=reaper_interval,

@@ -35,6 +35,7 @@ class WorkerConfig:
     poll_interval_s: float = POLL_INTERVAL_S
     batch_max: int = BATCH_MAX
     batch_window_s: float = BATCH_WINDOW_S
+    durable_claims: bool = False  # wait for the WAL flush on every claim (see runner)
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     stale_after_s: float = STALE_AFTER_S
     reaper_interval_s: float = REAPER_INTERVAL_S

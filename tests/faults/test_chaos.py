@@ -289,7 +289,11 @@ def test_workers_ride_out_a_long_outage(
     summary("long_outage", figures)
     assert figures["failed"] == 0
     assert figures["duplicate_success_rows"] == 0
-    assert figures["duplicate_runs_same_claim"] == 0
+    # The outage is a server crash (immediate stop). Claims commit asynchronously by
+    # default, so the crash may forget the last claims: their tasks run again under
+    # the same attempt number, and each earlier run's result is fenced out (a lost
+    # claim). A same-attempt re-run without a lost claim would be a bug.
+    assert figures["duplicate_runs_same_claim"] <= figures["claims_lost"]
     assert events["database_retry"] > 0  # it logged its retries
     assert events["worker_presumed_dead"] == 0  # nobody was declared dead for the outage
 

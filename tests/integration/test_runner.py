@@ -378,3 +378,18 @@ def test_registered_task_types_are_the_only_ones_claimed(
 
     assert _one_round(runner) == 0
     assert _task(conn, other)["status"] == "pending"
+
+
+@pytest.mark.parametrize(("durable", "expected"), [(False, "off"), (True, "on")])
+def test_claims_wait_for_the_disk_only_when_asked(
+    database_url: str, durable: bool, expected: str
+) -> None:
+    config = WorkerConfig(database_url=database_url, durable_claims=durable)
+    worker = Runner(config, f"test/0/durable-{durable}", registry=_registry())
+    worker.boot()
+    try:
+        assert worker._claim() == []
+        row = worker._claim_connection().execute("SHOW synchronous_commit").fetchone()
+        assert row == (expected,)
+    finally:
+        worker._close()
