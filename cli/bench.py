@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 import click
@@ -21,6 +17,7 @@ from websurf.cli.options import (
     echo,
     option,
     runtime,
+    sigterm_as_interrupt,
 )
 from websurf.sql.database import describe, scrub
 from websurf.worker.benchmark import MEASUREMENTS, BenchError, BenchOptions, Report, run_benchmark
@@ -80,7 +77,7 @@ def bench_command(
     if only:
         overrides["only"] = tuple(only)
     options = BenchOptions.quick(**overrides) if quick else BenchOptions(**overrides)
-    with _sigterm_as_interrupt(), database_errors():
+    with sigterm_as_interrupt(), database_errors():
         target = rt.database()
         where = f"{describe(target.url)} ({target.source})"
         try:
@@ -103,20 +100,6 @@ def bench_command(
     )
     if report.problems:
         raise CommandError("checks failed: " + "; ".join(report.problems), EXIT_FAILURE)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the benchmark like Ctrl-C: daemons stopped, scratch database dropped."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _number(value: float, unit: str) -> str:

@@ -21,13 +21,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any
 
 import click
 import psycopg
 
-from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
+from websurf.cli.options import (
+    CommandError,
+    common_options,
+    database_errors,
+    echo,
+    option,
+    runtime,
+    sigterm_as_interrupt,
+)
 from websurf.cli.sheets import render_audit, render_sheet
 from websurf.sql import QUERIES
 from websurf.sql.database import connect
@@ -122,18 +129,6 @@ def _worker(url: str, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
                 process.kill()
                 process.wait()
         echo(f"worker exited with code {process.returncode}")
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _wait_for(
@@ -250,7 +245,7 @@ def demo_command(
 ) -> None:
     """Show websurf at work: robot columns filling in, tasks completing, the audit trail."""
     rt = runtime(ctx, database_url, log_level, log_format)
-    with _sigterm_as_interrupt(), database_errors():
+    with sigterm_as_interrupt(), database_errors():
         url = rt.database().url
         try:
             run_demo(url, tasks=tasks, concurrency=concurrency)

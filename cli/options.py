@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -141,6 +143,20 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the command like Ctrl-C, so its clean-up runs (long-running commands)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def echo(text: str = "") -> None:
