@@ -329,6 +329,8 @@ export const robotInputEvents = createTable(
       foreignColumns: [taskQueue.id],
     }),
     index("robot_input_cell_idx").on(t.cellId),
+    // sql/migrations/0013: how the cell guard finds this transaction's robot rows.
+    index("robot_input_cell_time_idx").on(t.cellId, t.createdAt),
     index("robot_input_task_idx").on(t.taskId),
     index("robot_input_operator_idx").on(t.operatorType),
     index("robot_input_time_idx").on(t.createdAt),
