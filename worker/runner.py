@@ -422,7 +422,7 @@ class Runner:
                 autocommit=True,
                 connect_timeout=max(1, round(self.config.connect_timeout_s)),
                 application_name=f"websurf-claim {self.worker_id}"[:63],
-                options="" if self.config.durable_claims else "-c synchronous_commit=off",
+                options=f"-c synchronous_commit={'on' if self.config.durable_claims else 'off'}",
             )
         return conn
 
