@@ -21,12 +21,13 @@ import glob
 import json
 import os
 import shutil
+import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -38,6 +39,7 @@ READY_HEARTBEATS = 3  # readiness lasts this many heartbeat intervals after the 
 METRICS_HOST = "0.0.0.0"
 PATHS = ("/metrics", "/healthz", "/readyz")
 
+T = TypeVar("T")
 log = structlog.get_logger("websurf.health")
 
 
@@ -134,7 +136,9 @@ class HealthServer:
 
         files = glob.glob(os.path.join(self.metrics_dir, "gauge_livemax_*.db"))
         newest: float | None = None
-        merged = MultiProcessCollector.merge(files, accumulate=False)  # type: ignore[no-untyped-call]
+        merged = _with_retries(
+            lambda: MultiProcessCollector.merge(files, accumulate=False)  # type: ignore[no-untyped-call]
+        )
         for metric in merged:
             if metric.name != DATABASE_OK_METRIC:
                 continue
@@ -156,6 +160,25 @@ class HealthServer:
             "configured": configured,
             "database_ok_age_s": age,
         }
+
+
+READ_TRIES = 3
+
+
+def _with_retries(read: Callable[[], T]) -> T:
+    """Read the children's metric files, again if one changed under us.
+
+    A child creates and grows its files while we read them, and the supervisor
+    removes a dead child's live-gauge files: a read can meet a file half-written or
+    just gone. The next read sees a consistent state.
+    """
+    for attempt in range(1, READ_TRIES + 1):
+        try:
+            return read()
+        except (OSError, ValueError, struct.error):
+            if attempt == READ_TRIES:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _handler(health: HealthServer) -> type[BaseHTTPRequestHandler]:
@@ -182,7 +205,7 @@ def _handler(health: HealthServer) -> type[BaseHTTPRequestHandler]:
         def _metrics(self) -> None:
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-            body = generate_latest(health.registry)
+            body = _with_retries(lambda: generate_latest(health.registry))
             self._send(200, CONTENT_TYPE_LATEST, body)
 
         def _json(self, code: int, body: dict[str, Any]) -> None:
