@@ -228,6 +228,16 @@ class Runner:
 
     def boot(self) -> None:
         """Connect, check the schema, register; raise BootError when that cannot work."""
+        try:
+            self._boot()
+        except BaseException:
+            if self.pool is not None:
+                self.pool.close()
+            if self._claimer is not None:
+                self._claimer.close()
+            raise
+
+    def _boot(self) -> None:
         if not self.task_types:
             raise BootError("no operators registered: nothing to run")
         os.set_blocking(self._wake_r, False)
@@ -249,11 +259,10 @@ class Runner:
         )
         give_up = time.monotonic() + self.config.boot_db_wait_s
 
+        # The claim connection (which the loop keeps) checks the schema and registers:
+        # one connection less to open before the first claim.
         def first_contact() -> list[str]:
-            with psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, round(self.config.connect_timeout_s))
-            ) as conn:
-                return [m.name for m in pending_migrations(conn)]
+            return [m.name for m in pending_migrations(self._claim_connection())]
 
         try:
             pending = self._with_retry(
@@ -270,8 +279,13 @@ class Runner:
                 f"the database schema is behind this version of websurf ({len(pending)} pending"
                 f" migration(s), first {pending[0]}): run `websurf migrate` first"
             )
-        self.pool.open(wait=False)
-        self._with_retry("register", self._register, give_up_at=lambda: give_up, until_stop=True)
+        self.pool.open(wait=False)  # connects in the background, for finishes and chores
+        self._with_retry(
+            "register",
+            lambda: self._register(self._claim_connection()),
+            give_up_at=lambda: give_up,
+            until_stop=True,
+        )
         self.listener = self._with_retry(
             "listen", self._listen, give_up_at=lambda: give_up, until_stop=True
         )
@@ -285,19 +299,22 @@ class Runner:
         self.metrics.database_ok()
         self.log.info("worker_ready", task_types=self.task_types, pid=os.getpid())
 
-    def _register(self) -> None:
-        assert self.pool is not None
-        with self.pool.connection() as conn:
-            conn.execute(
-                QUERIES["register_worker"],
-                {
-                    "id": self.worker_id,
-                    "hostname": self.config.hostname,
-                    "pid": os.getpid(),
-                    "task_types": self.task_types,
-                    "stale_after_s": self.config.stale_after_s,
-                },
-            )
+    def _register(self, conn: psycopg.Connection[Any] | None = None) -> None:
+        if conn is None:
+            assert self.pool is not None
+            with self.pool.connection() as pooled:
+                self._register(pooled)
+            return
+        conn.execute(
+            QUERIES["register_worker"],
+            {
+                "id": self.worker_id,
+                "hostname": self.config.hostname,
+                "pid": os.getpid(),
+                "task_types": self.task_types,
+                "stale_after_s": self.config.stale_after_s,
+            },
+        )
 
     def _reap_predecessors(self) -> None:
         """Forget the workers this process replaces; the reaper then recovers their tasks."""
