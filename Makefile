@@ -9,10 +9,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck pytest bench clean wheel
 
+# The install byte-compiles the package as a wheel install would (pip does it there):
+# with PYTHONDONTWRITEBYTECODE set, every worker process would compile it again at start.
 $(STAMP): pyproject.toml $(shell find sql worker cli -name '*.py' -o -name '*.sql' -o -name '*.ts' 2>/dev/null)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/python -m compileall -q "$$($(BIN)/python -c 'import pathlib, websurf.sql; print(pathlib.Path(websurf.sql.__file__).parents[1])')"
 	touch $(STAMP)
 
 install: $(STAMP)
