@@ -134,15 +134,25 @@ def enqueue_many(
     return [row[0] for row in rows]
 
 
+def claim_rows(
+    conn: psycopg.Connection[Any], worker_id: str, task_types: Sequence[str], limit: int
+) -> list[tuple[Any, ...]]:
+    """Claim up to ``limit`` due tasks; the rows of ``claim_tasks`` (for metrics, too)."""
+    return conn.execute(
+        QUERIES["claim_tasks"],
+        {"task_types": list(task_types), "limit": limit, "worker_id": worker_id},
+    ).fetchall()
+
+
+def tasks_from_rows(rows: Sequence[Sequence[Any]]) -> list[Task]:
+    return [Task(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
+
+
 def claim(
     conn: psycopg.Connection[Any], worker_id: str, task_types: Sequence[str], limit: int
 ) -> list[Task]:
     """Claim up to ``limit`` due tasks of ``task_types`` for ``worker_id``."""
-    rows = conn.execute(
-        QUERIES["claim_tasks"],
-        {"task_types": list(task_types), "limit": limit, "worker_id": worker_id},
-    ).fetchall()
-    return [Task(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
+    return tasks_from_rows(claim_rows(conn, worker_id, task_types, limit))
 
 
 COMPLETED = "completed"

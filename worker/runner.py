@@ -408,16 +408,11 @@ class Runner:
             self._close()
 
     def _claim(self) -> list[Task]:
-        rows = (
-            self._claim_connection()
-            .execute(
-                QUERIES["claim_tasks"],
-                {"task_types": self.task_types, "limit": self._limit, "worker_id": self.worker_id},
-            )
-            .fetchall()
+        rows = queue.claim_rows(
+            self._claim_connection(), self.worker_id, self.task_types, self._limit
         )
         self.metrics.claimed(rows)  # columns 6, 7: scheduled_for, created_at (pickup latency)
-        return [Task(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
+        return queue.tasks_from_rows(rows)
 
     def _claim_connection(self) -> psycopg.Connection[Any]:
         """The connection claims run on, reconnected when it broke.
