@@ -77,34 +77,6 @@ def runner(database_url: str) -> Iterator[Runner]:
         worker._close()
 
 
-@pytest.fixture
-def make_cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> Callable[[], str]:
-    """Insert a cell with NULL content (and its spreadsheet and column once); return its id."""
-    sheet = conn.execute(
-        "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
-        (make_user(),),
-    ).fetchone()
-    assert sheet is not None
-    column = conn.execute(
-        "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
-        " VALUES (%s, 0, 'A') RETURNING id",
-        (sheet[0],),
-    ).fetchone()
-    assert column is not None
-    rows = iter(range(1_000_000))
-
-    def make() -> str:
-        cell = conn.execute(
-            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
-            " VALUES (%s, %s, %s) RETURNING id",
-            (sheet[0], column[0], next(rows)),
-        ).fetchone()
-        assert cell is not None
-        return str(cell[0])
-
-    return make
-
-
 def _task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(QUERIES["get_task"], {"id": task_id}).fetchone()
