@@ -3,15 +3,22 @@
 A handler receives the :class:`Task` and a :class:`Context` and returns its output:
 any JSON-serialisable value, or a :class:`Result` carrying the output and new content
 for the task's cell. Raise :class:`PermanentError` (or an error listed in the
-operator's ``permanent_errors``) for failures that retrying cannot fix.
+operator's ``permanent_errors``) for failures that retrying cannot fix, and
+:class:`Snooze` to put the task back for a while without spending an attempt.
+
+A handler is either ``async def`` (run concurrently on the worker process's event
+loop: the right shape for robots that wait on the network) or a plain function (run
+in the process's bounded thread pool, so a blocking call stalls nothing else).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import random
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -39,6 +46,18 @@ class OperatorError(Exception):
     """An operator is defined or loaded wrongly."""
 
 
+class Snooze(Exception):  # a request, not a failure (River's JobSnooze)
+    """Put the task back, due again in ``delay_s``, without spending an attempt.
+
+    For a handler that cannot start its work yet (a busy host, a rate limit). The
+    task keeps its attempt count; nothing is written to its cell or audit trail.
+    """
+
+    def __init__(self, delay_s: float, reason: str = "") -> None:
+        super().__init__(reason or f"snoozed for {delay_s:g}s")
+        self.delay_s = max(0.0, float(delay_s))
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Exponential backoff with jitter: base * factor**(attempt-1), capped, +/- jitter."""
@@ -64,8 +83,26 @@ class Task:
 
     @property
     def cell_id(self) -> str | None:
+        """The payload's ``cell_id`` when it is a UUID; None otherwise (no cell to audit)."""
+        if not isinstance(self.payload, dict):
+            return None
         value = self.payload.get("cell_id")
-        return str(value) if value is not None else None
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            return None
+
+    @property
+    def malformed(self) -> str | None:
+        """Why the worker cannot understand this task's row, or None when it can."""
+        if not isinstance(self.payload, dict):
+            return f"payload must be a JSON object, not {type(self.payload).__name__}"
+        value = self.payload.get("cell_id")
+        if value is not None and self.cell_id is None:
+            return f"payload cell_id {str(value)[:80]!r} is not a UUID"
+        return None
 
 
 _NO_CONTENT: Any = object()
@@ -91,6 +128,7 @@ class Context:
     deadline: float  # time.monotonic() value after which the handler is interrupted
     worker_id: str
     _connection: Callable[[], Any] | None = None
+    _async_connection: Callable[[], Any] | None = None
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -100,8 +138,17 @@ class Context:
         with self._connection() as conn:
             yield conn
 
+    @asynccontextmanager
+    async def async_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """An async pooled connection for reads, for ``async def`` handlers."""
+        if self._async_connection is None:
+            raise RuntimeError("this context has no async database connection")
+        async with self._async_connection() as conn:
+            yield conn
 
-Handler = Callable[[Task, Context], Any]
+
+Handler = Callable[[Task, Context], Any]  # a plain function, or one returning an awaitable
+AsyncHandler = Callable[[Task, Context], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -112,6 +159,14 @@ class Operator:
     max_attempts: int = MAX_ATTEMPTS
     retry: Backoff = field(default_factory=Backoff)
     permanent_errors: tuple[type[BaseException], ...] = ()
+    concurrency: int | None = None  # tasks of this operator in flight per process, at most
+
+    @property
+    def is_async(self) -> bool:
+        """``async def`` handlers run on the event loop; the others in the thread pool."""
+        return inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(
+            getattr(self.handler, "__call__", None)  # noqa: B004 (an async callable object)
+        )
 
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, (PermanentError, *self.permanent_errors))
@@ -132,6 +187,7 @@ class Registry:
         max_attempts: int = MAX_ATTEMPTS,
         retry: Backoff | None = None,
         permanent_errors: tuple[type[BaseException], ...] = (),
+        concurrency: int | None = None,
     ) -> Operator:
         if not name or len(name) > 100:
             raise OperatorError(f"operator name {name!r} must be 1 to 100 characters")
@@ -140,7 +196,19 @@ class Registry:
             raise OperatorError(f"operator {name!r} is registered twice")
         if max_attempts < 1:
             raise OperatorError(f"operator {name!r}: max_attempts must be at least 1")
-        op = Operator(name, handler, timeout_s, max_attempts, retry or Backoff(), permanent_errors)
+        if concurrency is not None and concurrency < 1:
+            raise OperatorError(f"operator {name!r}: concurrency must be at least 1")
+        if timeout_s is not None and timeout_s <= 0:
+            raise OperatorError(f"operator {name!r}: timeout_s must be positive")
+        op = Operator(
+            name,
+            handler,
+            timeout_s,
+            max_attempts,
+            retry or Backoff(),
+            permanent_errors,
+            concurrency,
+        )
         self._operators[name] = op
         return op
 
