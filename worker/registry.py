@@ -84,9 +84,10 @@ class Task:
     @property
     def cell_id(self) -> str | None:
         """The payload's ``cell_id`` when it is a UUID; None otherwise (no cell to audit)."""
-        if not isinstance(self.payload, dict):
+        payload: Any = self.payload  # typed as an object, but a row may hold anything
+        if not isinstance(payload, dict):
             return None
-        value = self.payload.get("cell_id")
+        value = payload.get("cell_id")
         if value is None:
             return None
         try:
@@ -97,9 +98,10 @@ class Task:
     @property
     def malformed(self) -> str | None:
         """Why the worker cannot understand this task's row, or None when it can."""
-        if not isinstance(self.payload, dict):
-            return f"payload must be a JSON object, not {type(self.payload).__name__}"
-        value = self.payload.get("cell_id")
+        payload: Any = self.payload
+        if not isinstance(payload, dict):
+            return f"payload must be a JSON object, not {type(payload).__name__}"
+        value = payload.get("cell_id")
         if value is not None and self.cell_id is None:
             return f"payload cell_id {str(value)[:80]!r} is not a UUID"
         return None
