@@ -30,6 +30,19 @@ def _module_exists(name: str) -> bool:
     help="Worker processes to run.",
 )
 @option(
+    "--tasks-per-process",
+    type=click.IntRange(1, 100_000),
+    default=defaults.TASKS_PER_PROCESS,
+    help="Tasks one process runs at once (async handlers on its event loop, plain ones in"
+    " its threads).",
+)
+@option(
+    "--threads-per-process",
+    type=click.IntRange(1, 1000),
+    default=defaults.THREADS_PER_PROCESS,
+    help="Threads per process for plain (non-async) handlers.",
+)
+@option(
     "--operators",
     "operator_modules",
     multiple=True,
@@ -134,6 +147,8 @@ def worker_command(
     log_level: str,
     log_format: str,
     concurrency: int,
+    tasks_per_process: int,
+    threads_per_process: int,
     operator_modules: tuple[str, ...],
     shutdown_timeout: float,
     poll_interval: float,
@@ -165,6 +180,8 @@ def worker_command(
         config = WorkerConfig(
             database_url=rt.database().url,
             concurrency=concurrency,
+            tasks_per_process=tasks_per_process,
+            threads_per_process=threads_per_process,
             operator_modules=operator_modules,
             shutdown_timeout_s=shutdown_timeout,
             poll_interval_s=poll_interval,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-CONCURRENCY = 2
+CONCURRENCY = 2  # worker processes (CPU and crash isolation)
+# Tasks in flight per process: async handlers waiting on the network cost little, so
+# this is large; it bounds memory (about 50 kB per task in flight) and the claim size.
+TASKS_PER_PROCESS = 1000
+THREADS_PER_PROCESS = 32  # plain (non-async) handlers run in this many threads per process
 SHUTDOWN_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 1.0
 BATCH_MAX = 500  # tasks claimed per round trip, at most
@@ -30,6 +34,8 @@ PRUNE_TIME_BUDGET_S = 2.0  # per maintenance turn, so heartbeats keep their pace
 class WorkerConfig:
     database_url: str
     concurrency: int = CONCURRENCY
+    tasks_per_process: int = TASKS_PER_PROCESS
+    threads_per_process: int = THREADS_PER_PROCESS
     operator_modules: tuple[str, ...] = ()
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
     poll_interval_s: float = POLL_INTERVAL_S
@@ -59,6 +65,14 @@ class WorkerConfig:
         """Raise ValueError naming the first setting that makes no sense."""
         checks = [
             (self.concurrency >= 1, "concurrency must be at least 1"),
+            (
+                1 <= self.tasks_per_process <= 100_000,
+                "tasks per process must be between 1 and 100000",
+            ),
+            (
+                1 <= self.threads_per_process <= 1000,
+                "threads per process must be between 1 and 1000",
+            ),
             (self.shutdown_timeout_s >= 0, "shutdown timeout must not be negative"),
             (self.poll_interval_s > 0, "poll interval must be positive"),
             (self.batch_max >= 1, "batch size must be at least 1"),

@@ -15,13 +15,14 @@ A task is ``processing`` while a worker holds its claim. Two things can leave it
 
 When the supervisor knows a worker died (its child process exited), the replacement
 process calls :func:`recover_dead_worker` at boot instead of waiting for the heartbeat
-to go stale. The supervisor also knows which task the child was running when it died
-(the child notes it in a small shared file around each handler call): only that
-attempt counts, and it fails with a message saying how the process died once the
-attempts are used up. The dead worker's other tasks (claimed in the same batch, not
-started, or finished but not yet recorded) go back uncounted: a poison task burns its
-own attempts, never its neighbours'. When no task was running, every attempt counts,
-as on the stale-heartbeat path, since the death may have come from recording them.
+to go stale. The supervisor also knows which tasks' handler code the child was
+executing when it died (the running note: the async step on the event loop, and each
+busy handler thread): only those attempts count, and they fail with a message saying
+how the process died once the attempts are used up. The dead worker's other tasks
+(waiting on I/O, waiting for a slot, or finished but not yet recorded) go back
+uncounted: a poison task burns its own attempts, never its neighbours'. A death while
+no handler code ran (the OOM killer, an operator's ``kill -9``) charges nobody; the
+supervisor's growing restart backoff bounds what a crash outside handlers can cost.
 
 Both clocks start again when the server does (``pg_postmaster_start_time()``): while
 the database was down or restarting nobody could heartbeat or record a result, so
@@ -38,7 +39,7 @@ audit row (success = false) where it has a cell.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,27 +90,27 @@ def recover_dead_worker(
     worker_id: str,
     *,
     how: str,
-    running: tuple[str, int] | None = None,
+    running: Sequence[tuple[str, int]] = (),
 ) -> ReapCounts:
     """Forget a worker whose process is known to have died, and take back its tasks.
 
-    ``running`` is the (task id, attempt) it died in, if any: only that attempt counts.
+    ``running`` lists the (task id, attempt) pairs whose handler code was executing
+    when it died: only those attempts count; its other tasks go back uncounted.
     """
-    culprit_id, culprit_attempt = running if running is not None else (None, None)
     with conn.transaction():
         conn.execute(QUERIES["deregister_worker"], {"id": worker_id})
         rows = conn.execute(
             QUERIES["release_dead_worker_tasks"],
             {
                 "worker_id": worker_id,
-                "culprit_id": culprit_id,
-                "culprit_attempt": culprit_attempt,
+                "culprit_ids": [task_id for task_id, _ in running],
+                "culprit_attempts": [attempt for _, attempt in running],
                 "how": how,
             },
         ).fetchall()
         counted = [r[:8] for r in rows if r[8]]
         uncounted = f"worker {worker_id} died ({how}) while holding it; attempt not counted"
-        for row in rows:  # the attempt it died in is a warning; its batch-mates only info
+        for row in rows:  # the attempts it died in are warnings; the others only info
             (log.warning if row[8] else log.info)(
                 "task_recovered",
                 task_id=str(row[0]),
@@ -130,7 +131,7 @@ def recover_dead_worker(
         "dead_worker_recovered",
         dead_worker_id=worker_id,
         how=how,
-        running_task_id=culprit_id,
+        running_task_ids=[task_id for task_id, _ in running],
         handed_back=counts.handed_back,
         failed=counts.failed,
     )

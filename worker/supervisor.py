@@ -13,10 +13,12 @@ and write to a wake-up pipe; the loop acts on it:
   exponential backoff (reset once it has served for a while); its replacement is told
   the dead child's worker id, so the dead child's tasks are recovered at once instead
   of after the heartbeat timeout. Each slot owns a small unlinked file, shared with its
-  child, where the child notes the task it is running; read after a death, it tells the
-  replacement which attempt killed the child (only that one counts) and how it died.
-  A child that died inside a handler is restarted without growing backoff: a poison
-  task ends after its max attempts, and the daemon keeps serving the other tasks.
+  child, where the child notes the tasks its handler code is executing (the running
+  note); read after a death, it tells the replacement which attempts could have killed
+  the child (only those count) and how it died. A child that died inside a handler,
+  or that exited to be recycled (a handler thread stuck past its timeout), is
+  restarted without growing backoff: a poison task ends after its max attempts, and
+  the daemon keeps serving the other tasks.
 * A child that cannot boot for a reason a restart will not fix (bad operator module,
   schema behind) stops the whole daemon with its message, instead of crash-looping.
   One that cannot reach the database stops the daemon only before any child ever
@@ -46,12 +48,7 @@ from typing import IO, Any
 
 import structlog
 
-from websurf.worker.child import (
-    EXIT_BOOT_CONFIG,
-    EXIT_BOOT_DATABASE,
-    RUNNING_TASK_BYTES,
-    parse_running_task,
-)
+from websurf.worker.child import EXIT_BOOT_CONFIG, EXIT_BOOT_DATABASE, EXIT_RECYCLE
 from websurf.worker.config import RESTART_BACKOFF_MAX_S, WorkerConfig
 from websurf.worker.health import (
     LIVENESS_WINDOW_S,
@@ -59,6 +56,7 @@ from websurf.worker.health import (
     READY_WINDOW_MIN_S,
     HealthServer,
 )
+from websurf.worker.process.running import note_bytes, parse_running_tasks
 
 EXIT_OK = 0
 EXIT_BOOT_FAILURE = 4
@@ -125,7 +123,9 @@ class Supervisor:
         settings["predecessors"] = slot.predecessors
         if slot.running_file is None:
             slot.running_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives with the slot; unlinked)
-        os.pwrite(slot.running_file.fileno(), bytes(RUNNING_TASK_BYTES), 0)
+        size = note_bytes(self.config.threads_per_process)
+        os.ftruncate(slot.running_file.fileno(), size)
+        os.pwrite(slot.running_file.fileno(), bytes(size), 0)
         settings["running_task_fd"] = slot.running_file.fileno()
         process = subprocess.Popen(
             [sys.executable, "-m", "websurf.worker.child"],
@@ -196,11 +196,10 @@ class Supervisor:
         if code < 0:
             with contextlib.suppress(ValueError):
                 how = f"killed by {signal.Signals(-code).name}"
-        running = None
+        running: list[tuple[str, int]] = []
         if slot.running_file is not None:
-            running = parse_running_task(
-                os.pread(slot.running_file.fileno(), RUNNING_TASK_BYTES, 0)
-            )
+            size = note_bytes(self.config.threads_per_process)
+            running = parse_running_tasks(os.pread(slot.running_file.fileno(), size, 0))
         dead_id = slot.worker_id
         pid = slot.process.pid
         slot.process = None
@@ -218,11 +217,13 @@ class Supervisor:
             self.fatal_reason = reason
             self._begin_stop()
             return
-        # dying inside a handler is the task's doing (its attempts bound it), not a crash loop
-        healthy = served_s >= HEALTHY_AFTER_S or running is not None
+        # Dying inside a handler is the task's doing (its attempts bound it), and a recycle
+        # (a stuck handler thread) is the process asking for it: neither is a crash loop.
+        recycled = code == EXIT_RECYCLE
+        healthy = served_s >= HEALTHY_AFTER_S or bool(running) or recycled
         slot.failures = 1 if healthy else slot.failures + 1
         delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** (slot.failures - 1))
-        if running is not None:
+        if running or recycled:
             delay = 0.0  # at once: the replacement recovers the batch before it goes stale
         slot.restart_at = time.monotonic() + delay
         if dead_id:
@@ -235,7 +236,7 @@ class Supervisor:
             child_worker_id=dead_id,
             served_s=round(served_s, 1),
             restart_in_s=round(delay, 2),
-            running_task_id=running[0] if running else None,
+            running_task_ids=[task_id for task_id, _ in running],
         )
 
     def _alive(self) -> list[Slot]:

@@ -83,14 +83,16 @@ RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.
 SELECT pg_try_advisory_xact_lock(%(key)s)
 
 -- name: release_dead_worker_tasks
--- Take back a dead worker's tasks; only the attempt it died in counts (its replacement, at boot).
-WITH held AS (
-    SELECT id,
-           %(culprit_id)s::uuid IS NULL
-           OR (id = %(culprit_id)s::uuid AND attempts = %(culprit_attempt)s::int) AS counted
-    FROM websurfing_task_queue
-    WHERE worker_id = %(worker_id)s AND status = 'processing'
-    FOR UPDATE
+-- Take back a dead worker's tasks; only the attempts it died in count (its replacement, at boot).
+WITH culprits AS (
+    SELECT * FROM unnest(%(culprit_ids)s::uuid[], %(culprit_attempts)s::int[]) AS c(id, attempts)
+), held AS (
+    SELECT q.id,
+           EXISTS (SELECT 1 FROM culprits AS c WHERE c.id = q.id AND c.attempts = q.attempts)
+               AS counted
+    FROM websurfing_task_queue AS q
+    WHERE q.worker_id = %(worker_id)s AND q.status = 'processing'
+    FOR UPDATE OF q
 )
 UPDATE websurfing_task_queue AS t
 SET status = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,

@@ -1,0 +1,348 @@
+"""Running one handler under its deadline, and turning what happened into an Outcome.
+
+Design note
+-----------
+* ``async def`` handlers run on the process's event loop under ``asyncio.timeout``:
+  past the operator's timeout the handler is cancelled and its attempt fails as a
+  timeout. Plain functions run in a bounded thread pool, so a blocking call stalls
+  neither the loop, the heartbeat nor the other tasks.
+* A thread cannot be killed. A plain handler that overruns its timeout has its attempt
+  failed at once (the task is retried or failed like any other error, and its late
+  result is ignored); if the thread has still not returned ``stuck_grace_s`` later, the
+  executor asks for the process to be recycled (``on_stuck``): the runner drains the
+  other tasks and exits, and the supervisor starts a fresh process.
+* Stopping: :meth:`interrupt` cancels every running async handler and abandons every
+  thread; each such attempt comes back *handed back* (pending again, not counted).
+* Crash attribution: while handler code runs, the running-task note (see
+  ``running.py``) names its task: the loop line around each step of an async handler,
+  the thread's own line around a plain call.
+* Nothing a row can contain escapes as an exception: a task the worker cannot
+  understand, a handler that raises anything, an output that is not JSON or that
+  PostgreSQL cannot store (a NUL character) all end as a failed attempt with a clear
+  error message, permanently where retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from websurf.worker.process.running import LOOP_LINE, RunningNote, line_for
+from websurf.worker.queue import COMPLETED, FAILED, PENDING, Outcome
+from websurf.worker.registry import Context, Operator, Result, Snooze, Task
+
+ERROR_MESSAGE_MAX = 2000
+STUCK_GRACE_S = 5.0  # a plain handler past its timeout may take this long to return
+NO_TIMEOUT_S = 1e9
+
+
+class TaskTimeout(Exception):
+    """The handler ran past its operator's timeout."""
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message``, bounded, and storable as PostgreSQL text (no NUL)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text.replace("\x00", "\\0")[:ERROR_MESSAGE_MAX]
+
+
+def decide_failure(
+    task: Task, op: Operator | None, exc: BaseException, *, permanent: bool = False
+) -> tuple[str, datetime | None, float | None]:
+    """Retry or fail: (status, run_at, retry delay in seconds)."""
+    if permanent or op is None or op.is_permanent(exc) or task.attempt >= task.max_attempts:
+        return FAILED, None, None
+    delay = op.retry.delay_s(task.attempt)
+    return PENDING, datetime.now(UTC) + timedelta(seconds=delay), delay
+
+
+class _TaskLog:
+    """The task's logger, bound on first use (most handlers never log)."""
+
+    __slots__ = ("_base", "_bound", "_task")
+
+    def __init__(self, base: Any, task: Task) -> None:
+        self._base, self._task, self._bound = base, task, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._bound is None:
+            task = self._task
+            self._bound = self._base.bind(
+                task_id=str(task.id), task_type=task.task_type, attempt=task.attempt
+            )
+        return getattr(self._bound, name)
+
+
+class _Noted(collections.abc.Coroutine[Any, Any, Any]):
+    """Wraps a handler's coroutine so each step is noted on the loop's line."""
+
+    __slots__ = ("_coro", "_line", "_note")
+
+    def __init__(self, coro: Any, note: RunningNote, line: bytes) -> None:
+        self._coro, self._note, self._line = coro, note, line
+
+    def send(self, value: Any) -> Any:
+        self._note.mark(LOOP_LINE, self._line)
+        try:
+            return self._coro.send(value)
+        finally:
+            self._note.clear(LOOP_LINE)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._note.mark(LOOP_LINE, self._line)
+        try:
+            if val is None and tb is None:
+                return self._coro.throw(typ)
+            return self._coro.throw(typ, val, tb)  # pragma: no cover (old-style throw)
+        finally:
+            self._note.clear(LOOP_LINE)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self  # type: ignore[return-value]  # a coroutine is its own iterator
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+class Executor:
+    """Runs handlers: async ones on the loop, plain ones in a bounded thread pool."""
+
+    def __init__(
+        self,
+        operators: Mapping[str, Operator],
+        *,
+        worker_id: str,
+        log: Any,
+        threads: int,
+        note: RunningNote | None = None,
+        read_connection: Callable[[], Any] | None = None,
+        async_read_connection: Callable[[], Any] | None = None,
+        on_stuck: Callable[[str], None] = lambda reason: None,
+        stuck_grace_s: float = STUCK_GRACE_S,
+    ) -> None:
+        self.operators = operators
+        self.worker_id = worker_id
+        self.log = log
+        self.threads = threads
+        self.note = note
+        self._read_connection = read_connection
+        self._async_read_connection = async_read_connection
+        self._on_stuck = on_stuck
+        self._stuck_grace_s = stuck_grace_s
+        self._line_numbers = itertools.count(1)
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="handler", initializer=self._name_thread
+        )
+        self.threads_busy = 0  # plain handlers whose thread has not returned (stuck ones too)
+        self.stuck = 0
+        self.interrupting = False
+
+    def _name_thread(self) -> None:
+        self._local.line = next(self._line_numbers)
+
+    # -- one task ----------------------------------------------------------------------
+
+    async def run(self, task: Task) -> Outcome:
+        """Run ``task``'s handler; always returns how the attempt ended."""
+        op = self.operators.get(task.task_type)
+        started = time.perf_counter()
+        problem = task.malformed
+        if op is None or problem is not None:
+            reason = problem or f"no operator handles task type {task.task_type!r} here"
+            return self._failed(task, op, ValueError(reason), started, permanent=True)
+        timeout_s = op.timeout_s
+        ctx = Context(
+            log=_TaskLog(self.log, task),
+            deadline=time.monotonic() + (timeout_s if timeout_s is not None else NO_TIMEOUT_S),
+            worker_id=self.worker_id,
+            _connection=self._read_connection,
+            _async_connection=self._async_read_connection,
+        )
+        try:
+            if op.is_async:
+                value = await self._run_async(task, op, ctx)
+            else:
+                value = await self._run_in_thread(task, op, ctx)
+        except asyncio.CancelledError:
+            if not self.interrupting:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            ctx.log.warning("task_interrupted", reason="shutdown", duration_ms=duration_ms)
+            return Outcome(task, PENDING, op.name, handed_back=True, duration_ms=duration_ms)
+        except Snooze as snooze:
+            ctx.log.info("task_snoozed", reason=str(snooze), delay_s=snooze.delay_s)
+            return Outcome(
+                task,
+                PENDING,
+                op.name,
+                handed_back=True,
+                run_at=datetime.now(UTC) + timedelta(seconds=snooze.delay_s),
+            )
+        except Exception as exc:
+            return self._failed(task, op, exc, started, ctx=ctx)
+        return self._completed(task, op, ctx, value, started)
+
+    async def _run_async(self, task: Task, op: Operator, ctx: Context) -> Any:
+        coro = op.handler(task, ctx)
+        if self.note is not None:
+            coro = _Noted(coro, self.note, line_for(task.id, task.attempt))
+        if op.timeout_s is None:
+            return await coro
+        try:
+            async with asyncio.timeout(op.timeout_s) as scope:
+                return await coro
+        except TimeoutError:
+            if scope.expired():
+                raise TaskTimeout(f"handler ran past its {op.timeout_s:g}s timeout") from None
+            raise
+
+    async def _run_in_thread(self, task: Task, op: Operator, ctx: Context) -> Any:
+        note = self.note
+        line = line_for(task.id, task.attempt) if note is not None else b""
+
+        def call() -> Any:
+            if note is None:
+                return op.handler(task, ctx)
+            number: int = self._local.line
+            note.mark(number, line)
+            try:
+                return op.handler(task, ctx)
+            finally:
+                note.clear(number)
+
+        loop = asyncio.get_running_loop()
+        self.threads_busy += 1
+        future = loop.run_in_executor(self._pool, call)
+        future.add_done_callback(self._thread_returned)
+        # The handler's own future is shielded: a timeout or a stop abandons the wait,
+        # never the thread (it cannot be killed), whose late result is then ignored.
+        try:
+            if op.timeout_s is None:
+                return await asyncio.shield(future)
+            return await asyncio.wait_for(asyncio.shield(future), op.timeout_s)
+        except TimeoutError:
+            if future.done():
+                raise
+            self._watch_stuck(task, op, future)
+            raise TaskTimeout(f"handler ran past its {op.timeout_s:g}s timeout") from None
+
+    def _thread_returned(self, future: asyncio.Future[Any]) -> None:
+        self.threads_busy -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved: an abandoned handler's error is not news
+
+    def _watch_stuck(self, task: Task, op: Operator, future: asyncio.Future[Any]) -> None:
+        self.stuck += 1
+
+        def returned(_: asyncio.Future[Any]) -> None:
+            self.stuck -= 1
+            timer.cancel()
+
+        def still_running() -> None:
+            if not future.done():
+                self._on_stuck(
+                    f"plain handler of task {task.id} ({op.name}) is still running"
+                    f" {self._stuck_grace_s:g}s after its {op.timeout_s:g}s timeout"
+                )
+
+        timer = asyncio.get_running_loop().call_later(self._stuck_grace_s, still_running)
+        future.add_done_callback(returned)
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _completed(
+        self, task: Task, op: Operator, ctx: Context, value: Any, started: float
+    ) -> Outcome:
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        if isinstance(value, Result):
+            output, writes, content = value.output, value.writes_cell, value.cell_content
+        else:
+            output, writes, content = value, False, None
+        problem = _unstorable(output, content if writes else None)
+        if problem is not None:
+            return self._failed(task, op, TypeError(problem), started, ctx=ctx, permanent=True)
+        return Outcome(
+            task,
+            COMPLETED,
+            op.name,
+            output=output,
+            duration_ms=duration_ms,
+            writes_cell=writes and task.cell_id is not None,
+            cell_content=content,
+        )
+
+    def _failed(
+        self,
+        task: Task,
+        op: Operator | None,
+        exc: BaseException,
+        started: float,
+        *,
+        ctx: Context | None = None,
+        permanent: bool = False,
+    ) -> Outcome:
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        error = error_text(exc)
+        log = ctx.log if ctx is not None else _TaskLog(self.log, task)
+        status, run_at, delay = decide_failure(task, op, exc, permanent=permanent)
+        if status == FAILED:
+            log.warning("task_failed", error=error, duration_ms=duration_ms)
+        else:
+            log.info("task_retry_scheduled", error=error, retry_in_s=round(delay or 0.0, 3))
+        return Outcome(
+            task,
+            status,
+            op.name if op is not None else task.task_type,
+            error=error,
+            duration_ms=duration_ms,
+            run_at=run_at,
+        )
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Let idle threads go; a stuck one is abandoned (the process exits around it)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _unstorable(output: Any, content: Any) -> str | None:
+    """Why PostgreSQL could not store this output or cell content, or None."""
+    if content is not None:
+        if not isinstance(content, str):
+            return f"cell content must be text, not {type(content).__name__}"
+        if "\x00" in content:
+            return "cell content contains a NUL character, which PostgreSQL text cannot store"
+    if output is None:
+        return None
+    try:
+        encoded = json.dumps(output, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"handler output is not JSON-serialisable: {exc}"
+    if "\\u0000" in encoded and _has_nul(output):  # the escape, or a NUL character?
+        return "handler output contains a NUL character, which PostgreSQL jsonb cannot store"
+    return None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False

@@ -1,0 +1,137 @@
+"""The process's maintenance thread: heartbeat, and the chores that take turns with it.
+
+It runs on its own thread with the process's small synchronous pool, so a busy event
+loop or a stuck handler never delays a heartbeat. Each turn: heartbeat (re-register
+when the registry forgot this worker), then whichever chores are due: the reaper
+(one at a time across hosts, by an advisory lock), the queue-depth sample for the
+metrics, and scheduled pruning. Each chore is a ``run_once`` service; this module only
+decides when they run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from websurf.sql import QUERIES
+from websurf.sql.database import scrub
+from websurf.worker import metrics as metrics_module
+from websurf.worker import pruner, reaper
+from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
+from websurf.worker.process.executor import error_text
+
+PREDECESSOR_TRIES = 5  # then the stale-heartbeat reaper recovers them instead
+PREDECESSOR_RETRY_S = 0.5
+
+
+class Maintenance:
+    """Heartbeat and chores on a thread of their own."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        config: WorkerConfig,
+        *,
+        worker_id: str,
+        timeouts_s: Mapping[str, float],
+        register: Callable[[psycopg.Connection[Any]], None],
+        metrics: metrics_module.WorkerMetrics | metrics_module.NullMetrics,
+        log: Any,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.worker_id = worker_id
+        self.timeouts_s = dict(timeouts_s)
+        self.register = register
+        self.metrics = metrics
+        self.log = log
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_reap = self._next_depth = self._next_prune = time.monotonic()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.config.heartbeat_interval_s + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.heartbeat_interval_s):
+            try:
+                with self.pool.connection(timeout=self.config.heartbeat_interval_s) as conn:
+                    self.turn(conn, time.monotonic())
+            except Exception as exc:  # keep heartbeating through database trouble
+                self.log.warning(
+                    "heartbeat_failed", error=scrub(error_text(exc), self.config.database_url)
+                )
+
+    def turn(self, conn: psycopg.Connection[Any], now: float) -> None:
+        """One turn: heartbeat, then the chores that are due at ``now`` (monotonic)."""
+        alive = conn.execute(QUERIES["heartbeat_worker"], {"id": self.worker_id}).fetchone()
+        if alive is None:
+            self.log.warning(
+                "worker_reregistered",
+                reason="the registry had forgotten this worker (presumed dead);"
+                " its old claims were handed back and will be fenced out",
+            )
+            self.register(conn)
+        self.metrics.database_ok()
+        if now >= self._next_reap:
+            self._next_reap = now + self.config.reaper_interval_s
+            reaper.run_once(conn, self.timeouts_s)
+        if self.metrics.enabled and now >= self._next_depth:
+            self._next_depth = now + metrics_module.QUEUE_DEPTH_INTERVAL_S
+            self.metrics.queue_depth(conn.execute(QUERIES["count_pending_by_type"]).fetchall())
+        older_than_s = self.config.prune_older_than_s
+        if older_than_s is not None and now >= self._next_prune:
+            counts = pruner.run_once(
+                conn,
+                timedelta(seconds=older_than_s),
+                batch_size=self.config.prune_batch_size,
+                deadline=now + PRUNE_TIME_BUDGET_S,
+            )
+            self.metrics.pruned(counts.deleted)
+            self._next_prune = now + (0.0 if counts.more else self.config.prune_interval_s)
+
+
+def recover_predecessors(
+    pool: ConnectionPool[psycopg.Connection[Any]],
+    predecessors: Sequence[Mapping[str, Any]],
+    log: Any,
+) -> None:
+    """Take back the tasks of the processes this one replaces (they are known to be dead).
+
+    Each entry: ``worker_id``, ``how`` it died, and ``running``, the (task id, attempt)
+    pairs its handler code was executing: only those attempts count.
+    """
+    remaining = list(predecessors)
+    for attempt in range(1, PREDECESSOR_TRIES + 1):
+        try:
+            while remaining:
+                dead = remaining[0]
+                with pool.connection() as conn:
+                    reaper.recover_dead_worker(
+                        conn,
+                        dead["worker_id"],
+                        how=dead.get("how", "unknown"),
+                        running=[(str(t), int(a)) for t, a in dead.get("running") or ()],
+                    )
+                remaining.pop(0)
+            return
+        except psycopg.OperationalError as exc:
+            log.warning("predecessor_recovery_retry", attempt=attempt, error=str(exc).strip())
+            time.sleep(PREDECESSOR_RETRY_S * attempt)
+    log.warning(
+        "predecessor_recovery_deferred",
+        dead_worker_ids=[d["worker_id"] for d in remaining],
+        reason="the reaper recovers them once their heartbeat is stale",
+    )

@@ -1,0 +1,206 @@
+"""The recorder: writes finished attempts to the database in batches (River's completer).
+
+Design note
+-----------
+* Handlers finish one by one, in any order. Their outcomes are buffered and written
+  by one background writer: as soon as ``flush_count`` are waiting, or ``flush_after_s``
+  after the first one arrived, whichever comes first. While a batch is being written
+  the next one gathers, so recording keeps pace with any number of tasks in flight.
+* One transaction per batch holds every fenced finish, every audit row and every cell
+  write of the batch: a cell is never written without its audit row and its task's
+  completion, one audit row per attempt.
+* A batch the database refuses for a reason other than a lost connection (a cell
+  deleted under its task, say) is written again one outcome per transaction; an
+  outcome that still cannot be written fails its task with the reason, alone. So one
+  bad row never fails, loses or retries the others.
+* While the database is away the writer retries with backoff (outcomes stay in
+  memory); the fence makes a repeated finish harmless. When the process stops, the
+  runner calls :meth:`close`, which writes what is left until the given deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from websurf.worker import metrics as metrics_module
+from websurf.worker import queue
+from websurf.worker.process.database import DatabaseRetry, DedicatedConnection, forever
+from websurf.worker.process.executor import error_text
+from websurf.worker.queue import COMPLETED, FAILED, Outcome
+
+FLUSH_COUNT = 500  # outcomes per transaction, at most
+FLUSH_AFTER_S = 0.003  # an outcome waits at most this long for others to share its commit
+
+
+class Recorder:
+    """Buffers outcomes and records them in batched, fenced transactions."""
+
+    def __init__(
+        self,
+        connection: DedicatedConnection,
+        *,
+        worker_id: str,
+        log: Any,
+        retry: DatabaseRetry,
+        metrics: metrics_module.WorkerMetrics | metrics_module.NullMetrics,
+        flush_count: int = FLUSH_COUNT,
+        flush_after_s: float = FLUSH_AFTER_S,
+    ) -> None:
+        self.connection = connection
+        self.worker_id = worker_id
+        self.log = log
+        self.retry = retry
+        self.metrics = metrics
+        self.flush_count = flush_count
+        self.flush_after_s = flush_after_s
+        self.counts = {"completed": 0, "retried": 0, "failed": 0, "handed_back": 0, "lost": 0}
+        self._buffer: list[Outcome] = []
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._give_up_at: Callable[[], float] = forever
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="recorder")
+
+    def add(self, outcome: Outcome) -> None:
+        self._buffer.append(outcome)
+        self._idle.clear()
+        self._arrived.set()
+        if len(self._buffer) >= self.flush_count:
+            self._full.set()
+
+    async def close(self, give_up_at: Callable[[], float]) -> None:
+        """Write everything buffered (retrying until ``give_up_at``), then stop the writer."""
+        self._give_up_at = give_up_at
+        self._full.set()
+        if self._buffer:
+            await self._idle.wait()
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        self._thread.shutdown(wait=True)
+        self.connection.close()
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            if len(self._buffer) < self.flush_count:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.flush_after_s)
+            batch = self._buffer[: self.flush_count]
+            del self._buffer[: self.flush_count]
+            if len(self._buffer) < self.flush_count:
+                self._full.clear()
+            if not self._buffer:
+                self._arrived.clear()
+            try:
+                # Shielded: stopping the writer must never abandon a batch half-written.
+                await asyncio.shield(loop.run_in_executor(self._thread, self._record, batch))
+            except psycopg.OperationalError as exc:
+                self.counts["lost"] += len(batch)
+                self.log.error(
+                    "outcomes_not_recorded",
+                    tasks=len(batch),
+                    error=error_text(exc),
+                    reason="the database stayed away past the shutdown deadline; the reaper"
+                    " recovers these tasks",
+                )
+            if not self._buffer:
+                self._idle.set()
+
+    # -- on the recorder's thread -----------------------------------------------------------
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        try:
+            recorded = self.retry(
+                "finish", lambda: self._write(outcomes), give_up_at=lambda: self._give_up_at()
+            )
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:  # the database refused the batch: one by one
+            self.log.warning(
+                "batch_write_failed",
+                error=error_text(exc),
+                tasks=len(outcomes),
+                action="recording each task on its own",
+            )
+            recorded = set()
+            written: list[Outcome] = []
+            for outcome in outcomes:
+                ids, actual = self.retry(
+                    "finish_one",
+                    lambda o=outcome: self._write_alone(o),  # type: ignore[misc]
+                    give_up_at=lambda: self._give_up_at(),
+                )
+                recorded |= ids
+                written.append(actual)
+            outcomes = written  # count what was written, not what the handler returned
+        self._count(outcomes, recorded)
+        self.metrics.finished(outcomes, recorded, [o.duration_ms / 1000 for o in outcomes])
+
+    def _write(self, outcomes: list[Outcome]) -> set[UUID]:
+        conn = self.connection.get()
+        with conn.transaction():
+            recorded = queue.finish(conn, self.worker_id, outcomes)
+            if len(recorded) == len(outcomes):
+                queue.record_robot_events(conn, outcomes)
+            else:
+                queue.record_robot_events(conn, [o for o in outcomes if o.task.id in recorded])
+        return recorded
+
+    def _write_alone(self, outcome: Outcome) -> tuple[set[UUID], Outcome]:
+        """Record one outcome; if its audit or cell write fails, fail the task instead."""
+        try:
+            return self._write([outcome]), outcome
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:
+            reason = f"could not record the result: {error_text(exc)}"
+            self.log.warning(
+                "task_write_failed",
+                task_id=str(outcome.task.id),
+                task_type=outcome.task.task_type,
+                attempt=outcome.task.attempt,
+                error=reason,
+            )
+            failed = Outcome(outcome.task, FAILED, outcome.operator_type, error=reason)
+            conn = self.connection.get()
+            with conn.transaction():
+                return queue.finish(conn, self.worker_id, [failed]), failed
+
+    def _count(self, outcomes: list[Outcome], recorded: set[UUID]) -> None:
+        counts = self.counts
+        for outcome in outcomes:
+            if outcome.task.id not in recorded:
+                counts["lost"] += 1
+                self.log.warning(
+                    "task_claim_lost",
+                    task_id=str(outcome.task.id),
+                    task_type=outcome.task.task_type,
+                    attempt=outcome.task.attempt,
+                    reason="the task was handed to another worker; this result is discarded",
+                )
+            elif outcome.handed_back:
+                counts["handed_back"] += 1
+            elif outcome.status == COMPLETED:
+                counts["completed"] += 1
+            elif outcome.status == FAILED:
+                counts["failed"] += 1
+            else:
+                counts["retried"] += 1

@@ -1,0 +1,561 @@
+"""One worker process: claim what it can run, run many tasks at once, record what happened.
+
+Design note
+-----------
+* Slots. A process runs up to ``tasks_per_process`` tasks at once: ``async def``
+  handlers on one event loop, plain functions in a pool of ``threads_per_process``
+  threads. An operator may cap its own tasks in flight (``concurrency=``).
+* Claims. The loop claims only as many tasks as it has free slots (River's producer
+  fetches ``MaxWorkers - active``), of the types it has room for, in one statement
+  ordered by priority, so a person's edit overtakes bulk work at the next claim; with
+  slots freeing continuously that is within a few milliseconds. A claim that comes
+  back full means there is more; otherwise the loop waits for a hint (a notification,
+  a known due time, the poll interval) and for free slots. Refill claims are spaced
+  by ``CLAIM_COOLDOWN_S`` so tasks finishing one by one are claimed for in batches.
+  A task claimed beyond an operator's cap (the claim cannot count per type) waits in
+  memory for its slot, and is handed back if it has not started soon after its claim.
+* Running one handler under its deadline is the executor's job (``executor.py``);
+  recording outcomes in batched, fenced transactions the recorder's
+  (``recorder.py``); waking up the wakeup's (``wakeup.py``); heartbeat, reaper and
+  pruning the maintenance thread's (``maintenance.py``).
+* Database steps run on dedicated threads with plain psycopg connections, one per
+  role (claims, records, LISTEN), so the queue's queries have one implementation and
+  the loop never blocks on the network. Claims commit without waiting for the WAL
+  flush unless ``durable_claims`` (see :meth:`Runner.boot`).
+* Stopping (SIGTERM, or :meth:`Runner.request_stop`): claim nothing more, hand back
+  the tasks waiting for a slot, let the running ones finish until the shutdown
+  deadline; then cancel the async ones and abandon the threads, handing their tasks
+  back without counting the attempt. A second request moves the deadline to now.
+  Everything is recorded before the process exits: nothing stays ``processing``.
+* Recycling: a plain handler that does not return after its timeout plus a grace
+  period holds a thread forever. The process then stops as on SIGTERM and says so in
+  ``recycle_reason``; the child exits with its recycle code and the supervisor starts
+  a fresh process at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from websurf.sql import QUERIES
+from websurf.sql.database import describe, scrub
+from websurf.sql.migrate import pending_migrations
+from websurf.worker import metrics, queue, reaper
+from websurf.worker.config import WorkerConfig
+from websurf.worker.process.database import DatabaseRetry, DedicatedConnection
+from websurf.worker.process.executor import Executor, error_text
+from websurf.worker.process.maintenance import Maintenance
+from websurf.worker.process.recorder import Recorder
+from websurf.worker.process.running import RunningNote
+from websurf.worker.process.wakeup import Wakeup
+from websurf.worker.queue import PENDING, Outcome
+from websurf.worker.registry import Operator, Registry, Task, load_operators
+
+CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
+# The reaper times a task out counting from its claim: a task that waited this long in
+# memory for its operator's slot is handed back rather than started late.
+START_LIMIT_S = reaper.TIMEOUT_GRACE_S / 2
+RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back
+
+
+class BootError(RuntimeError):
+    """The process cannot start serving (bad operator module, schema behind, no database)."""
+
+    def __init__(self, message: str, *, database_unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.database_unreachable = database_unreachable
+
+
+class Slots:
+    """Who may start now, and what the next claim may take."""
+
+    def __init__(self, capacity: int, threads: int, operators: dict[str, Operator]) -> None:
+        self.capacity = capacity
+        self.threads = threads
+        self.operators = operators
+        self.running = 0
+        self.plain_running = 0
+        self.per_operator = dict.fromkeys(operators, 0)
+        self.waiting: dict[str, collections.deque[tuple[Task, float]]] = {
+            name: collections.deque() for name in operators
+        }
+        self.waiting_total = 0
+
+    def free(self) -> int:
+        return self.capacity - self.running - self.waiting_total
+
+    def can_start(self, op: Operator, stuck_threads: int) -> bool:
+        if op.concurrency is not None and self.per_operator[op.name] >= op.concurrency:
+            return False
+        return op.is_async or self.plain_running + stuck_threads < self.threads
+
+    def claimable(self, stuck_threads: int) -> list[str]:
+        """The task types the next claim may take (an operator at its cap is left out)."""
+        plain_waiting = sum(
+            len(q) for name, q in self.waiting.items() if not self.operators[name].is_async
+        )
+        plain_room = self.plain_running + stuck_threads + plain_waiting < self.threads
+        types = []
+        for name, op in self.operators.items():
+            held = self.per_operator[name] + len(self.waiting[name])
+            if op.concurrency is not None and held >= op.concurrency:
+                continue
+            if not op.is_async and not plain_room:
+                continue
+            types.append(name)
+        return sorted(types)
+
+    def started(self, op: Operator) -> None:
+        self.running += 1
+        self.per_operator[op.name] += 1
+        if not op.is_async:
+            self.plain_running += 1
+
+    def finished(self, op: Operator) -> None:
+        self.running -= 1
+        self.per_operator[op.name] -= 1
+        if not op.is_async:
+            self.plain_running -= 1
+
+    def wait(self, op: Operator, task: Task, now: float) -> None:
+        self.waiting[op.name].append((task, now))
+        self.waiting_total += 1
+
+    def next_waiting(self, stuck_threads: int) -> list[tuple[Operator, Task]]:
+        """Waiting tasks that may start now (removed from the waiting lines)."""
+        ready = []
+        for name, line in self.waiting.items():
+            op = self.operators[name]
+            while line and self.can_start(op, stuck_threads):
+                task, _ = line.popleft()
+                self.waiting_total -= 1
+                ready.append((op, task))
+                self.started(op)
+        return ready
+
+    def expired(self, older_than: float) -> list[Task]:
+        """Waiting tasks claimed before ``older_than`` (removed), or all when it is inf."""
+        gone = []
+        for line in self.waiting.values():
+            while line and line[0][1] < older_than:
+                gone.append(line.popleft()[0])
+                self.waiting_total -= 1
+        return gone
+
+
+class Runner:
+    """One worker process's loop. ``boot()``, then ``serve()`` until stopped."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        worker_id: str,
+        *,
+        registry: Registry | None = None,
+        note: RunningNote | None = None,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.note = note
+        self.log = structlog.get_logger("websurf.worker").bind(worker_id=worker_id)
+        self.registry = registry or load_operators(config.operator_modules)
+        self.operators: dict[str, Operator] = dict(self.registry.operators)
+        self.task_types = sorted(self.operators)
+        self.metrics = metrics.for_worker(config.metrics_port)
+        self.stop_event = threading.Event()  # set on the first stop request (any thread)
+        self.retry = DatabaseRetry(
+            config.database_url, self.log, max_wait_s=config.db_retry_max_wait_s,
+            stop=self.stop_event,
+        )  # fmt: skip
+        self.pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._claimer = DedicatedConnection(
+            config.database_url,
+            application_name=f"websurf-claim {worker_id}",
+            connect_timeout_s=config.connect_timeout_s,
+            options=f"-c synchronous_commit={'on' if config.durable_claims else 'off'}",
+        )
+        self._listener: psycopg.Connection[Any] | None = None
+        self._stop_requests = 0
+        self._deadline = float("inf")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_changed: asyncio.Event | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._want_claim = True
+        self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self.recycle_reason: str | None = None
+        self.counts: dict[str, int] = {}
+
+    # -- stopping (any thread, signal handlers included) ---------------------------------
+
+    def request_stop(self) -> None:
+        """First call: stop claiming and finish within the shutdown timeout. Second: hurry."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._note_stop()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._note_stop)
+
+    def _note_stop(self) -> None:
+        self._stop_requests += 1
+        now = time.monotonic()
+        if self._stop_requests == 1:
+            self._deadline = now + self.config.shutdown_timeout_s
+        else:
+            self._deadline = now
+        self.stop_event.set()
+        if self._stop_changed is not None:
+            self._stop_changed.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requests > 0
+
+    def _boot_signal(self, signum: int, frame: Any) -> None:
+        self._note_stop()
+
+    # -- boot ------------------------------------------------------------------------------
+
+    def boot(self, *, install_signal_handlers: bool = False) -> None:
+        """Connect, check the schema, register, LISTEN; raise BootError when that cannot work.
+
+        Claims commit without waiting for the WAL flush (synchronous_commit = off): that
+        takes about a millisecond off every pickup. A server crash can forget the claims
+        of its last moments: those tasks are pending again and run again under the same
+        attempt number (their results are fenced out; each result, audit row and cell
+        write is still recorded once, in a normal flushed transaction whose flush also
+        makes the claim before it durable). ``durable_claims`` trades the millisecond
+        for strict attempt counting.
+        """
+        if install_signal_handlers:
+            signal.signal(signal.SIGTERM, self._boot_signal)
+        try:
+            self._boot()
+        except BaseException:
+            self._close_connections()
+            raise
+
+    def _boot(self) -> None:
+        if not self.task_types:
+            raise BootError("no operators registered: nothing to run")
+        url = self.config.database_url
+        self.pool = ConnectionPool(
+            url,
+            min_size=self.config.pool_min_size,
+            max_size=self.config.pool_max_size,
+            max_idle=self.config.pool_max_idle_s,
+            timeout=max(self.config.connect_timeout_s * 5, 10.0),
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(self.config.connect_timeout_s)),
+                "application_name": f"websurf-worker {self.worker_id}"[:63],
+            },
+            reconnect_timeout=0,  # keep trying: the loop decides when to give up
+            open=False,
+            name=f"websurf-{self.worker_id}",
+        )
+        give_up = time.monotonic() + self.config.boot_db_wait_s
+
+        # The claim connection (which the loop keeps) checks the schema and registers:
+        # one connection less to open before the first claim.
+        def first_contact() -> list[str]:
+            return [m.name for m in pending_migrations(self._claimer.get())]
+
+        try:
+            pending = self.retry("boot", first_contact, give_up_at=lambda: give_up, until_stop=True)
+        except psycopg.OperationalError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise BootError(
+                f"cannot reach PostgreSQL at {describe(url)}: {scrub(first_line, url)}",
+                database_unreachable=True,
+            ) from None
+        if pending:
+            raise BootError(
+                f"the database schema is behind this version of websurf ({len(pending)} pending"
+                f" migration(s), first {pending[0]}): run `websurf migrate` first"
+            )
+        self.pool.open(wait=False)  # connects in the background, for chores and reads
+        self.retry(
+            "register",
+            lambda: self._register(self._claimer.get()),
+            give_up_at=lambda: give_up,
+            until_stop=True,
+        )
+        self._listener = self.retry(
+            "listen", self._listen, give_up_at=lambda: give_up, until_stop=True
+        )
+        self.metrics.database_ok()
+        self.log.info(
+            "worker_ready",
+            task_types=self.task_types,
+            pid=os.getpid(),
+            tasks_per_process=self.config.tasks_per_process,
+            threads_per_process=self.config.threads_per_process,
+        )
+
+    def _register(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            QUERIES["register_worker"],
+            {
+                "id": self.worker_id,
+                "hostname": self.config.hostname,
+                "pid": os.getpid(),
+                "task_types": self.task_types,
+                "stale_after_s": self.config.stale_after_s,
+            },
+        )
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        conn = self._connect_listener()
+        conn.execute("LISTEN new_task")
+        return conn
+
+    def _connect_listener(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.config.database_url,
+            autocommit=True,
+            connect_timeout=max(1, round(self.config.connect_timeout_s)),
+            application_name=f"websurf-listen {self.worker_id}"[:63],
+        )
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def serve(self, *, install_signal_handlers: bool = False) -> None:
+        """Serve until stopped (``recycle_reason`` says whether it stopped by itself)."""
+        asyncio.run(self._serve(install_signal_handlers))
+
+    async def _serve(self, install_signal_handlers: bool) -> None:
+        assert self.pool is not None, "boot() first"
+        loop = self._loop = asyncio.get_running_loop()
+        self._stop_changed = asyncio.Event()
+        if install_signal_handlers:
+            loop.add_signal_handler(signal.SIGTERM, self._note_stop)
+        if self.stopping:
+            self._stop_changed.set()
+        config = self.config
+        self._async_pool_lock = asyncio.Lock()
+        self.executor = Executor(
+            self.operators,
+            worker_id=self.worker_id,
+            log=self.log,
+            threads=config.threads_per_process,
+            note=self.note,
+            read_connection=self.pool.connection,
+            async_read_connection=self._async_read_connection,
+            on_stuck=self._recycle,
+        )
+        self.slots = Slots(config.tasks_per_process, config.threads_per_process, self.operators)
+        self.recorder = Recorder(
+            DedicatedConnection(
+                config.database_url,
+                application_name=f"websurf-record {self.worker_id}",
+                connect_timeout_s=config.connect_timeout_s,
+            ),
+            worker_id=self.worker_id,
+            log=self.log,
+            retry=self.retry,
+            metrics=self.metrics,
+        )
+        self.counts = self.recorder.counts
+        self.recorder.start()
+        self.wakeup = Wakeup(
+            self._connect_listener,
+            log=self.log,
+            retry=self.retry,
+            poll_interval_s=config.poll_interval_s,
+        )
+        if self._listener is not None:
+            self.wakeup._attach(self._listener)
+            self._listener = None
+        maintenance = Maintenance(
+            self.pool,
+            config,
+            worker_id=self.worker_id,
+            timeouts_s={n: op.timeout_s for n, op in self.operators.items() if op.timeout_s},
+            register=self._register,
+            metrics=self.metrics,
+            log=self.log,
+        )
+        maintenance.start()
+        self._claim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claimer")
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            await self.wakeup.close()
+            await asyncio.to_thread(maintenance.stop)
+            self.executor.close()
+            self._claim_thread.shutdown(wait=True)
+            await asyncio.to_thread(self._deregister)
+            await self._close_async_pool()
+            self._close_connections()
+            self.log.info("worker_stopped", **self.counts)
+
+    async def _close_async_pool(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None
+
+    def _recycle(self, reason: str) -> None:
+        if self.recycle_reason is None:
+            self.recycle_reason = reason
+            self.log.warning("worker_recycling", reason=reason)
+            self._note_stop()
+
+    @contextlib.asynccontextmanager
+    async def _async_read_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._async_pool_lock:
+            if self._async_pool is None:
+                pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+                    self.config.database_url,
+                    min_size=0,
+                    max_size=self.config.pool_max_size,
+                    max_idle=self.config.pool_max_idle_s,
+                    kwargs={
+                        "autocommit": True,
+                        "connect_timeout": max(1, round(self.config.connect_timeout_s)),
+                        "application_name": f"websurf-read {self.worker_id}"[:63],
+                    },
+                    open=False,
+                    name=f"websurf-read-{self.worker_id}",
+                )
+                await pool.open(wait=False)
+                self._async_pool = pool
+        async with self._async_pool.connection() as conn:
+            yield conn
+
+    # -- the claim loop ----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        wake = self.wakeup
+        poll_s = self.config.poll_interval_s
+        seen = wake.hints
+        last_claim = float("-inf")
+        want = True
+        while not self.stopping:
+            now = time.monotonic()
+            if wake.hints != seen or now - last_claim >= poll_s:
+                want, seen = True, wake.hints
+            for task in self.slots.expired(now - START_LIMIT_S):
+                self.recorder.add(Outcome(task, PENDING, task.task_type, handed_back=True))
+            free = self.slots.free()
+            timeout = max(0.0, last_claim + poll_s - now)
+            if want and free > 0:
+                types = self.slots.claimable(self.executor.stuck)
+                cooldown = last_claim + CLAIM_COOLDOWN_S - now
+                if types and (cooldown <= 0 or free * 2 >= self.slots.capacity):
+                    limit = min(free, self.config.batch_max)
+                    seen = wake.hints
+                    try:
+                        tasks = await self._claim(types, limit)
+                    except psycopg.OperationalError:
+                        break  # stopping while the database is away
+                    last_claim = time.monotonic()
+                    want = len(tasks) >= limit
+                    self._dispatch(tasks, last_claim)
+                    continue
+                if types:
+                    timeout = min(timeout, cooldown)
+            self._want_claim = want
+            wake.check()
+            await wake.wait(timeout)
+
+    async def _claim(self, types: list[str], limit: int) -> list[Task]:
+        def claim() -> list[Task]:
+            rows = queue.claim_rows(self._claimer.get(), self.worker_id, types, limit)
+            self.metrics.claimed(rows)
+            return queue.tasks_from_rows(rows)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._claim_thread, lambda: self.retry("claim", claim, until_stop=True)
+        )
+
+    def _dispatch(self, tasks: Sequence[Task], now: float) -> None:
+        stuck = self.executor.stuck
+        for task in tasks:
+            op = self.operators.get(task.task_type)
+            if op is None or task.malformed is not None:
+                self._start(task, None)
+            elif self.slots.can_start(op, stuck):
+                self.slots.started(op)
+                self._start(task, op)
+            else:
+                self.slots.wait(op, task, now)
+
+    def _start(self, task: Task, op: Operator | None) -> None:
+        run = asyncio.get_running_loop().create_task(self._run(task, op))
+        self._running.add(run)
+        run.add_done_callback(self._running.discard)
+
+    async def _run(self, task: Task, op: Operator | None) -> None:
+        try:
+            outcome = await self.executor.run(task)
+        finally:
+            if op is not None:
+                self.slots.finished(op)
+        self.recorder.add(outcome)
+        if outcome.run_at is not None:
+            self.wakeup.due_in(outcome.run_at.timestamp() - time.time())
+        if self.slots.waiting_total and not self.stopping:
+            for next_op, next_task in self.slots.next_waiting(self.executor.stuck):
+                self._start(next_task, next_op)
+        if self._want_claim:
+            self.wakeup.event.set()
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        assert self._stop_changed is not None
+        for task in self.slots.expired(float("inf")):
+            self.recorder.add(Outcome(task, PENDING, task.task_type, handed_back=True))
+        while self._running and time.monotonic() < self._deadline:
+            self._stop_changed.clear()
+            changed = asyncio.ensure_future(self._stop_changed.wait())
+            await asyncio.wait(
+                [*self._running, changed],
+                timeout=max(0.0, self._deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            changed.cancel()
+            # wake for each finished task is fine: the loop is short and rare
+        if self._running:
+            self.log.warning("tasks_interrupted", tasks=len(self._running), reason="shutdown")
+            self.executor.interrupting = True
+            for run in list(self._running):
+                run.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+        give_up = max(self._deadline, time.monotonic()) + RECORD_MARGIN_S
+        await self.recorder.close(lambda: give_up)
+
+    def _deregister(self) -> None:
+        if self.pool is None:
+            return
+        try:
+            with self.pool.connection(timeout=2.0) as conn:
+                conn.execute(QUERIES["deregister_worker"], {"id": self.worker_id})
+        except Exception as exc:
+            self.log.warning(
+                "deregister_failed", error=scrub(error_text(exc), self.config.database_url)
+            )
+
+    def _close_connections(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._claimer.close()

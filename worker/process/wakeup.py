@@ -1,0 +1,159 @@
+"""Waking the claim loop: a LISTEN connection, timers for known due times, and polls.
+
+Design note
+-----------
+A notification is only a hint. The loop claims when it has free slots and has reason
+to believe there is work: a ``new_task`` notification, a claim that came back full, a
+due time it knows of (a retry it scheduled, or a ``scheduled_for`` a notification
+announced), or the poll interval passing. The LISTEN connection is a plain psycopg
+connection read from the event loop (``add_reader``) without blocking it. When it
+breaks, it is reconnected on a thread with backoff, and the loop polls at once
+afterwards, so a notification sent while it was away is not missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from websurf.worker.process.database import DatabaseRetry
+
+CHANNEL = "new_task"
+
+
+class Wakeup:
+    """Tells the claim loop when it may find work."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        *,
+        log: Any,
+        retry: DatabaseRetry,
+        poll_interval_s: float,
+    ) -> None:
+        self._connect = connect
+        self.log = log
+        self.retry = retry
+        self.poll_interval_s = poll_interval_s
+        self.event = asyncio.Event()  # set when the loop should look again
+        self.hints = 0  # notifications and timers seen so far (a claim compares before/after)
+        self.due_at = float("inf")  # monotonic time of the earliest known future task
+        self._conn: psycopg.Connection[Any] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- the LISTEN connection -----------------------------------------------------------
+
+    def listen_now(self) -> None:
+        """Connect and LISTEN (boot; the caller retries)."""
+        conn = self._connect()
+        conn.execute(f"LISTEN {CHANNEL}")
+        self._attach(conn)
+
+    def _attach(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+        asyncio.get_running_loop().add_reader(conn.fileno(), self._readable)
+
+    def _detach(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+        conn.close()
+
+    def _readable(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            for notice in conn.notifies(timeout=0):
+                self._hint(notice.payload)
+        except (psycopg.OperationalError, OSError, ValueError):
+            self._lost()
+
+    def _lost(self) -> None:
+        self._detach()
+        if self._closed or self._reconnecting is not None:
+            return
+        self.log.warning("listener_reconnecting")
+        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        def connect() -> psycopg.Connection[Any]:
+            conn = self._connect()
+            conn.execute(f"LISTEN {CHANNEL}")
+            return conn
+
+        try:
+            conn = await asyncio.to_thread(self.retry, "listen", connect, until_stop=True)
+        except psycopg.OperationalError:
+            return  # stopping: nothing left to listen for
+        finally:
+            self._reconnecting = None
+        if self._closed:
+            conn.close()
+            return
+        self._attach(conn)
+        self.log.info("listener_reconnected")
+        self.poke()  # poll at once: a notification sent meanwhile is not missed
+
+    def check(self) -> None:
+        """Notice a listener that broke while idle (the loop calls this before sleeping)."""
+        conn = self._conn
+        if (conn is not None and (conn.closed or conn.broken)) or (
+            conn is None and self._reconnecting is None and not self._closed
+        ):
+            self._lost()
+
+    # -- hints -----------------------------------------------------------------------
+
+    def poke(self) -> None:
+        self.hints += 1
+        self.event.set()
+
+    def _hint(self, payload: str) -> None:
+        try:
+            data = json.loads(payload)
+            due = data.get("scheduled_for")
+        except (ValueError, AttributeError):
+            due = None
+        if due:
+            try:
+                delay = (datetime.fromisoformat(due) - datetime.now(UTC)).total_seconds()
+            except (TypeError, ValueError):
+                delay = 0.0
+            if delay > 0:
+                self.due_in(delay)
+                return
+        self.poke()
+
+    def due_in(self, delay_s: float) -> None:
+        """Remember that a task becomes due in ``delay_s`` (a retry, a delayed task)."""
+        self.due_at = min(self.due_at, time.monotonic() + delay_s)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until a hint, a known due time or ``timeout_s``; a due time counts as a hint."""
+        limit = min(timeout_s, self.due_at - time.monotonic())
+        if limit > 0 and not self.event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.event.wait(), limit)
+        self.event.clear()
+        if time.monotonic() >= self.due_at:
+            self.due_at = float("inf")
+            self.hints += 1
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            await asyncio.gather(self._reconnecting, return_exceptions=True)
+        self._detach()
