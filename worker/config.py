@@ -10,6 +10,8 @@ CONCURRENCY = 2  # worker processes (CPU and crash isolation)
 # this is large; it bounds memory (about 50 kB per task in flight) and the claim size.
 TASKS_PER_PROCESS = 1000
 THREADS_PER_PROCESS = 32  # plain (non-async) handlers run in this many threads per process
+STUCK_GRACE_S = 5.0  # a plain handler past its timeout may take this long to return, then
+# the process is recycled (a thread cannot be killed)
 SHUTDOWN_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 1.0
 BATCH_MAX = 500  # tasks claimed per round trip, at most
@@ -36,6 +38,7 @@ class WorkerConfig:
     concurrency: int = CONCURRENCY
     tasks_per_process: int = TASKS_PER_PROCESS
     threads_per_process: int = THREADS_PER_PROCESS
+    stuck_grace_s: float = STUCK_GRACE_S
     operator_modules: tuple[str, ...] = ()
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S
     poll_interval_s: float = POLL_INTERVAL_S

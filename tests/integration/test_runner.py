@@ -1,13 +1,15 @@
-"""One worker process's loop, driven by hand in-process: claim, execute, record.
+"""One worker process, served in-process against the test's database.
 
-The Runner is built with a fresh Registry of test operators, booted against the
-test's database, and each test runs its steps (``_claim``, ``_execute``, ``_record``)
-itself instead of starting the loop, so nothing waits on a clock.
+Each test builds a Runner with a fresh Registry of test operators, boots it, serves it
+on a background thread (its own event loop), enqueues work, and waits for what a user
+would see in the database. ``request_stop`` ends it, as SIGTERM does.
 """
 
 from __future__ import annotations
 
-import signal
+import asyncio
+import faulthandler
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,61 +22,160 @@ from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
 from websurf.worker.config import WorkerConfig
+from websurf.worker.process.runner import BootError, Runner
 from websurf.worker.queue import NewTask, enqueue, enqueue_many
-from websurf.worker.registry import Backoff, Context, PermanentError, Registry, Result, Task
-from websurf.worker.runner import BootError, Runner
+from websurf.worker.registry import Backoff, Context, PermanentError, Registry, Result, Snooze, Task
 
 RETRY = Backoff(base_s=10.0, factor=2.0, max_s=300.0, jitter=0.25)
+DEADLINE_S = 30.0
+
+Serve = Callable[..., Runner]
 
 
-def _boom(task: Task, context: Context) -> Any:
-    raise ValueError(f"boom on attempt {task.attempt}")
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
 
 
-def _permanent(task: Task, context: Context) -> Any:
-    raise PermanentError("this input can never work")
+class Gate:
+    """Handlers wait on it (thread-safe); the test opens it."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most_inside = 0
+        self.order: list[str] = []
+
+    def enter(self, name: str = "") -> None:
+        with self.lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            self.order.append(name)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.inside -= 1
+
+    async def wait_async(self) -> None:
+        while not self.opened.is_set():
+            await asyncio.sleep(0.005)
 
 
-def _write(task: Task, context: Context) -> Any:
-    text = str(task.payload["text"])
-    return Result(output={"length": len(text)}, cell_content=text.upper())
-
-
-def _bad_output(task: Task, context: Context) -> Any:
-    return {"not json": object()}
-
-
-def _reads(task: Task, context: Context) -> Any:
-    with context.connection() as conn:
-        row = conn.execute("SELECT count(*) FROM websurfing_task_queue").fetchone()
-    assert row is not None
-    return {"tasks": row[0]}
-
-
-def _hangs(task: Task, context: Context) -> Any:
-    time.sleep(30)  # the workload: interrupted by the operator's timeout
-    return None
-
-
-def _registry() -> Registry:
+def _registry(gate: Gate) -> Registry:
     reg = Registry()
-    reg.register("boom", _boom, timeout_s=None, max_attempts=3, retry=RETRY)
-    reg.register("permanent", _permanent, timeout_s=None, max_attempts=3)
-    reg.register("write", _write, timeout_s=None)
-    reg.register("bad_output", _bad_output, timeout_s=None)
-    reg.register("reads", _reads, timeout_s=None)
-    reg.register("hangs", _hangs, timeout_s=0.3, max_attempts=2, retry=RETRY)
+
+    def boom(task: Task, context: Context) -> Any:
+        raise ValueError(f"boom on attempt {task.attempt}")
+
+    def permanent(task: Task, context: Context) -> Any:
+        raise PermanentError("this input can never work")
+
+    async def write(task: Task, context: Context) -> Any:
+        text = str(task.payload["text"])
+        return Result(output={"length": len(text)}, cell_content=text.upper())
+
+    def write_plain(task: Task, context: Context) -> Any:
+        return Result(output=None, cell_content=str(task.payload["text"]))
+
+    def bad_output(task: Task, context: Context) -> Any:
+        return {"not json": object()}
+
+    async def nul_title(task: Task, context: Context) -> Any:
+        return Result(output={"title": "a\x00b"}, cell_content="a\x00b")
+
+    def reads(task: Task, context: Context) -> Any:
+        with context.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM websurfing_task_queue").fetchone()
+        assert row is not None
+        return {"tasks": row[0]}
+
+    async def reads_async(task: Task, context: Context) -> Any:
+        async with context.async_connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM websurfing_task_queue")
+            row = await cur.fetchone()
+        assert row is not None
+        return {"tasks": row[0]}
+
+    async def waits(task: Task, context: Context) -> Any:
+        gate.enter(str(task.payload.get("name", "")))
+        try:
+            await gate.wait_async()
+        finally:
+            gate.leave()
+        return {"waited": True}
+
+    def blocks(task: Task, context: Context) -> Any:
+        gate.enter(str(task.payload.get("name", "")))
+        try:
+            gate.opened.wait(DEADLINE_S)
+        finally:
+            gate.leave()
+        return {"blocked": True}
+
+    async def sleeps_async(task: Task, context: Context) -> Any:
+        await asyncio.sleep(30)
+
+    def sleeps_plain(task: Task, context: Context) -> Any:
+        gate.opened.wait(DEADLINE_S)  # overruns its timeout until the test opens the gate
+
+    async def snoozes(task: Task, context: Context) -> Any:
+        if task.payload.get("snoozed"):
+            return {"ok": True}
+        raise Snooze(60.0, "the host is busy")
+
+    reg.register("boom", boom, timeout_s=None, max_attempts=3, retry=RETRY)
+    reg.register("permanent", permanent, timeout_s=None, max_attempts=3)
+    reg.register("write", write, timeout_s=None)
+    reg.register("write_plain", write_plain, timeout_s=None)
+    reg.register("bad_output", bad_output, timeout_s=None)
+    reg.register("nul_title", nul_title, timeout_s=None)
+    reg.register("reads", reads, timeout_s=None)
+    reg.register("reads_async", reads_async, timeout_s=None)
+    reg.register("waits", waits, timeout_s=None)
+    reg.register("limited", waits, timeout_s=None, concurrency=2)
+    reg.register("blocks", blocks, timeout_s=None)
+    reg.register("sleeps_async", sleeps_async, timeout_s=0.2, max_attempts=2, retry=RETRY)
+    reg.register("sleeps_plain", sleeps_plain, timeout_s=0.2, max_attempts=2, retry=RETRY)
+    reg.register("snoozes", snoozes, timeout_s=None)
     return reg
 
 
 @pytest.fixture
-def runner(database_url: str) -> Iterator[Runner]:
-    worker = Runner(WorkerConfig(database_url=database_url), "test/0/runner", registry=_registry())
-    worker.boot()
-    try:
-        yield worker
-    finally:
-        worker._close()
+def gate() -> Iterator[Gate]:
+    opened = Gate()
+    yield opened
+    opened.opened.set()  # nothing stays blocked past the test
+
+
+@pytest.fixture
+def serve(database_url: str, gate: Gate) -> Iterator[Serve]:
+    """Boot and serve a Runner on a thread; stop and join it at the end of the test."""
+    started: list[tuple[Runner, threading.Thread]] = []
+
+    def start(worker_id: str = "test/0/runner", **settings: Any) -> Runner:
+        config = WorkerConfig(database_url=database_url, poll_interval_s=0.2, **settings)
+        runner = Runner(config, worker_id, registry=_registry(gate))
+        runner.boot()
+        thread = threading.Thread(target=runner.serve, name=f"serve-{worker_id}")
+        thread.start()
+        started.append((runner, thread))
+        return runner
+
+    yield start
+    for runner, thread in started:
+        runner.request_stop()
+        runner.request_stop()
+        thread.join(DEADLINE_S)
+        if thread.is_alive():
+            faulthandler.dump_traceback()  # where it is stuck, for whoever reads the failure
+        assert not thread.is_alive(), "the runner did not stop"
 
 
 def _task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, Any]:
@@ -82,6 +183,10 @@ def _task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, Any]:
         row = cur.execute(QUERIES["get_task"], {"id": task_id}).fetchone()
     assert row is not None
     return row
+
+
+def _status(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> str:
+    return str(_task(conn, task_id)["status"])
 
 
 def _robot_rows(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -99,12 +204,16 @@ def _content(conn: psycopg.Connection[Any], cell_id: str) -> str | None:
     return value
 
 
-def _one_round(runner: Runner) -> int:
-    """One iteration of the loop: claim a batch, run it, record it; returns the batch size."""
-    tasks = runner._claim()
-    if tasks:
-        runner._record(runner._execute(tasks))
-    return len(tasks)
+def _count(conn: psycopg.Connection[Any], status: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM websurfing_task_queue WHERE status = %s", (status,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _finished(conn: psycopg.Connection[Any], *ids: uuid.UUID) -> bool:
+    return all(_status(conn, i) in ("completed", "failed") for i in ids)
 
 
 def _make_due(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> None:
@@ -112,36 +221,45 @@ def _make_due(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> None:
     conn.execute("UPDATE websurfing_task_queue SET scheduled_for = now() WHERE id = %s", (task_id,))
 
 
-def test_boot_registers_the_worker(runner: Runner, conn: psycopg.Connection[Any]) -> None:
+# -- boot ------------------------------------------------------------------------------
+
+
+def test_boot_registers_and_a_stop_deregisters(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate
+) -> None:
+    runner = serve()
     rows = conn.execute(QUERIES["list_workers"]).fetchall()
     assert [(r[0], r[3], r[6]) for r in rows] == [
-        ("test/0/runner", sorted(_registry().names()), False)
+        ("test/0/runner", sorted(_registry(gate).names()), False)
     ]
-    runner._close()
-    runner.pool = None  # closed: the fixture's second _close has nothing to do
-    assert conn.execute(QUERIES["list_workers"]).fetchall() == []
+
+    runner.request_stop()
+    wait_for(lambda: conn.execute(QUERIES["list_workers"]).fetchall() == [], "deregistration")
 
 
-def test_boot_refuses_a_schema_that_is_behind(empty_database_url: str) -> None:
+def test_boot_refuses_a_schema_that_is_behind(empty_database_url: str, gate: Gate) -> None:
     from websurf.sql.migrate import migrate, shipped_migrations
 
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         migrate(conn, shipped=shipped_migrations()[:3])
-    worker = Runner(WorkerConfig(database_url=empty_database_url), "w", registry=_registry())
+    worker = Runner(WorkerConfig(database_url=empty_database_url), "w", registry=_registry(gate))
 
     with pytest.raises(BootError, match="run `websurf migrate`") as caught:
         worker.boot()
     assert not caught.value.database_unreachable
-    worker._close()
+
+
+# -- what a task's attempt leaves behind ---------------------------------------------------
 
 
 def test_a_write_commits_task_cell_and_audit_row_together(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
+    serve()
     cell = make_cell()
     task_id = enqueue(conn, "write", {"cell_id": cell, "text": "hello"})
 
-    assert _one_round(runner) == 1
+    wait_for(lambda: _finished(conn, task_id), "the task")
 
     row = _task(conn, task_id)
     assert (row["status"], row["attempts"], row["worker_id"]) == ("completed", 1, "test/0/runner")
@@ -151,33 +269,30 @@ def test_a_write_commits_task_cell_and_audit_row_together(
     assert event["output_data"] == {"length": 5}
     assert event["input_data"] == {"cell_id": cell, "text": "hello"}
     assert event["processing_time_ms"] >= 0
-    assert runner.counts["completed"] == 1
 
 
 def test_a_raising_handler_is_retried_with_backoff_then_failed(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
+    runner = serve()
     cell = make_cell()
     task_id = enqueue(conn, "boom", {"cell_id": cell}, max_attempts=3)
 
     for attempt in (1, 2):
         before = datetime.now(UTC)
-        assert _one_round(runner) == 1
+        wait_for(lambda a=attempt: _task(conn, task_id)["attempts"] == a and _status(
+            conn, task_id) == "pending", f"attempt {attempt} to be recorded")  # fmt: skip
         row = _task(conn, task_id)
-        assert (row["status"], row["attempts"]) == ("pending", attempt)
         assert row["error_message"] == f"ValueError: boom on attempt {attempt}"
         nominal = RETRY.base_s * RETRY.factor ** (attempt - 1)
         wait_s = (row["scheduled_for"] - before).total_seconds()
         assert nominal * 0.75 - 1 <= wait_s <= nominal * 1.25 + 1, (attempt, wait_s)
-        assert _one_round(runner) == 0  # not due yet
         _make_due(conn, task_id)
 
-    assert _one_round(runner) == 1
-
+    wait_for(lambda: _finished(conn, task_id), "the last attempt")
     row = _task(conn, task_id)
     assert (row["status"], row["attempts"]) == ("failed", 3)
     assert row["error_message"] == "ValueError: boom on attempt 3"
-    assert row["failed_at"] is not None
     events = _robot_rows(conn, task_id)
     assert [(e["success"], e["error_message"]) for e in events] == [
         (False, f"ValueError: boom on attempt {n}") for n in (1, 2, 3)
@@ -187,181 +302,319 @@ def test_a_raising_handler_is_retried_with_backoff_then_failed(
 
 
 def test_a_permanent_error_fails_at_once(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
-    cell = make_cell()
-    task_id = enqueue(conn, "permanent", {"cell_id": cell}, max_attempts=5)
+    serve()
+    task_id = enqueue(conn, "permanent", {"cell_id": make_cell()}, max_attempts=5)
 
-    assert _one_round(runner) == 1
+    wait_for(lambda: _finished(conn, task_id), "the task")
 
     row = _task(conn, task_id)
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert row["error_message"] == "PermanentError: this input can never work"
-    [event] = _robot_rows(conn, task_id)
-    assert event["success"] is False
+    assert [e["success"] for e in _robot_rows(conn, task_id)] == [False]
 
 
-def test_output_that_is_not_json_fails_permanently(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+def test_output_the_database_cannot_store_fails_alone_and_permanently(
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
-    cell = make_cell()
-    task_id = enqueue(conn, "bad_output", {"cell_id": cell}, max_attempts=5)
-
-    assert _one_round(runner) == 1
-
-    row = _task(conn, task_id)
-    assert (row["status"], row["attempts"]) == ("failed", 1)
-    assert "not JSON-serialisable" in row["error_message"]
-    [event] = _robot_rows(conn, task_id)
-    assert (event["success"], event["output_data"]) == (False, None)
-
-
-def test_one_bad_write_in_a_batch_fails_only_its_task(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
-) -> None:
-    cells = [make_cell() for _ in range(5)]
+    serve()
+    cells = [make_cell() for _ in range(4)]
     ids = enqueue_many(
-        conn, [NewTask("write", {"cell_id": c, "text": f"t{i}"}) for i, c in enumerate(cells)]
+        conn,
+        [
+            NewTask("bad_output", {"cell_id": cells[0]}, max_attempts=5),
+            NewTask("write", {"cell_id": cells[1], "text": "fine"}),
+            NewTask("nul_title", {"cell_id": cells[2]}, max_attempts=5),
+            NewTask("write", {"cell_id": cells[3], "text": "also fine"}),
+        ],
     )
-    tasks = runner._claim()
-    assert len(tasks) == 5
-    # The cell of one task is deleted while it runs: its audit row cannot be inserted.
-    conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (cells[2],))
 
-    runner._record(runner._execute(tasks))
+    wait_for(lambda: _finished(conn, *ids), "the batch")
 
-    statuses = [_task(conn, i)["status"] for i in ids]
-    assert statuses == ["completed", "completed", "failed", "completed", "completed"]
-    assert "could not record the result" in _task(conn, ids[2])["error_message"]
-    for i in (0, 1, 3, 4):
-        assert _content(conn, cells[i]) == f"T{i}"
-        assert [e["success"] for e in _robot_rows(conn, ids[i])] == [True]
+    rows = [_task(conn, i) for i in ids]
+    assert [(r["status"], r["attempts"]) for r in rows] == [
+        ("failed", 1),
+        ("completed", 1),
+        ("failed", 1),
+        ("completed", 1),
+    ]
+    assert "not JSON-serialisable" in rows[0]["error_message"]
+    assert "NUL character" in rows[2]["error_message"]
+    assert [_content(conn, c) for c in cells] == [None, "FINE", None, "ALSO FINE"]
 
 
-def test_counts_follow_what_was_recorded_after_a_bad_write(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+def test_malformed_rows_fail_alone_and_the_rest_complete_first_time(
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
-    cells = [make_cell() for _ in range(2)]
-    enqueue_many(conn, [NewTask("write", {"cell_id": c, "text": "x"}) for c in cells])
-    tasks = runner._claim()
-    conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (cells[0],))
+    """Issue 11's reproduction: rows the web app can write must not hurt their batch."""
+    # The schema may refuse non-object payloads; a row written before that check (or by
+    # a superuser who dropped it) must still not kill the worker.
+    for (name,) in conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'websurfing_task_queue'::regclass"
+        " AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%%payload%%'"
+    ).fetchall():
+        conn.execute(f'ALTER TABLE websurfing_task_queue DROP CONSTRAINT "{name}"')
+    good_cells = [make_cell() for _ in range(20)]
+    doomed = make_cell()
+    good = enqueue_many(
+        conn, [NewTask("write", {"cell_id": c, "text": f"t{i}"}) for i, c in enumerate(good_cells)]
+    )
+    bad_rows = conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, max_attempts) VALUES"
+        " ('write', '[1]', 3), ('write', '\"text\"', 3),"
+        ' (\'write\', \'{"cell_id": "not-a-uuid", "text": "x"}\', 3),'
+        ' (\'write\', \'{"cell_id": 42, "text": "x"}\', 3),'
+        " ('write', '{\"cell_id\": null}', 1),"  # understood: the handler's KeyError decides
+        " ('write', %s, 3) RETURNING id",
+        (psycopg.types.json.Jsonb({"cell_id": doomed, "text": "gone"}),),
+    ).fetchall()
+    bad = [r[0] for r in bad_rows]
+    conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (doomed,))
+    serve()
 
-    runner._record(runner._execute(tasks))
+    wait_for(lambda: _finished(conn, *good, *bad), "every task to end")
 
-    # worker_stopped logs these counts: a task that failed must not be counted completed.
-    assert (runner.counts["completed"], runner.counts["failed"]) == (1, 1)
+    for task_id in good:
+        row = _task(conn, task_id)
+        assert (row["status"], row["attempts"]) == ("completed", 1)
+    for i, cell in enumerate(good_cells):
+        assert _content(conn, cell) == f"T{i}"
+    errors = []
+    for task_id in bad:
+        row = _task(conn, task_id)
+        assert (row["status"], row["attempts"]) == ("failed", 1), row
+        errors.append(row["error_message"])
+    assert "payload must be a JSON object, not list" in errors[0]
+    assert "payload must be a JSON object, not str" in errors[1]
+    assert "'not-a-uuid' is not a UUID" in errors[2]
+    assert "'42' is not a UUID" in errors[3]
+    assert "KeyError" in errors[4]  # the handler's own error: the payload has no text
+    assert "could not record the result" in errors[5]
 
 
 def test_a_task_without_a_cell_completes_without_an_audit_row(
-    runner: Runner, conn: psycopg.Connection[Any]
+    serve: Serve, conn: psycopg.Connection[Any]
 ) -> None:
+    serve()
     task_id = enqueue(conn, "reads", {})
 
-    assert _one_round(runner) == 1
+    wait_for(lambda: _finished(conn, task_id), "the task")
 
-    assert _task(conn, task_id)["status"] == "completed"
+    assert _status(conn, task_id) == "completed"
     assert _robot_rows(conn, task_id) == []
 
 
+@pytest.mark.parametrize("operator", ["reads", "reads_async"])
 def test_a_handler_can_read_through_its_context(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str], operator: str
 ) -> None:
-    cell = make_cell()
-    task_id = enqueue(conn, "reads", {"cell_id": cell})
+    serve()
+    task_id = enqueue(conn, operator, {"cell_id": make_cell()})
 
-    assert _one_round(runner) == 1
+    wait_for(lambda: _finished(conn, task_id), "the task")
 
     [event] = _robot_rows(conn, task_id)
-    assert event["output_data"] == {"tasks": 1}
+    assert (event["success"], event["output_data"]) == (True, {"tasks": 1})
 
 
-def test_a_handler_past_its_timeout_is_interrupted_and_retried(
-    runner: Runner, conn: psycopg.Connection[Any]
+def test_a_snoozed_task_goes_back_without_spending_an_attempt(
+    serve: Serve, conn: psycopg.Connection[Any]
 ) -> None:
-    previous = signal.signal(signal.SIGALRM, runner._on_alarm)
-    try:
-        task_id = enqueue(conn, "hangs", {})
-        started = time.monotonic()
-        assert _one_round(runner) == 1
-        took = time.monotonic() - started
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    serve()
+    task_id = enqueue(conn, "snoozes", {})
 
-    assert took < 10
+    wait_for(lambda: _task(conn, task_id)["worker_id"] is not None, "the task to be claimed")
+    wait_for(lambda: _status(conn, task_id) == "pending", "the snooze to be recorded")
+
     row = _task(conn, task_id)
-    assert (row["status"], row["attempts"]) == ("pending", 1)
-    assert "TaskTimeout" in row["error_message"] and "0.3s timeout" in row["error_message"]
-
-
-def test_unstarted_tasks_are_handed_back_when_stopping(
-    runner: Runner, conn: psycopg.Connection[Any]
-) -> None:
-    ids = enqueue_many(conn, [NewTask("reads", {}) for _ in range(3)])
-    tasks = runner._claim()
-    runner.stop.requested = 1  # as the first SIGTERM does
-    runner.stop.deadline = time.monotonic() + 30
-
-    runner._record(runner._execute(tasks))
-
-    rows = [_task(conn, i) for i in ids]
-    assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0)] * 3
-    assert runner.counts["handed_back"] == 3
+    assert row["attempts"] == 0
+    assert (row["scheduled_for"] - datetime.now(UTC)).total_seconds() > 30
 
 
 def test_a_result_for_a_lost_claim_is_discarded(
-    runner: Runner, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str], gate: Gate
 ) -> None:
-    cell = make_cell()
-    task_id = enqueue(conn, "write", {"cell_id": cell, "text": "late"})
-    tasks = runner._claim()
-    outcomes = runner._execute(tasks)
+    runner = serve()
+    task_id = enqueue(conn, "waits", {"cell_id": make_cell()})
+    wait_for(lambda: gate.inside == 1, "the handler to start")
     # Meanwhile the task was presumed lost and handed to another worker.
     conn.execute(
         "UPDATE websurfing_task_queue SET worker_id = 'other', attempts = 2 WHERE id = %s",
         (task_id,),
     )
+    gate.opened.set()
 
-    runner._record(outcomes)
-
+    wait_for(lambda: runner.counts.get("lost") == 1, "the result to be discarded")
     row = _task(conn, task_id)
     assert (row["status"], row["worker_id"]) == ("processing", "other")
-    assert _content(conn, cell) is None
     assert _robot_rows(conn, task_id) == []
-    assert runner.counts["lost"] == 1
-
-
-def test_batch_size_adapts_to_task_time(runner: Runner, conn: psycopg.Connection[Any]) -> None:
-    enqueue_many(conn, [NewTask("reads", {}) for _ in range(50)])
-
-    first = runner._claim()
-    runner._record(runner._execute(first))
-
-    assert len(first) == 10  # the first batch is small: nothing is known yet
-    assert 1 <= runner._limit <= runner.config.batch_max
-    assert runner._task_s > 0
-    assert _one_round(runner) == min(40, runner._limit)
 
 
 def test_registered_task_types_are_the_only_ones_claimed(
-    runner: Runner, conn: psycopg.Connection[Any]
+    serve: Serve, conn: psycopg.Connection[Any]
 ) -> None:
+    serve()
     other = enqueue(conn, "someone_elses", {}, allow_unknown_type=True)
+    mine = enqueue(conn, "reads", {})
 
-    assert _one_round(runner) == 0
-    assert _task(conn, other)["status"] == "pending"
+    wait_for(lambda: _finished(conn, mine), "the worker's own task")
+    assert _status(conn, other) == "pending"
 
 
 @pytest.mark.parametrize(("durable", "expected"), [(False, "off"), (True, "on")])
 def test_claims_wait_for_the_disk_only_when_asked(
-    database_url: str, durable: bool, expected: str
+    database_url: str, durable: bool, expected: str, gate: Gate
 ) -> None:
     config = WorkerConfig(database_url=database_url, durable_claims=durable)
-    worker = Runner(config, f"test/0/durable-{durable}", registry=_registry())
+    worker = Runner(config, f"test/0/durable-{durable}", registry=_registry(gate))
     worker.boot()
     try:
-        assert worker._claim() == []
-        row = worker._claim_connection().execute("SHOW synchronous_commit").fetchone()
+        row = worker._claimer.get().execute("SHOW synchronous_commit").fetchone()
         assert row == (expected,)
     finally:
-        worker._close()
+        worker._close_connections()
+
+
+# -- many tasks in flight ------------------------------------------------------------------
+
+
+def test_async_handlers_run_concurrently_up_to_the_process_limit(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate
+) -> None:
+    serve(tasks_per_process=50)
+    ids = enqueue_many(conn, [NewTask("waits", {}) for _ in range(80)])
+
+    # All 50 slots fill while every handler waits: they run at once, not one by one,
+    # and the process holds no more claims than it has slots.
+    wait_for(lambda: gate.inside == 50, "50 handlers waiting at once")
+    assert _count(conn, "processing") == 50
+    gate.opened.set()
+
+    wait_for(lambda: _finished(conn, *ids), "all 80 tasks")
+    assert gate.most_inside == 50
+    assert {_task(conn, i)["attempts"] for i in ids} == {1}
+
+
+def test_plain_handlers_run_in_threads_without_stalling_async_ones(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate, make_cell: Callable[[], str]
+) -> None:
+    serve(threads_per_process=4)
+    blocked = enqueue_many(conn, [NewTask("blocks", {}) for _ in range(6)])
+    wait_for(lambda: gate.inside == 4, "every thread blocked")
+
+    cell = make_cell()
+    quick = enqueue(conn, "write", {"cell_id": cell, "text": "still served"})
+    wait_for(lambda: _finished(conn, quick), "an async task while every thread is blocked")
+    assert _content(conn, cell) == "STILL SERVED"
+    # Claims only what it can run: 4 threads busy, the other 2 plain tasks stay pending.
+    assert sorted(_status(conn, i) for i in blocked) == ["pending"] * 2 + ["processing"] * 4
+
+    gate.opened.set()
+    wait_for(lambda: _finished(conn, *blocked), "the plain tasks")
+    assert gate.most_inside == 4
+
+
+def test_an_operator_concurrency_limit_holds(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate
+) -> None:
+    serve()
+    ids = enqueue_many(conn, [NewTask("limited", {}) for _ in range(8)])
+    others = enqueue_many(conn, [NewTask("waits", {}) for _ in range(5)])
+
+    wait_for(lambda: gate.inside == 7, "2 limited and 5 unlimited handlers")
+    assert sum(_status(conn, i) == "processing" for i in ids) == 2
+    gate.opened.set()
+
+    wait_for(lambda: _finished(conn, *ids, *others), "every task")
+    assert gate.most_inside == 7
+
+
+def test_priority_order_holds_across_operators(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate
+) -> None:
+    low = enqueue_many(
+        conn,
+        [NewTask("waits", {"name": f"low{i}"}, priority=1) for i in range(3)]
+        + [NewTask("blocks", {"name": "low-plain"}, priority=2)],
+    )
+    high = enqueue_many(
+        conn,
+        [
+            NewTask("blocks", {"name": "high-plain"}, priority=9),
+            NewTask("waits", {"name": "high"}, priority=8),
+        ],
+    )
+    serve(tasks_per_process=1)
+
+    wait_for(lambda: gate.inside == 1, "the first task")
+    gate.opened.set()
+    wait_for(lambda: _finished(conn, *low, *high), "every task")
+    assert gate.order[:2] == ["high-plain", "high"]
+    assert gate.order[2:] == ["low-plain", "low0", "low1", "low2"]
+
+
+# -- deadlines and stopping ----------------------------------------------------------------
+
+
+def test_an_async_handler_past_its_timeout_is_cancelled_and_retried(
+    serve: Serve, conn: psycopg.Connection[Any]
+) -> None:
+    serve()
+    task_id = enqueue(conn, "sleeps_async", {})
+
+    wait_for(lambda: _task(conn, task_id)["error_message"], "the timeout to be recorded")
+
+    row = _task(conn, task_id)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert row["error_message"] == "TaskTimeout: handler ran past its 0.2s timeout"
+
+
+def test_a_plain_handler_past_its_timeout_fails_its_attempt_then_recycles_the_process(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate
+) -> None:
+    runner = serve(stuck_grace_s=0.5)
+    task_id = enqueue(conn, "sleeps_plain", {})
+
+    wait_for(lambda: _task(conn, task_id)["error_message"], "the timeout to be recorded")
+    row = _task(conn, task_id)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert "0.2s timeout" in row["error_message"]
+
+    wait_for(lambda: runner.recycle_reason, "the process to ask to be recycled")
+    assert f"task {task_id}" in str(runner.recycle_reason)
+    wait_for(lambda: conn.execute(QUERIES["list_workers"]).fetchall() == [], "the process to stop")
+
+
+def test_stopping_hands_back_running_and_waiting_tasks_without_counting_them(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate
+) -> None:
+    runner = serve(tasks_per_process=10, shutdown_timeout_s=0.3)
+    async_ids = enqueue_many(conn, [NewTask("waits", {}) for _ in range(4)])
+    plain_ids = enqueue_many(conn, [NewTask("blocks", {}) for _ in range(2)])
+    limited = enqueue_many(conn, [NewTask("limited", {}) for _ in range(4)])
+    wait_for(lambda: gate.inside == 8, "8 handlers running")
+
+    runner.request_stop()
+
+    wait_for(lambda: _count(conn, "processing") == 0, "nothing left processing")
+    ids = [*async_ids, *plain_ids, *limited]
+    assert {(_status(conn, i), _task(conn, i)["attempts"]) for i in ids} == {("pending", 0)}
+    wait_for(lambda: runner.counts["handed_back"] == 10, "the hand-backs to be counted")
+
+
+def test_in_flight_tasks_finish_when_they_can_within_the_shutdown_timeout(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate
+) -> None:
+    runner = serve(shutdown_timeout_s=DEADLINE_S)
+    ids = enqueue_many(conn, [NewTask("waits", {}) for _ in range(5)])
+    wait_for(lambda: gate.inside == 5, "5 handlers running")
+
+    runner.request_stop()
+    late = enqueue(conn, "waits", {})
+    gate.opened.set()
+
+    wait_for(lambda: _finished(conn, *ids), "the running tasks to finish")
+    assert {_status(conn, i) for i in ids} == {"completed"}
+    wait_for(lambda: conn.execute(QUERIES["list_workers"]).fetchall() == [], "the process to stop")
+    assert _status(conn, late) == "pending"  # nothing claimed after the stop

@@ -40,7 +40,6 @@ from websurf.worker.queue import COMPLETED, FAILED, PENDING, Outcome
 from websurf.worker.registry import Context, Operator, Result, Snooze, Task
 
 ERROR_MESSAGE_MAX = 2000
-STUCK_GRACE_S = 5.0  # a plain handler past its timeout may take this long to return
 NO_TIMEOUT_S = 1e9
 
 
@@ -129,7 +128,7 @@ class Executor:
         read_connection: Callable[[], Any] | None = None,
         async_read_connection: Callable[[], Any] | None = None,
         on_stuck: Callable[[str], None] = lambda reason: None,
-        stuck_grace_s: float = STUCK_GRACE_S,
+        stuck_grace_s: float,
     ) -> None:
         self.operators = operators
         self.worker_id = worker_id

@@ -5,15 +5,15 @@ Design note
 * Slots. A process runs up to ``tasks_per_process`` tasks at once: ``async def``
   handlers on one event loop, plain functions in a pool of ``threads_per_process``
   threads. An operator may cap its own tasks in flight (``concurrency=``).
-* Claims. The loop claims only as many tasks as it has free slots (River's producer
-  fetches ``MaxWorkers - active``), of the types it has room for, in one statement
-  ordered by priority, so a person's edit overtakes bulk work at the next claim; with
-  slots freeing continuously that is within a few milliseconds. A claim that comes
-  back full means there is more; otherwise the loop waits for a hint (a notification,
-  a known due time, the poll interval) and for free slots. Refill claims are spaced
-  by ``CLAIM_COOLDOWN_S`` so tasks finishing one by one are claimed for in batches.
-  A task claimed beyond an operator's cap (the claim cannot count per type) waits in
-  memory for its slot, and is handed back if it has not started soon after its claim.
+* Claims. The loop claims only as many tasks as it can start at once (River's
+  producer fetches ``MaxWorkers - active``): one claim per pool of slots (async
+  handlers share the free slots, plain ones the free threads, an operator with its own
+  cap is a pool of its own; usually that is one claim), each ordered by priority, so a
+  person's edit overtakes bulk work at the next claim; with slots freeing
+  continuously that is within a few milliseconds. A claim that comes back full means
+  there is more; otherwise the loop waits for a hint (a notification, a known due
+  time, the poll interval) and for free slots. Refill claims are spaced by
+  ``CLAIM_COOLDOWN_S`` so tasks finishing one by one are claimed for in batches.
 * Running one handler under its deadline is the executor's job (``executor.py``);
   recording outcomes in batched, fenced transactions the recorder's
   (``recorder.py``); waking up the wakeup's (``wakeup.py``); heartbeat, reaper and
@@ -23,7 +23,7 @@ Design note
   the loop never blocks on the network. Claims commit without waiting for the WAL
   flush unless ``durable_claims`` (see :meth:`Runner.boot`).
 * Stopping (SIGTERM, or :meth:`Runner.request_stop`): claim nothing more, hand back
-  the tasks waiting for a slot, let the running ones finish until the shutdown
+  let the running ones finish until the shutdown
   deadline; then cancel the async ones and abandon the threads, handing their tasks
   back without counting the attempt. A second request moves the deadline to now.
   Everything is recorded before the process exits: nothing stays ``processing``.
@@ -36,13 +36,12 @@ Design note
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,7 +52,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from websurf.sql import QUERIES
 from websurf.sql.database import describe, scrub
 from websurf.sql.migrate import pending_migrations
-from websurf.worker import metrics, queue, reaper
+from websurf.worker import metrics, queue
 from websurf.worker.config import WorkerConfig
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection
 from websurf.worker.process.executor import Executor, error_text
@@ -65,9 +64,6 @@ from websurf.worker.queue import PENDING, Outcome
 from websurf.worker.registry import Operator, Registry, Task, load_operators
 
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
-# The reaper times a task out counting from its claim: a task that waited this long in
-# memory for its operator's slot is handed back rather than started late.
-START_LIMIT_S = reaper.TIMEOUT_GRACE_S / 2
 RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back
 
 
@@ -80,7 +76,7 @@ class BootError(RuntimeError):
 
 
 class Slots:
-    """Who may start now, and what the next claim may take."""
+    """Who may start now, and what the next claims may take."""
 
     def __init__(self, capacity: int, threads: int, operators: dict[str, Operator]) -> None:
         self.capacity = capacity
@@ -89,34 +85,52 @@ class Slots:
         self.running = 0
         self.plain_running = 0
         self.per_operator = dict.fromkeys(operators, 0)
-        self.waiting: dict[str, collections.deque[tuple[Task, float]]] = {
-            name: collections.deque() for name in operators
-        }
-        self.waiting_total = 0
 
     def free(self) -> int:
-        return self.capacity - self.running - self.waiting_total
+        return self.capacity - self.running
+
+    def claims(self, stuck_threads: int, limit: int) -> list[tuple[list[str], int]]:
+        """The claims to make now: (task types, how many), one per pool of slots.
+
+        Async operators share the process's free slots, plain ones its free threads,
+        and an operator with its own cap is a pool of its own. When the capped and
+        plain pools fit in the free slots, each pool claims what it can start (usually
+        there is only the async one: one claim), the async pool last, taking what the
+        others leave. When they compete for fewer slots, one claim over all of them
+        takes the highest priorities, and a task its pool cannot start is handed back
+        at once (see :meth:`can_start`): priority order holds across operators.
+        """
+        free = min(self.free(), limit)
+        if free <= 0:
+            return []
+        threads = self.threads - self.plain_running - stuck_threads
+        pools: dict[str, tuple[list[str], int]] = {}
+        for name, op in sorted(self.operators.items()):
+            if op.concurrency is not None:
+                room = op.concurrency - self.per_operator[name]
+                if not op.is_async:
+                    room = min(room, threads)
+                if room > 0:
+                    pools[name] = ([name], room)
+            elif op.is_async:
+                pools.setdefault("async", ([], free))[0].append(name)
+            elif threads > 0:
+                pools.setdefault("plain", ([], threads))[0].append(name)
+        shared = pools.pop("async", None)
+        claims = [(types, min(room, free)) for types, room in pools.values()]
+        if claims and sum(n for _, n in claims) >= free and (shared or len(claims) > 1):
+            every = [t for types, _ in claims for t in types] + (shared[0] if shared else [])
+            return [(sorted(every), free)]
+        if shared is not None:
+            claims.append(shared)  # last: it takes the free slots the others leave
+        return claims
 
     def can_start(self, op: Operator, stuck_threads: int) -> bool:
+        if self.free() <= 0:
+            return False
         if op.concurrency is not None and self.per_operator[op.name] >= op.concurrency:
             return False
         return op.is_async or self.plain_running + stuck_threads < self.threads
-
-    def claimable(self, stuck_threads: int) -> list[str]:
-        """The task types the next claim may take (an operator at its cap is left out)."""
-        plain_waiting = sum(
-            len(q) for name, q in self.waiting.items() if not self.operators[name].is_async
-        )
-        plain_room = self.plain_running + stuck_threads + plain_waiting < self.threads
-        types = []
-        for name, op in self.operators.items():
-            held = self.per_operator[name] + len(self.waiting[name])
-            if op.concurrency is not None and held >= op.concurrency:
-                continue
-            if not op.is_async and not plain_room:
-                continue
-            types.append(name)
-        return sorted(types)
 
     def started(self, op: Operator) -> None:
         self.running += 1
@@ -129,31 +143,6 @@ class Slots:
         self.per_operator[op.name] -= 1
         if not op.is_async:
             self.plain_running -= 1
-
-    def wait(self, op: Operator, task: Task, now: float) -> None:
-        self.waiting[op.name].append((task, now))
-        self.waiting_total += 1
-
-    def next_waiting(self, stuck_threads: int) -> list[tuple[Operator, Task]]:
-        """Waiting tasks that may start now (removed from the waiting lines)."""
-        ready = []
-        for name, line in self.waiting.items():
-            op = self.operators[name]
-            while line and self.can_start(op, stuck_threads):
-                task, _ = line.popleft()
-                self.waiting_total -= 1
-                ready.append((op, task))
-                self.started(op)
-        return ready
-
-    def expired(self, older_than: float) -> list[Task]:
-        """Waiting tasks claimed before ``older_than`` (removed), or all when it is inf."""
-        gone = []
-        for line in self.waiting.values():
-            while line and line[0][1] < older_than:
-                gone.append(line.popleft()[0])
-                self.waiting_total -= 1
-        return gone
 
 
 class Runner:
@@ -219,6 +208,7 @@ class Runner:
         self.stop_event.set()
         if self._stop_changed is not None:
             self._stop_changed.set()
+            self.wakeup.event.set()
 
     @property
     def stopping(self) -> bool:
@@ -356,6 +346,7 @@ class Runner:
             read_connection=self.pool.connection,
             async_read_connection=self._async_read_connection,
             on_stuck=self._recycle,
+            stuck_grace_s=config.stuck_grace_s,
         )
         self.slots = Slots(config.tasks_per_process, config.threads_per_process, self.operators)
         self.recorder = Recorder(
@@ -449,29 +440,47 @@ class Runner:
             now = time.monotonic()
             if wake.hints != seen or now - last_claim >= poll_s:
                 want, seen = True, wake.hints
-            for task in self.slots.expired(now - START_LIMIT_S):
-                self.recorder.add(Outcome(task, PENDING, task.task_type, handed_back=True))
-            free = self.slots.free()
-            timeout = max(0.0, last_claim + poll_s - now)
-            if want and free > 0:
-                types = self.slots.claimable(self.executor.stuck)
-                cooldown = last_claim + CLAIM_COOLDOWN_S - now
-                if types and (cooldown <= 0 or free * 2 >= self.slots.capacity):
-                    limit = min(free, self.config.batch_max)
-                    seen = wake.hints
-                    try:
-                        tasks = await self._claim(types, limit)
-                    except psycopg.OperationalError:
-                        break  # stopping while the database is away
-                    last_claim = time.monotonic()
-                    want = len(tasks) >= limit
-                    self._dispatch(tasks, last_claim)
-                    continue
-                if types:
-                    timeout = min(timeout, cooldown)
+            timeout = poll_s  # with no room: until a slot frees (the event) or a poll
+            if want:
+                claims = self.slots.claims(self.executor.stuck, self.config.batch_max)
+                if claims:
+                    cooldown = last_claim + CLAIM_COOLDOWN_S - now
+                    if cooldown <= 0 or self.slots.free() * 2 >= self.slots.capacity:
+                        seen = wake.hints
+                        try:
+                            want = await self._claim_all(claims)
+                        except psycopg.OperationalError:
+                            break  # stopping while the database is away
+                        last_claim = time.monotonic()
+                        continue
+                    timeout = cooldown
+            else:
+                timeout = last_claim + poll_s - now
             self._want_claim = want
             wake.check()
             await wake.wait(timeout)
+
+    async def _claim_all(self, claims: list[tuple[list[str], int]]) -> bool:
+        """Make the claims and start their tasks; True when one came back full (more wait)."""
+        full = False
+        stuck = self.executor.stuck
+        for types, wanted in claims:
+            limit = min(wanted, self.slots.free())
+            if limit <= 0:
+                return True
+            tasks = await self._claim(types, limit)
+            full = full or len(tasks) >= limit
+            for task in tasks:
+                op = self.operators.get(task.task_type)
+                if op is None or task.malformed is not None:
+                    self._start(task, None)  # fails at once with the reason
+                elif self.slots.can_start(op, stuck):
+                    self.slots.started(op)
+                    self._start(task, op)
+                else:  # its pool filled up within this claim: back it goes, uncounted
+                    self.recorder.add(Outcome(task, PENDING, op.name, handed_back=True))
+                    full = True
+        return full
 
     async def _claim(self, types: list[str], limit: int) -> list[Task]:
         def claim() -> list[Task]:
@@ -483,18 +492,6 @@ class Runner:
         return await loop.run_in_executor(
             self._claim_thread, lambda: self.retry("claim", claim, until_stop=True)
         )
-
-    def _dispatch(self, tasks: Sequence[Task], now: float) -> None:
-        stuck = self.executor.stuck
-        for task in tasks:
-            op = self.operators.get(task.task_type)
-            if op is None or task.malformed is not None:
-                self._start(task, None)
-            elif self.slots.can_start(op, stuck):
-                self.slots.started(op)
-                self._start(task, op)
-            else:
-                self.slots.wait(op, task, now)
 
     def _start(self, task: Task, op: Operator | None) -> None:
         run = asyncio.get_running_loop().create_task(self._run(task, op))
@@ -510,9 +507,6 @@ class Runner:
         self.recorder.add(outcome)
         if outcome.run_at is not None:
             self.wakeup.due_in(outcome.run_at.timestamp() - time.time())
-        if self.slots.waiting_total and not self.stopping:
-            for next_op, next_task in self.slots.next_waiting(self.executor.stuck):
-                self._start(next_task, next_op)
         if self._want_claim:
             self.wakeup.event.set()
 
@@ -520,8 +514,6 @@ class Runner:
 
     async def _drain(self) -> None:
         assert self._stop_changed is not None
-        for task in self.slots.expired(float("inf")):
-            self.recorder.add(Outcome(task, PENDING, task.task_type, handed_back=True))
         while self._running and time.monotonic() < self._deadline:
             self._stop_changed.clear()
             changed = asyncio.ensure_future(self._stop_changed.wait())

@@ -146,6 +146,8 @@ class Wakeup:
         if limit > 0 and not self.event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.event.wait(), limit)
+        else:
+            await asyncio.sleep(0)  # always yield: the loop has other tasks to run
         self.event.clear()
         if time.monotonic() >= self.due_at:
             self.due_at = float("inf")
