@@ -16,12 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from asyncio import selector_events
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 from uuid import uuid4
 
@@ -522,3 +527,50 @@ def test_the_per_host_limit_is_configured_in_the_environment(
 
     assert [r.cell_content for r in results] == ["Gated"] * 6
     assert site.most_in_flight == 2
+
+
+def test_dns_lookups_do_not_wait_for_the_loops_default_executor() -> None:
+    """Plain handlers may hold every thread of the default executor; lookups go on."""
+    busy = threading.Event()
+
+    async def lookup_while_busy() -> list[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        blocked = loop.run_in_executor(None, busy.wait, SERVER_WAIT_S)
+        try:
+            return await asyncio.wait_for(web.system_lookup("localhost", 80), SERVER_WAIT_S / 2)
+        finally:
+            busy.set()
+            await blocked
+
+    assert "127.0.0.1" in run(lookup_while_busy())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_verifies_the_certificate(tmp_path: Path) -> None:
+    """A server whose certificate nobody vouches for is not talked to (no title, retried)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    site = Site()
+    server = _CountingServer(site)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/page"
+        with pytest.raises(FetchFailed, match="certificate verify failed"):
+            run(fetch(url, LOOPBACK))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert site.requests == []

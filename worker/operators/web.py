@@ -58,6 +58,7 @@ import socket
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -79,6 +80,7 @@ HOST_SLOT_WAIT_S = 3.0  # wait this long for a host slot, then snooze the task
 HOST_BUSY_SNOOZE_S = 5.0  # a snoozed task is due again after about this long
 MAX_CONNECTIONS = 100  # open connections per process, all hosts together
 KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this long
+LOOKUP_THREADS = 16  # DNS lookups (getaddrinfo) running at once, per process
 USER_AGENT = "websurf-web-title/0.1"
 ALLOW_ENV = "WEBSURF_FETCH_ALLOW"
 ALLOW_PRIVATE_ENV = "WEBSURF_FETCH_ALLOW_PRIVATE"
@@ -160,9 +162,14 @@ def _parse_address(text: str) -> Address:
 
 
 async def system_lookup(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to, for TCP (getaddrinfo in the loop's executor)."""
+    """Every address ``host`` resolves to, for TCP.
+
+    getaddrinfo blocks, so it runs in threads of its own: not the loop's default
+    executor, where the worker's plain handlers may be holding every thread.
+    """
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().run_in_executor(_client().lookups, lookup)
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchFailed(f"cannot resolve {host}: {exc}") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -251,11 +258,12 @@ class _HostSlots:
 
 
 class _Client:
-    """One event loop's HTTP sessions (one per policy and lookup) and host slots."""
+    """One event loop's HTTP sessions (one per policy and lookup), host slots, DNS threads."""
 
     def __init__(self) -> None:
         self.sessions: dict[tuple[FetchPolicy, Lookup], aiohttp.ClientSession] = {}
         self.host_slots = _HostSlots()
+        self.lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="websurf-dns")
 
     def session(self, policy: FetchPolicy, lookup: Lookup) -> aiohttp.ClientSession:
         found = self.sessions.get((policy, lookup))
@@ -298,6 +306,7 @@ async def close_sessions() -> None:
     client = _clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await asyncio.gather(*(s.close() for s in client.sessions.values()))
+        client.lookups.shutdown(wait=False, cancel_futures=True)
 
 
 class _TitleParser(HTMLParser):
