@@ -35,7 +35,7 @@ import structlog
 
 from websurf.worker.operators import web
 from websurf.worker.operators.web import FetchFailed, FetchPolicy, FetchRefused, fetch
-from websurf.worker.registry import Context, PermanentError, Result, Snooze, Task
+from websurf.worker.registry import Context, PermanentError, Result, Snooze, Task, registry
 
 LOOPBACK = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 BIG_BYTES = 2 * 1024 * 1024
@@ -267,8 +267,6 @@ def test_the_title_of_an_allowed_page_is_written_to_the_cell(
 
 
 def test_web_title_is_an_async_operator() -> None:
-    from websurf.worker.registry import registry
-
     operator = registry.get("web_title")
     assert operator is not None and operator.is_async
 

@@ -56,7 +56,6 @@ import os
 import random
 import socket
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -288,9 +287,7 @@ class _Client:
         return found
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Client] = (
-    weakref.WeakKeyDictionary()
-)
+_clients: dict[asyncio.AbstractEventLoop, _Client] = {}  # until close_sessions() on that loop
 
 
 def _client() -> _Client:
