@@ -36,12 +36,15 @@ transport). Where the check sits, so that no address escapes it:
   whole fetch: lookups, connects, every hop, every byte. A server that drips bytes is
   cut off there.
 
-Sharing: one session per event loop (per worker process), created lazily, closed by
-:func:`close_sessions`. At most ``WEBSURF_FETCH_PER_HOST`` fetches talk to one host at
-once (the connector's ``limit_per_host`` is the same number, as a backstop). The host
-slot is taken here rather than waited for inside aiohttp, whose pool wait cannot be
-told apart from a slow connect: a task that waits longer than ``HOST_SLOT_WAIT_S``
-snoozes (back to the queue, no attempt spent) instead of burning its timeout.
+Sharing: one session per event loop (per worker process), created lazily; the worker
+awaits :func:`close_sessions` before its loop ends. DNS lookups run in threads of their
+own, so they never queue behind plain handlers in the loop's default executor. At
+most ``WEBSURF_FETCH_PER_HOST`` fetches talk to one host at once (the connector's
+``limit_per_host`` is the same number, as a backstop). The host slot is taken here
+rather than waited for inside aiohttp, whose pool wait cannot be told apart from a slow
+connect: a task that waits longer than ``HOST_SLOT_WAIT_S`` snoozes (back to the queue,
+no attempt spent) instead of burning its timeout. Traded away: the session is one
+per policy, so the rare fetch under another policy (tests) gets its own pool.
 
 A refused or malformed URL fails the task at once (retrying cannot help); network
 errors and 5xx answers are retried with the operator's backoff.
