@@ -179,6 +179,21 @@ class Registry:
 
     def __init__(self) -> None:
         self._operators: dict[str, Operator] = {}
+        self._on_stop: list[Callable[[], Any]] = []
+
+    def on_stop(self, hook: Callable[[], Any]) -> Callable[[], Any]:
+        """Register ``hook`` (a function or ``async def``) to run when a worker process stops.
+
+        For what operators share across tasks: an HTTP client's pooled connections, say.
+        It runs on the process's event loop after the last task ended; errors are logged.
+        """
+        if hook not in self._on_stop:
+            self._on_stop.append(hook)
+        return hook
+
+    @property
+    def stop_hooks(self) -> list[Callable[[], Any]]:
+        return list(self._on_stop)
 
     def register(
         self,
@@ -236,6 +251,7 @@ class Registry:
 
 registry = Registry()
 operator = registry.operator
+on_stop = registry.on_stop
 
 
 def load_operators(

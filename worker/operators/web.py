@@ -70,7 +70,15 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from websurf.worker.registry import Context, PermanentError, Result, Snooze, Task, operator
+from websurf.worker.registry import (
+    Context,
+    PermanentError,
+    Result,
+    Snooze,
+    Task,
+    on_stop,
+    operator,
+)
 
 FETCH_TIMEOUT_S = 10.0
 MAX_BYTES = 1024 * 1024  # read at most this much of a page
@@ -301,6 +309,7 @@ def _client() -> _Client:
     return client
 
 
+@on_stop
 async def close_sessions() -> None:
     """Close this event loop's HTTP sessions and their connections (at process shutdown)."""
     client = _clients.pop(asyncio.get_running_loop(), None)

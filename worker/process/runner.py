@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import threading
@@ -388,12 +389,22 @@ class Runner:
         finally:
             await self.wakeup.close()
             await asyncio.to_thread(maintenance.stop)
+            await self._run_stop_hooks()
             self.executor.close()
             self._claim_thread.shutdown(wait=True)
             await asyncio.to_thread(self._deregister)
             await self._close_async_pool()
             self._close_connections()
             self.log.info("worker_stopped", **self.counts)
+
+    async def _run_stop_hooks(self) -> None:
+        for hook in self.registry.stop_hooks:
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                self.log.warning("stop_hook_failed", hook=repr(hook), error=error_text(exc))
 
     async def _close_async_pool(self) -> None:
         if self._async_pool is not None:
