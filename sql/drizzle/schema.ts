@@ -232,7 +232,9 @@ export const taskQueue = createTable(
   (d) => ({
     id: d.uuid().primaryKey().defaultRandom(),
     taskType: d.varchar({ length: 100 }).notNull(),
-    payload: d.jsonb().notNull(),
+    // A JSON object (CHECK task_queue_payload_object); `cell_id`, when present, names the
+    // cell the task writes.
+    payload: d.jsonb().$type<Record<string, unknown>>().notNull(),
     status: d.varchar({ length: 20 }).$type<TaskStatus>().default("pending"),
     priority: d.integer().default(5),
     attempts: d.integer().default(0),
@@ -269,6 +271,9 @@ export const taskQueue = createTable(
       "task_queue_status_check",
       sql`${t.status} IN ('pending', 'processing', 'completed', 'failed', 'cancelled')`,
     ),
+    // sql/migrations/0014: every reader looks keys up in the payload, so it must be an
+    // object (a '[1]' payload used to crash the workers that claimed it).
+    check("task_queue_payload_object", sql`jsonb_typeof(${t.payload}) = 'object'`),
   ],
 );
 
