@@ -86,11 +86,33 @@ WHERE c.spreadsheet_id = %(spreadsheet_id)s
   AND (%(column_id)s::uuid IS NULL OR c.id = %(column_id)s)
 ON CONFLICT (spreadsheet_id, column_id, row_number) DO NOTHING
 
--- name: list_cells
--- Every cell of a spreadsheet (read_sheet).
-SELECT id, column_id, row_number, content, updated_at
-FROM websurfing_cell
-WHERE spreadsheet_id = %(spreadsheet_id)s
+-- name: list_cells_in_rows
+-- The cells of one page of rows of a spreadsheet (read_sheet).
+-- Per column, so each is a range scan of cell_unique_position (spreadsheet, column, row).
+SELECT cell.id, cell.column_id, cell.row_number, cell.content, cell.updated_at
+FROM websurfing_column AS col
+JOIN LATERAL (
+    SELECT id, column_id, row_number, content, updated_at
+    FROM websurfing_cell
+    WHERE spreadsheet_id = col.spreadsheet_id
+      AND column_id = col.id
+      AND row_number BETWEEN %(first_row)s AND %(last_row)s
+) AS cell ON true
+WHERE col.spreadsheet_id = %(spreadsheet_id)s
+
+-- name: last_cell_row
+-- The highest row number with a cell in a spreadsheet, NULL when none (read_sheet).
+-- One backward probe of cell_unique_position per column, however many cells there are.
+SELECT max(last.row_number)
+FROM websurfing_column AS col
+CROSS JOIN LATERAL (
+    SELECT row_number
+    FROM websurfing_cell
+    WHERE spreadsheet_id = col.spreadsheet_id AND column_id = col.id
+    ORDER BY row_number DESC
+    LIMIT 1
+) AS last
+WHERE col.spreadsheet_id = %(spreadsheet_id)s
 
 -- name: get_cell
 -- One cell by position (sheets API).
