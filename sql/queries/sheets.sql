@@ -140,7 +140,7 @@ ON CONFLICT (spreadsheet_id, column_id, row_number) DO UPDATE SET content = EXCL
 RETURNING id, spreadsheet_id, column_id, row_number, content, updated_at
 
 -- name: cell_history
--- Every change of one cell, people's and robots', oldest first (cell_history, CLI).
+-- Every change of one cell, people's (edits, moves, its deletion) and robots', oldest first (cell_history, CLI).
 SELECT created_at, 'person' AS kind, user_id AS author, edit_type AS action, old_content,
        new_content, NULL::boolean AS success, NULL::text AS error_message, id
 FROM websurfing_cell_edit_event
@@ -150,29 +150,44 @@ SELECT created_at, 'robot', operator_type, 'task ' || task_id::text, NULL, outpu
        success, error_message, id
 FROM websurfing_robot_input_event
 WHERE cell_id = %(cell_id)s
+UNION ALL
+SELECT created_at, 'person', user_id, action, content,
+       CASE WHEN action = 'moved' THEN content END, NULL, NULL, id
+FROM websurfing_cell_position_event
+WHERE cell_id = %(cell_id)s
 ORDER BY created_at, kind, id
 
 -- name: spreadsheet_audit_trail
--- The latest changes of a spreadsheet's cells, people's and robots' (audit_trail, demo, CLI).
-SELECT a.created_at, a.kind, a.author, a.action, a.old_content, a.new_content, a.success,
-       a.error_message, col.title AS column_title, cell.row_number
-FROM websurfing_cell AS cell
-JOIN websurfing_column AS col ON col.id = cell.column_id
-CROSS JOIN LATERAL (
-    SELECT e.created_at, 'person' AS kind, COALESCE(u.email, e.user_id)::text AS author,
-           e.edit_type::text AS action, e.old_content, e.new_content,
-           NULL::boolean AS success, NULL::text AS error_message
-    FROM websurfing_cell_edit_event AS e
-    LEFT JOIN websurfing_user AS u ON u.id = e.user_id
-    WHERE e.cell_id = cell.id
+-- The latest changes of a spreadsheet's cells, people's and robots', and the cells moved or deleted (audit_trail, demo, CLI).
+SELECT * FROM (
+    SELECT a.created_at, a.kind, a.author, a.action, a.old_content, a.new_content, a.success,
+           a.error_message, col.title::text AS column_title, cell.row_number
+    FROM websurfing_cell AS cell
+    JOIN websurfing_column AS col ON col.id = cell.column_id
+    CROSS JOIN LATERAL (
+        SELECT e.created_at, 'person' AS kind, COALESCE(u.email, e.user_id)::text AS author,
+               e.edit_type::text AS action, e.old_content, e.new_content,
+               NULL::boolean AS success, NULL::text AS error_message
+        FROM websurfing_cell_edit_event AS e
+        LEFT JOIN websurfing_user AS u ON u.id = e.user_id
+        WHERE e.cell_id = cell.id
+        UNION ALL
+        SELECT r.created_at, 'robot', r.operator_type::text, 'task', NULL, r.output_data::text,
+               r.success, r.error_message
+        FROM websurfing_robot_input_event AS r
+        WHERE r.cell_id = cell.id
+    ) AS a
+    WHERE cell.spreadsheet_id = %(spreadsheet_id)s
     UNION ALL
-    SELECT r.created_at, 'robot', r.operator_type::text, 'task', NULL, r.output_data::text,
-           r.success, r.error_message
-    FROM websurfing_robot_input_event AS r
-    WHERE r.cell_id = cell.id
-) AS a
-WHERE cell.spreadsheet_id = %(spreadsheet_id)s
-ORDER BY a.created_at DESC, a.kind
+    SELECT p.created_at, 'person', COALESCE(u.email, p.user_id)::text, p.action::text, p.content,
+           CASE WHEN p.action = 'moved' THEN p.content END, NULL, NULL,
+           COALESCE(col.title::text, '(deleted column)'), p.row_number
+    FROM websurfing_cell_position_event AS p
+    LEFT JOIN websurfing_user AS u ON u.id = p.user_id
+    LEFT JOIN websurfing_column AS col ON col.id = p.column_id
+    WHERE p.spreadsheet_id = %(spreadsheet_id)s
+) AS trail
+ORDER BY created_at DESC, kind
 LIMIT %(limit)s
 
 -- name: find_user

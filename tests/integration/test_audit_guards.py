@@ -187,6 +187,13 @@ def test_deleting_cells_with_content_names_its_author_and_the_record_outlives_th
         " FROM websurfing_cell_position_event"
     ).fetchall()
     assert rows == [(cell.id, user, "deleted", "alice wrote this", created.id, column.id, 1)]
+    [deletion, *_edits] = sheets.audit_trail(conn, created.id)  # newest first
+    assert (deletion["action"], deletion["old_content"], deletion["row_number"]) == (
+        "deleted",
+        "alice wrote this",
+        1,
+    )
+    assert [h["action"] for h in sheets.cell_history(conn, cell.id)] == ["deleted"]
 
 
 def test_a_robot_row_only_from_the_worker_role(
