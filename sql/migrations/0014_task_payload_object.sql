@@ -28,18 +28,36 @@ BEGIN
 END;
 $$;
 
-UPDATE websurfing_task_queue
-SET payload = jsonb_build_object('payload', payload),
-    status = CASE WHEN status IN ('pending', 'processing') THEN 'failed' ELSE status END,
-    failed_at = CASE WHEN status IN ('pending', 'processing') THEN now() ELSE failed_at END,
-    error_message = CASE WHEN status IN ('pending', 'processing')
-        THEN 'payload is not a JSON object (kept under "payload"); failed when websurf'
-             ' started refusing such payloads (migration 0014)'
-        ELSE error_message END,
-    updated_at = now()
-WHERE jsonb_typeof(payload) <> 'object';
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM websurfing_task_queue WHERE jsonb_typeof(payload) <> 'object') THEN
+        UPDATE websurfing_task_queue
+        SET payload = jsonb_build_object('payload', payload),
+            status = CASE WHEN status IN ('pending', 'processing') THEN 'failed' ELSE status END,
+            failed_at = CASE WHEN status IN ('pending', 'processing') THEN now()
+                             ELSE failed_at END,
+            error_message = CASE WHEN status IN ('pending', 'processing')
+                THEN 'payload is not a JSON object (kept under "payload"); failed when websurf'
+                     ' started refusing such payloads (migration 0014)'
+                ELSE error_message END,
+            updated_at = now()
+        WHERE jsonb_typeof(payload) <> 'object';
+    END IF;
+END;
+$$;
 
-ALTER TABLE websurfing_task_queue VALIDATE CONSTRAINT task_queue_payload_object;
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conname = 'task_queue_payload_object'
+          AND conrelid = 'websurfing_task_queue'::regclass
+          AND NOT convalidated
+    ) THEN
+        ALTER TABLE websurfing_task_queue VALIDATE CONSTRAINT task_queue_payload_object;
+    END IF;
+END;
+$$;
 
 -- The uuid a text names, or NULL when it is not one (instead of an error). Used where a
 -- payload's cell_id is read in SQL (the reaper's audit rows, the robot-write guard), so
