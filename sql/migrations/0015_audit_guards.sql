@@ -38,6 +38,11 @@
 --      edit history (cell_edit_event, robot_input_event) still goes with it, as planned.
 --    Blank cells (content NULL) move and disappear without a record or an author.
 -- 4. The worker's role may update a cell's content only (it never moves cells).
+-- 5. The guard and audit functions look tables up in the schema that holds them, never
+--    in pg_temp first: with the default search_path, a session's temporary table named
+--    websurfing_robot_input_event would otherwise excuse a forged content write, and
+--    temporary websurfing_cell_edit_event / _position_event tables would swallow the
+--    audit rows of a real edit.
 
 CREATE TABLE websurfing_cell_position_event (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid() NOT NULL,
@@ -231,5 +236,24 @@ BEGIN
         GRANT UPDATE (content, updated_at) ON websurfing_cell TO websurf_worker;
         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA websurf TO websurf_worker;
     END IF;
+END;
+$$;
+
+-- 5. search_path of the guard and audit functions: the tables' schema, then pg_temp last.
+DO $$
+DECLARE
+    home text := (
+        SELECT quote_ident(n.nspname)
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.oid = 'websurfing_cell'::regclass
+    );
+    fn text;
+BEGIN
+    FOREACH fn IN ARRAY ARRAY['websurf.cell_content_guard()', 'websurf.cell_edit_audit()',
+                              'websurf.robot_event_guard()', 'websurf.cell_move_audit()',
+                              'websurf.cell_delete_audit()', 'websurf.cell_change_author(text)']
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %s, pg_catalog, pg_temp', fn, home);
+    END LOOP;
 END;
 $$;

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
 from websurf.worker import queue, sheets
@@ -229,3 +229,48 @@ def test_a_robot_row_only_from_the_worker_role(
             assert queue.finish(worker, WORKER, [done]) == {task.id}
             assert queue.record_robot_events(worker, [done]) == 1
     assert _content(conn, cell.id) == "ROBOT"
+
+
+def test_a_temporary_table_cannot_stand_in_for_the_audit_tables(
+    conn: psycopg.Connection[Any], sheet: Any, make_login: Callable[..., str]
+) -> None:
+    """pg_temp comes first in the default search_path: the guards must not look there."""
+    user, _created, _column, cell = sheet
+    with psycopg.connect(make_login("websurf_app"), autocommit=True) as app:
+        with (
+            pytest.raises(errors.CheckViolation, match="must name their author"),
+            app.transaction(),
+        ):
+            app.execute(
+                "CREATE TEMP TABLE websurfing_robot_input_event"
+                " (cell_id uuid, success boolean, created_at timestamptz DEFAULT now())"
+            )
+            app.execute(
+                "INSERT INTO websurfing_robot_input_event (cell_id, success) VALUES (%s, true)",
+                (cell.id,),
+            )
+            app.execute("UPDATE websurfing_cell SET content = 'forged' WHERE id = %s", (cell.id,))
+        for table in ("websurfing_cell_edit_event", "websurfing_cell_position_event"):
+            app.execute(  # for the rest of the session, shadowing the real ones
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+                    sql.Identifier(table), sql.Identifier("public", table)
+                )
+            )
+        with app.transaction():
+            sheets.name_author(app, user)
+            app.execute("UPDATE websurfing_cell SET content = 'edited' WHERE id = %s", (cell.id,))
+        edits = conn.execute(
+            "SELECT new_content FROM websurfing_cell_edit_event WHERE cell_id = %s"
+            " ORDER BY created_at",
+            (cell.id,),
+        ).fetchall()
+        with app.transaction():
+            sheets.name_author(app, user)
+            app.execute("DELETE FROM websurfing_cell WHERE id = %s", (cell.id,))
+
+    # the audit rows went to the real tables, not to the session's stand-ins
+    assert edits == [("alice wrote this",), ("edited",)]
+    deletions = conn.execute(
+        "SELECT content FROM websurfing_cell_position_event WHERE cell_id = %s", (cell.id,)
+    ).fetchall()
+    assert deletions == [("edited",)]
