@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import click
@@ -17,7 +16,8 @@ from websurf.cli.options import (
     runtime,
 )
 from websurf.sql.database import connect
-from websurf.worker.queue import EnqueueError, enqueue
+from websurf.worker.payloads import PayloadError, parse_object
+from websurf.worker.queue import INT32_MAX, INT32_MIN, PRIORITY, EnqueueError, enqueue
 from websurf.worker.registry import OperatorError, load_operators
 
 
@@ -25,12 +25,14 @@ from websurf.worker.registry import OperatorError, load_operators
 @common_options
 @click.argument("task_type")
 @option("--payload", default="{}", help="The task's payload, a JSON object.")
-@option("--priority", type=int, default=5, help="Higher runs first.")
+@option(
+    "--priority", type=int, default=PRIORITY, help=f"Higher runs first ({INT32_MIN}..{INT32_MAX})."
+)
 @option("--delay", default=None, help="Run after this long, e.g. 30s, 5m, 2h.")
 @option("--at", "at", default=None, help="Run at this ISO 8601 time (with a time zone).")
 @option(
     "--max-attempts",
-    type=click.IntRange(1),
+    type=int,
     default=None,
     help="Attempts before the task fails [default: the operator's, else 3].",
 )
@@ -65,11 +67,13 @@ def enqueue_command(
     """Add a task of TASK_TYPE to the queue and print its id."""
     rt = runtime(ctx, database_url, log_level, log_format)
     try:
-        body = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"--payload is not valid JSON: {exc}", 2) from None
-    if not isinstance(body, dict):
-        raise CommandError(f"--payload must be a JSON object, not {type(body).__name__}", 2)
+        body = parse_object(payload)
+    except PayloadError as exc:
+        raise CommandError(f"--payload {exc}", 2) from None
+    if not INT32_MIN <= priority <= INT32_MAX:
+        raise CommandError(f"--priority must be between {INT32_MIN} and {INT32_MAX}", 2)
+    if max_attempts is not None and not 1 <= max_attempts <= INT32_MAX:
+        raise CommandError(f"--max-attempts must be between 1 and {INT32_MAX}", 2)
     if delay and at:
         raise CommandError("give --delay or --at, not both", 2)
     when = None

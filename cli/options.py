@@ -135,14 +135,18 @@ def database_errors() -> Iterator[None]:
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+MAX_DURATION = timedelta(days=36_500)  # a century: longer is a typo, and overflows dates
 
 
 def parse_duration(text: str) -> timedelta:
-    """'30s', '5m', '2h', '1.5d', '250ms' (a bare number is seconds)."""
+    """'30s', '5m', '2h', '1.5d', '250ms' (a bare number is seconds), up to MAX_DURATION."""
     match = _DURATION.match(text.strip())
     if not match:
         raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise click.BadParameter(f"{text!r} is longer than {MAX_DURATION.days}d")
+    return timedelta(seconds=seconds)
 
 
 @contextmanager

@@ -54,7 +54,10 @@ def prune_command(
     runs at a time across all hosts; a second one exits 1 without deleting anything.
     """
     rt = runtime(ctx, database_url, log_level, log_format)
-    age = parse_duration(older_than)
+    try:
+        age = parse_duration(older_than)
+    except click.BadParameter as exc:
+        raise CommandError(f"--older-than {exc.message}", 2) from None
     with database_errors(), connect(rt.database().url, autocommit=True) as conn:
         try:
             counts = pruner.run_once(conn, age, batch_size=batch_size)

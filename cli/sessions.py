@@ -13,6 +13,7 @@ import psycopg
 from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
 from websurf.sql.database import connect
 from websurf.worker import transformers
+from websurf.worker.payloads import PayloadError, parse_object
 from websurf.worker.registry import OperatorError, load_operators
 from websurf.worker.transformers import STATES, Session, SessionError
 
@@ -157,9 +158,9 @@ def start_command(
 ) -> None:
     """Start a session of TRANSFORMER; its first step is queued for the workers."""
     try:
-        initial = json.loads(given)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"--input is not valid JSON: {exc}", 2) from None
+        initial = parse_object(given)
+    except PayloadError as exc:
+        raise CommandError(f"--input {exc}", 2) from None
     with _session_conn(ctx, database_url, log_level, log_format, operator_modules) as conn:
         session = transformers.start_session(conn, transformer, initial)
     echo(str(session.id))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,10 +12,12 @@ import psycopg
 from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
 from websurf.sql.database import connect
 from websurf.worker import sheets
+from websurf.worker.payloads import PayloadError, parse_object
 from websurf.worker.registry import OperatorError, load_operators
 from websurf.worker.sheets import Sheet, SheetError
 
 CELL_WIDTH_MAX = 28
+SHOW_ROWS_MAX = 10_000  # one page of `sheets show`
 
 
 @contextmanager
@@ -29,7 +30,7 @@ def _sheet_conn(
             yield conn
         except SheetError as exc:
             raise CommandError(str(exc)) from None
-        except psycopg.errors.IntegrityError as exc:
+        except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
             raise CommandError(str(exc).splitlines()[0]) from None
 
 
@@ -66,8 +67,11 @@ def render_sheet(sheet: Sheet) -> list[str]:
     if any(notes):
         out.append(line(notes))
     out.append("-" * len(out[-1]))
-    for number, row in enumerate(sheet.rows, start=1):
+    for number, row in enumerate(sheet.rows, start=sheet.first_row):
         out.append(line([v or "" for v in row], str(number)))
+    shown_to = sheet.first_row + len(sheet.rows) - 1
+    if sheet.first_row > 1 or shown_to < sheet.last_row:
+        out.append(f"rows {sheet.first_row}-{shown_to} of {sheet.last_row}")
     return out
 
 
@@ -137,6 +141,13 @@ def list_command(
 @click.argument("spreadsheet_id")
 @option("--all", "include_hidden", is_flag=True, default=False, help="Show hidden columns too.")
 @option("--history", type=click.IntRange(0), default=0, help="Also print this many audit rows.")
+@option("--from-row", "first_row", type=click.IntRange(1), default=1, help="First row shown.")
+@option(
+    "--rows",
+    type=click.IntRange(0, SHOW_ROWS_MAX),
+    default=sheets.PAGE_ROWS,
+    help="Rows shown, from --from-row.",
+)
 @click.pass_context
 def show_command(
     ctx: click.Context,
@@ -146,12 +157,15 @@ def show_command(
     spreadsheet_id: str,
     include_hidden: bool,
     history: int,
+    first_row: int,
+    rows: int,
 ) -> None:
-    """Print a spreadsheet as a table (robot columns name their operator)."""
+    """Print a page of a spreadsheet as a table (robot columns name their operator)."""
     with _sheet_conn(ctx, database_url, log_level, log_format) as conn:
-        for line in render_sheet(
-            sheets.read_sheet(conn, spreadsheet_id, include_hidden=include_hidden)
-        ):
+        page = sheets.read_sheet(
+            conn, spreadsheet_id, include_hidden=include_hidden, first_row=first_row, rows=rows
+        )
+        for line in render_sheet(page):
             echo(line)
         if history:
             echo()
@@ -182,7 +196,7 @@ def history_command(
 @common_options
 @click.argument("spreadsheet_id")
 @click.argument("column")
-@click.argument("row", type=click.IntRange(1))
+@click.argument("row", type=int)
 @click.argument("content")
 @option("--user", required=True, help="Who edits: a websurfing_user id or email.")
 @option("--edit-type", default=sheets.EDIT_TYPE, help="Recorded in the audit row.")
@@ -199,7 +213,7 @@ def edit_command(
     user: str,
     edit_type: str,
 ) -> None:
-    """Set the cell at COLUMN (title, position or id) and ROW to CONTENT, as --user."""
+    """Set the cell at COLUMN (title, position or id) and ROW (1..1000000) to CONTENT."""
     with _sheet_conn(ctx, database_url, log_level, log_format) as conn:
         target = sheets.find_column(conn, spreadsheet_id, column)
         cell = sheets.edit_cell(
@@ -330,11 +344,9 @@ def set_operator_command(
     options = None
     if options_json:
         try:
-            options = json.loads(options_json)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--options is not valid JSON: {exc}", 2) from None
-        if not isinstance(options, dict):
-            raise CommandError("--options must be a JSON object", 2)
+            options = parse_object(options_json)
+        except PayloadError as exc:
+            raise CommandError(f"--options {exc}", 2) from None
     try:
         known = load_operators(operator_modules).names()
     except OperatorError as exc:

@@ -206,7 +206,11 @@ def worker_command(
     except ValueError as exc:
         raise CommandError(str(exc), 2) from None
     supervisor = Supervisor(config)
-    code = supervisor.run()
+    try:
+        code = supervisor.run()
+    finally:  # whatever stopped it: no metrics directory left behind
+        if supervisor.health is not None:
+            supervisor.health.stop()
     if code != 0:
         raise CommandError(supervisor.fatal_reason or "the worker daemon stopped", code)
     sys.stdout.flush()

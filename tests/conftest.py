@@ -181,3 +181,45 @@ def make_cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> C
         return str(cell[0])
 
     return make
+
+
+@pytest.fixture
+def make_login(database_url: str, pg_server: str) -> Iterator[Callable[..., str]]:
+    """Make LOGIN roles in this test's database; returns their URLs; drops them at the end.
+
+    ``groups``: roles it is a member of (websurf_worker, websurf_app); ``owns``: tables
+    handed to it (a non-superuser owner). Role names are global to the server, so each
+    is random and dropped, with what it owns reassigned, when the test ends.
+    """
+    made: list[str] = []
+
+    def make(*groups: str, owns: tuple[str, ...] = ()) -> str:
+        name = f"websurf_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+            for group in groups:
+                admin.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(name))
+                )
+        made.append(name)
+        with psycopg.connect(database_url, autocommit=True) as db:
+            for table in owns:
+                db.execute(
+                    sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                        sql.Identifier(table), sql.Identifier(name)
+                    )
+                )
+        return conninfo.make_conninfo(database_url, user=name)
+
+    yield make
+    with psycopg.connect(database_url, autocommit=True) as db:
+        for name in made:
+            db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (name,),
+            )
+            db.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(name)))
+            db.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        for name in made:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

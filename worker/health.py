@@ -11,22 +11,36 @@ Design note
   schema at head within the last ``ready_window_s`` (it boots only with the schema at
   head, then refreshes this on every heartbeat), and the daemon is not stopping. The
   supervisor holds no database connection: it reads what the children wrote.
-* A small threaded ``http.server`` in a daemon thread; the supervisor's loop and its
-  signal handling are untouched by it.
+* One daemon thread with one selector serves every connection: it accepts, reads the
+  request head, answers and closes (no keep-alive), so an idle client costs a file
+  descriptor and a few bytes, never a thread, and a client that goes away mid-answer is
+  just closed. Bounds, so that no client can starve the probes or the supervisor of
+  file descriptors: a connection has ``REQUEST_TIMEOUT_S`` to send its request head and
+  ``SEND_TIMEOUT_S`` to take the answer; at most ``connection_cap()`` are open at once
+  (``MAX_CONNECTIONS``, and never more than a quarter of the process's file-descriptor
+  limit: the supervisor needs the rest to start children), and a new connection past
+  the cap closes the oldest one, so a probe always gets in. If accepting fails (out of
+  file descriptors), the oldest connection is closed, or accepting pauses briefly.
+  The supervisor's loop and its signal handling are untouched by it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import resource
+import selectors
 import shutil
+import socket
 import struct
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 import structlog
@@ -38,6 +52,13 @@ READY_WINDOW_MIN_S = 15.0
 READY_HEARTBEATS = 3  # readiness lasts this many heartbeat intervals after the last contact
 METRICS_HOST = "0.0.0.0"
 PATHS = ("/metrics", "/healthz", "/readyz")
+REQUEST_TIMEOUT_S = 5.0  # from accept to the end of the request head
+SEND_TIMEOUT_S = 5.0  # for the client to take the whole answer
+MAX_CONNECTIONS = 64  # open at once; a new one past it closes the oldest
+FD_SHARE = 4  # and at most 1/FD_SHARE of the process's file-descriptor limit
+MAX_REQUEST_HEAD_BYTES = 8192
+ACCEPT_PAUSE_S = 0.1  # after accept() failed with no connection left to close
+SELECT_INTERVAL_S = 0.25  # how often deadlines and the stop flag are checked
 
 T = TypeVar("T")
 log = structlog.get_logger("websurf.health")
@@ -85,7 +106,7 @@ class HealthServer:
         self.ready_window_s = ready_window_s
         self._given_dir = metrics_dir
         self.metrics_dir = ""
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Listener | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> dict[str, str]:
@@ -103,12 +124,9 @@ class HealthServer:
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=self.metrics_dir)  # type: ignore[no-untyped-call]
         self.registry.register(_SupervisorCollector(self.processes))
-        self._server = ThreadingHTTPServer((self.host, self.port), _handler(self))
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="health", daemon=True
-        )
+        self._server = _Listener(self.host, self.port, self.answer)
+        self.port = self._server.port
+        self._thread = threading.Thread(target=self._server.serve, name="health", daemon=True)
         self._thread.start()
         log.info("metrics_serving", host=self.host, port=self.port)
         return {MULTIPROC_ENV: self.metrics_dir}
@@ -122,11 +140,35 @@ class HealthServer:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
+            if self._thread is not None:
+                self._thread.join()
             self._server = None
         if self.metrics_dir and not self._given_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def answer(self, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a GET of ``path``."""
+        path = path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                return (
+                    200,
+                    CONTENT_TYPE_LATEST,
+                    _with_retries(lambda: generate_latest(self.registry)),
+                )
+            if path == "/healthz":
+                ok = self.alive()
+                return _json(200 if ok else 503, {"alive": ok})
+            if path == "/readyz":
+                ok, body = self.readiness()
+                return _json(200 if ok else 503, body)
+            return _json(404, {"error": "not found", "paths": list(PATHS)})
+        except Exception as exc:  # a probe must get an answer, never a reset
+            log.warning("health_request_failed", path=path, error=repr(exc))
+            return _json(500, {"error": type(exc).__name__})
 
     # -- checks ------------------------------------------------------------------
 
@@ -181,44 +223,145 @@ def _with_retries(read: Callable[[], T]) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _handler(health: HealthServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "websurf"
+def _json(code: int, body: dict[str, Any]) -> tuple[int, str, bytes]:
+    return code, "application/json", json.dumps(body).encode()
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
+
+def connection_cap() -> int:
+    """How many connections may be open at once (see the design note)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft // FD_SHARE))
+
+
+@dataclass
+class _Connection:
+    deadline: float
+    received: bytearray = field(default_factory=bytearray)
+    answer: bytes | None = None  # what is left to send, once the request is read
+
+
+class _Listener:
+    """A minimal HTTP/1.x server on one selector: GET, one request per connection."""
+
+    def __init__(self, host: str, port: int, answer: Callable[[str], tuple[int, str, bytes]]):
+        self._sock = socket.create_server((host, port))
+        self._sock.setblocking(False)
+        self.port: int = self._sock.getsockname()[1]
+        self.cap = connection_cap()
+        self._answer = answer
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._sock, selectors.EVENT_READ)
+        self._accepting = True
+        self._resume_at = 0.0
+        self._open: dict[socket.socket, _Connection] = {}  # oldest first
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def serve(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for key, events in self._selector.select(SELECT_INTERVAL_S):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is self._sock:
+                        self._accept()
+                    elif events & selectors.EVENT_READ:
+                        self._receive(sock)
+                    elif events & selectors.EVENT_WRITE:
+                        self._send(sock)
+                now = time.monotonic()
+                for sock in [s for s, c in self._open.items() if c.deadline <= now]:
+                    self._close(sock)
+                if not self._accepting and now >= self._resume_at:
+                    self._selector.register(self._sock, selectors.EVENT_READ)
+                    self._accepting = True
+        finally:
+            for sock in list(self._open):
+                self._close(sock)
+            self._selector.close()
+            self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
             try:
-                if path == "/metrics":
-                    self._metrics()
-                elif path == "/healthz":
-                    ok = health.alive()
-                    self._json(200 if ok else 503, {"alive": ok})
-                elif path == "/readyz":
-                    ok, body = health.readiness()
-                    self._json(200 if ok else 503, body)
+                sock, _address = self._sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:  # out of file descriptors, or the client gave up
+                if self._open:
+                    self._close(next(iter(self._open)))
                 else:
-                    self._json(404, {"error": "not found", "paths": list(PATHS)})
-            except Exception as exc:  # a probe must get an answer, never a reset
-                log.warning("health_request_failed", path=path, error=repr(exc))
-                self._json(500, {"error": type(exc).__name__})
+                    self._selector.unregister(self._sock)
+                    self._accepting = False
+                    self._resume_at = time.monotonic() + ACCEPT_PAUSE_S
+                    log.warning("health_accept_failed", error=exc.strerror or repr(exc))
+                return
+            if len(self._open) >= self.cap:
+                self._close(next(iter(self._open)))
+            sock.setblocking(False)
+            self._open[sock] = _Connection(time.monotonic() + REQUEST_TIMEOUT_S)
+            self._selector.register(sock, selectors.EVENT_READ)
 
-        def _metrics(self) -> None:
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def _receive(self, sock: socket.socket) -> None:
+        conn = self._open[sock]
+        try:
+            chunk = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(sock)
+            return
+        if not chunk:
+            self._close(sock)
+            return
+        conn.received += chunk
+        end = conn.received.find(b"\r\n\r\n")
+        if end < 0:
+            end = conn.received.find(b"\n\n")
+        if end >= 0:
+            status, content_type, body = self._respond(bytes(conn.received[:end]))
+        elif len(conn.received) > MAX_REQUEST_HEAD_BYTES:
+            status, content_type, body = _json(431, {"error": "request head too large"})
+        else:
+            return
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            f"Server: websurf\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        conn.answer = head.encode("latin-1") + body
+        conn.deadline = time.monotonic() + SEND_TIMEOUT_S
+        self._selector.modify(sock, selectors.EVENT_WRITE)
+        self._send(sock)
 
-            body = _with_retries(lambda: generate_latest(health.registry))
-            self._send(200, CONTENT_TYPE_LATEST, body)
+    def _respond(self, head: bytes) -> tuple[int, str, bytes]:
+        request = head.split(b"\n", 1)[0].decode("latin-1").split()
+        if len(request) != 3 or not request[2].startswith("HTTP/1."):
+            return _json(400, {"error": "bad request"})
+        if request[0] != "GET":
+            return _json(405, {"error": "only GET", "paths": list(PATHS)})
+        return self._answer(request[1])
 
-        def _json(self, code: int, body: dict[str, Any]) -> None:
-            self._send(code, "application/json", json.dumps(body).encode())
+    def _send(self, sock: socket.socket) -> None:
+        conn = self._open[sock]
+        assert conn.answer is not None
+        try:
+            sent = sock.send(conn.answer)
+        except BlockingIOError:
+            return
+        except OSError:  # the client went away: nothing to tell anyone
+            self._close(sock)
+            return
+        conn.answer = conn.answer[sent:]
+        if not conn.answer:
+            self._close(sock)
 
-        def _send(self, code: int, content_type: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # probes every few seconds would drown the log
-
-    return Handler
+    def _close(self, sock: socket.socket) -> None:
+        self._open.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        sock.close()

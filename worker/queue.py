@@ -8,7 +8,6 @@ worker whose task was handed to another cannot overwrite the newer attempt.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,10 +18,13 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
+from websurf.worker import payloads
 from websurf.worker.registry import MAX_ATTEMPTS, Registry, Task
 
 PRIORITY = 5
 TASK_TYPE_MAX_LENGTH = 100
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # priority and max_attempts are integer columns
+MAX_DELAY = timedelta(days=36_500)  # a task due in a century is a mistake, not a schedule
 
 
 class EnqueueError(ValueError):
@@ -46,10 +48,11 @@ def _checked(
         raise EnqueueError(f"task type must be 1 to {TASK_TYPE_MAX_LENGTH} characters")
     if not isinstance(task.payload, dict):
         raise EnqueueError(f"payload must be a JSON object, not {type(task.payload).__name__}")
-    try:
-        json.dumps(task.payload)
-    except (TypeError, ValueError) as exc:
-        raise EnqueueError(f"payload is not JSON-serialisable: {exc}") from None
+    reason = payloads.problem(task.payload)
+    if reason:
+        raise EnqueueError(f"payload {reason}")
+    if not INT32_MIN <= task.priority <= INT32_MAX:
+        raise EnqueueError(f"priority must be between {INT32_MIN} and {INT32_MAX}")
     op = registry.get(task.task_type) if registry is not None else None
     if registry is not None and op is None and not allow_unknown_type:
         known = ", ".join(registry.names()) or "none"
@@ -62,14 +65,16 @@ def _checked(
         if task.max_attempts is not None
         else (op.max_attempts if op else MAX_ATTEMPTS)
     )
-    if max_attempts < 1:
-        raise EnqueueError("max attempts must be at least 1")
+    if not 1 <= max_attempts <= INT32_MAX:
+        raise EnqueueError(f"max attempts must be between 1 and {INT32_MAX}")
     if task.delay is not None and task.scheduled_for is not None:
         raise EnqueueError("give a delay or a time, not both")
     scheduled_for = task.scheduled_for
     if task.delay is not None:
         if task.delay < timedelta(0):
             raise EnqueueError("delay must not be negative")
+        if task.delay > MAX_DELAY:
+            raise EnqueueError(f"delay must be at most {MAX_DELAY.days} days")
         scheduled_for = datetime.now(UTC) + task.delay
     if scheduled_for is not None and scheduled_for.tzinfo is None:
         raise EnqueueError("scheduled time must carry a time zone")

@@ -33,7 +33,9 @@ network cut that leaves the server up is not covered: a worker cut off for longe
 
 Each run takes a transaction-scoped advisory lock, so one reaper runs at a time across
 all hosts, and works in bounded batches. Every recovered task leaves a log line, and an
-audit row (success = false) where it has a cell.
+audit row (success = false) where its payload names an existing cell. Nothing a task row
+contains (a payload that is no object, a cell id that is no UUID, a deleted cell) stops
+a recovery: such a task is recovered without an audit row.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ from typing import Any
 
 import psycopg
 import structlog
-from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
 
@@ -66,23 +67,27 @@ class ReapCounts:
 
 
 def _audit(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
-    """One success=false robot row per recovered task that has a cell."""
-    with_cell = [r for r in rows if isinstance(r[2], dict) and r[2].get("cell_id")]
-    if not with_cell:
+    """One success=false robot row per recovered task whose payload names an existing cell.
+
+    The rows come from SQL (insert_recovery_events), which skips a payload that names no
+    cell, a malformed cell id or a deleted cell. Should the insert still be refused, the
+    recovery stands without its audit rows (logged): a task must never stay stuck in
+    ``processing`` because of what its row contains.
+    """
+    if not rows:
         return
-    conn.execute(
-        QUERIES["insert_robot_events"],
-        {
-            "cell_ids": [str(r[2]["cell_id"]) for r in with_cell],
-            "task_ids": [r[0] for r in with_cell],
-            "operator_types": [r[1] for r in with_cell],
-            "inputs": [Jsonb(r[2]) for r in with_cell],
-            "outputs": [None] * len(with_cell),
-            "durations_ms": [None] * len(with_cell),
-            "successes": [False] * len(with_cell),
-            "errors": [r[7] for r in with_cell],
-        },
-    )
+    task_ids = [r[0] for r in rows]
+    try:
+        with conn.transaction():  # a savepoint: a refusal undoes the audit rows only
+            conn.execute(QUERIES["insert_recovery_events"], {"task_ids": task_ids})
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        log.warning(
+            "recovery_audit_failed",
+            task_ids=[str(t) for t in task_ids],
+            error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc),
+        )
 
 
 def recover_dead_worker(

@@ -32,14 +32,20 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
+from websurf.worker import payloads
 
 DEFAULT_COLUMNS = 2  # the plan's websurfing_spreadsheet.default_columns
 DEFAULT_ROWS = 8  # the plan's websurfing_spreadsheet.default_rows
 COLUMN_WIDTH = 150
 MAX_COLUMNS = 702  # A..ZZ
-MAX_ROWS = 100_000
+MAX_ROWS = 100_000  # blank rows a new spreadsheet starts with, at most
+MAX_ROW_NUMBER = 1_000_000  # the highest row a cell may be edited at through this API
+NAME_MAX_LENGTH = 255  # spreadsheet names, column titles, user emails (varchar(255))
+PAGE_ROWS = 100  # rows read_sheet returns at once, by default
 AUDIT_TRAIL_LIMIT = 50
 EDIT_TYPE = "manual"
+EDIT_TYPE_MAX_LENGTH = 50  # websurfing_cell_edit_event.edit_type
+OPERATOR_TYPE_MAX_LENGTH = 100  # websurfing_column.operator_type
 
 
 class SheetError(ValueError):
@@ -89,10 +95,12 @@ class Sheet:
     columns: list[Column]
     rows: list[list[str | None]] = field(default_factory=list)
     cell_ids: list[list[UUID | None]] = field(default_factory=list)
+    first_row: int = 1  # the row number of rows[0]
+    last_row: int = 0  # the sheet's last row (its height), whatever the page
 
     def cell(self, row_number: int, title: str) -> str | None:
         index = next(i for i, c in enumerate(self.columns) if c.title == title)
-        return self.rows[row_number - 1][index]
+        return self.rows[row_number - self.first_row][index]
 
 
 def column_title(index: int) -> str:
@@ -155,6 +163,7 @@ def create_spreadsheet(
     """A new spreadsheet with ``columns`` columns (A, B, …) and ``rows`` rows of empty cells."""
     if not name.strip():
         raise SheetError("a spreadsheet needs a name")
+    _check_name(name, "a spreadsheet name")
     if not 0 <= columns <= MAX_COLUMNS:
         raise SheetError(f"columns must be between 0 and {MAX_COLUMNS}")
     if not 0 <= rows <= MAX_ROWS:
@@ -264,10 +273,16 @@ def add_column(
     position: int | None = None,
     width: int | None = None,
 ) -> Column:
-    """Insert a column at ``position`` (default: last), with empty cells for every row."""
+    """Insert a column at ``position`` (default: last).
+
+    It gets no cell rows: a cell is created when it is first written (edit_cell, the
+    edit trigger's robot targets), and a missing cell reads as empty. So adding a column
+    costs the same on a sheet of ten rows or a million.
+    """
     sid = _uuid(spreadsheet_id, "spreadsheet")
     if not title.strip():
         raise SheetError("a column needs a title")
+    _check_name(title, "a column title")
     with conn.transaction():
         _lock(conn, sid)
         columns = list_columns(conn, sid)
@@ -283,11 +298,6 @@ def add_column(
         assert row is not None
         new_id: UUID = row[0]
         _reorder(conn, sid, [*existing[:at], new_id, *existing[at:]])
-        rows = max(get_spreadsheet(conn, sid).default_rows, _row_count(conn, sid))
-        conn.execute(
-            QUERIES["insert_blank_cells"],
-            {"spreadsheet_id": sid, "rows": rows, "column_id": new_id},
-        )
         return get_column(conn, new_id)
 
 
@@ -314,6 +324,8 @@ def update_column(
     """Rename, resize, hide or show a column (None leaves a field unchanged)."""
     if title is not None and not title.strip():
         raise SheetError("a column needs a title")
+    if title is not None:
+        _check_name(title, "a column title")
     params = {"id": _uuid(column_id, "column"), "title": title, "width": width}
     if (
         conn.execute(QUERIES["update_column"], {**params, "is_visible": is_visible}).fetchone()
@@ -345,6 +357,8 @@ def set_column_operator(
     column = get_column(conn, column_id)
     source: UUID | None = None
     if operator_type is not None:
+        if not 1 <= len(operator_type) <= OPERATOR_TYPE_MAX_LENGTH:
+            raise SheetError(f"an operator type has 1 to {OPERATOR_TYPE_MAX_LENGTH} characters")
         if source_column_id is None:
             raise SheetError("a robot column needs a source column whose edits feed it")
         source = get_column(conn, source_column_id).id
@@ -354,6 +368,9 @@ def set_column_operator(
             raise SheetError("a column cannot feed itself")
     if options is not None and not isinstance(options, dict):
         raise SheetError("operator options must be a JSON object")
+    reason = payloads.problem(options) if options else None
+    if reason:
+        raise SheetError(f"operator options {reason}")
     conn.execute(
         QUERIES["set_column_operator"],
         {
@@ -369,28 +386,45 @@ def set_column_operator(
 # -- cells ------------------------------------------------------------------------------
 
 
-def _row_count(conn: psycopg.Connection[Any], spreadsheet_id: UUID) -> int:
-    rows = _all(conn, "list_cells", {"spreadsheet_id": spreadsheet_id})
-    return max((r["row_number"] for r in rows), default=0)
+def _last_row(conn: psycopg.Connection[Any], sheet: Spreadsheet) -> int:
+    row = conn.execute(QUERIES["last_cell_row"], {"spreadsheet_id": sheet.id}).fetchone()
+    return max(sheet.default_rows, row[0] if row and row[0] is not None else 0)
 
 
 def read_sheet(
-    conn: psycopg.Connection[Any], spreadsheet_id: UUID | str, *, include_hidden: bool = False
+    conn: psycopg.Connection[Any],
+    spreadsheet_id: UUID | str,
+    *,
+    include_hidden: bool = False,
+    first_row: int = 1,
+    rows: int = PAGE_ROWS,
 ) -> Sheet:
-    """The spreadsheet as rows 1..n (n = the last row with a cell, at least default_rows)."""
+    """One page of the spreadsheet: rows first_row.. (at most ``rows`` of them).
+
+    The sheet is as tall as its last row with a cell, at least default_rows; a missing
+    cell reads as None. Only the page's cells are fetched and laid out, so reading costs
+    the same however far down the last cell is.
+    """
+    if first_row < 1 or rows < 0:
+        raise SheetError("pages start at row 1 or later and hold 0 rows or more")
     sheet = get_spreadsheet(conn, spreadsheet_id)
     columns = [c for c in list_columns(conn, sheet.id) if include_hidden or c.is_visible]
     index = {c.id: i for i, c in enumerate(columns)}
-    cells = _all(conn, "list_cells", {"spreadsheet_id": sheet.id})
-    height = max([sheet.default_rows, *(c["row_number"] for c in cells)])
-    rows: list[list[str | None]] = [[None] * len(columns) for _ in range(height)]
+    last_row = _last_row(conn, sheet)
+    height = max(0, min(rows, last_row - first_row + 1))
+    cells = _all(
+        conn,
+        "list_cells_in_rows",
+        {"spreadsheet_id": sheet.id, "first_row": first_row, "last_row": first_row + height - 1},
+    )
+    contents: list[list[str | None]] = [[None] * len(columns) for _ in range(height)]
     ids: list[list[UUID | None]] = [[None] * len(columns) for _ in range(height)]
     for cell in cells:
         j = index.get(cell["column_id"])
-        if j is not None and cell["row_number"] >= 1:
-            rows[cell["row_number"] - 1][j] = cell["content"]
-            ids[cell["row_number"] - 1][j] = cell["id"]
-    return Sheet(sheet, columns, rows, ids)
+        if j is not None:
+            contents[cell["row_number"] - first_row][j] = cell["content"]
+            ids[cell["row_number"] - first_row][j] = cell["id"]
+    return Sheet(sheet, columns, contents, ids, first_row, last_row)
 
 
 def get_cell(
@@ -420,6 +454,8 @@ def name_author(conn: psycopg.Connection[Any], user_id: str, edit_type: str = ED
     """Name the person editing cells for the rest of the current transaction."""
     if not user_id:
         raise SheetError("an edit needs the id of the person making it")
+    if len(edit_type) > EDIT_TYPE_MAX_LENGTH:
+        raise SheetError(f"an edit type has at most {EDIT_TYPE_MAX_LENGTH} characters")
     conn.execute(QUERIES["name_edit_author"], {"user_id": user_id, "edit_type": edit_type})
 
 
@@ -434,8 +470,8 @@ def edit_cell(
     edit_type: str = EDIT_TYPE,
 ) -> Cell:
     """A person's edit: the new content, its audit row and its robots' tasks, in one commit."""
-    if row_number < 1:
-        raise SheetError("rows are numbered from 1")
+    if not 1 <= row_number <= MAX_ROW_NUMBER:
+        raise SheetError(f"rows are numbered from 1 to {MAX_ROW_NUMBER}")
     with conn.transaction():
         name_author(conn, user_id, edit_type)
         row = _one(
@@ -478,12 +514,20 @@ def find_user(conn: psycopg.Connection[Any], ref: str) -> dict[str, Any] | None:
 
 def ensure_user(conn: psycopg.Connection[Any], email: str, name: str | None = None) -> str:
     """The id of the user with this email, created when missing (demo and CLI only)."""
+    _check_name(email, "an email")
+    if name is not None:
+        _check_name(name, "a user name")
     found = find_user(conn, email)
     if found is not None:
         return str(found["id"])
     row = _one(conn, "insert_user", {"id": str(uuid.uuid4()), "name": name, "email": email})
     assert row is not None
     return str(row["id"])
+
+
+def _check_name(value: str, what: str) -> None:
+    if len(value) > NAME_MAX_LENGTH:
+        raise SheetError(f"{what} has at most {NAME_MAX_LENGTH} characters, not {len(value)}")
 
 
 def _uuid(value: UUID | str, what: str) -> UUID:

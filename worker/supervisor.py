@@ -150,6 +150,26 @@ class Supervisor:
         slot.status_buffer = b""
         log.info("child_started", slot=slot.index, pid=process.pid, child_worker_id=slot.worker_id)
 
+    def _start(self, slot: Slot) -> None:
+        """Spawn the slot's process; if that fails (out of file descriptors or memory), retry.
+
+        The supervisor must outlive a failed fork: it logs, and tries again with the slot's
+        restart backoff, keeping the slot's predecessors for the process that does start.
+        """
+        try:
+            self._spawn(slot)
+        except OSError as exc:
+            slot.process = None
+            slot.failures += 1
+            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** (slot.failures - 1))
+            slot.restart_at = time.monotonic() + delay
+            log.error(
+                "child_spawn_failed",
+                slot=slot.index,
+                error=exc.strerror or repr(exc),
+                retry_in_s=round(delay, 2),
+            )
+
     def _read_status(self, slot: Slot) -> None:
         process = slot.process
         if process is None or process.stdout is None or process.stdout.closed:
@@ -265,7 +285,7 @@ class Supervisor:
             log.error("supervisor_cannot_start", reason=self.fatal_reason)
             return self.exit_code
         for slot in self.slots:
-            self._spawn(slot)
+            self._start(slot)
         while True:
             self.last_tick = time.monotonic()
             while self.signals:
@@ -289,7 +309,7 @@ class Supervisor:
             now = time.monotonic()
             for slot in self.slots:
                 if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
-                    self._spawn(slot)
+                    self._start(slot)
             self._sleep()
         if self.health is not None:
             self.health.stop()

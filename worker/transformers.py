@@ -41,7 +41,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
-from websurf.worker import queue
+from websurf.worker import payloads, queue
 from websurf.worker.registry import (
     MAX_ATTEMPTS,
     TIMEOUT_S,
@@ -236,10 +236,13 @@ def _enqueue_step(
 def start_session(conn: psycopg.Connection[Any], name: str, initial_input: Any) -> Session:
     """Create a session of transformer ``name`` and enqueue its first step, atomically."""
     transformer = get_transformer(name)
-    try:
-        json.dumps(initial_input)
-    except (TypeError, ValueError) as exc:
-        raise SessionError(f"the initial input is not JSON: {exc}") from None
+    if not isinstance(initial_input, dict):
+        raise SessionError(
+            f"the initial input must be a JSON object, not {type(initial_input).__name__}"
+        )
+    reason = payloads.problem(initial_input)
+    if reason:
+        raise SessionError(f"the initial input {reason}")
     with conn.transaction():
         row = conn.execute(
             QUERIES["insert_session"],

@@ -40,6 +40,11 @@
  *   that changes a cell's content must first name its author with
  *   `select set_config('websurf.user_id', <user id>, true)`; the trigger then writes the
  *   websurfing_cell_edit_event row and enqueues the tasks of the columns fed by it.
+ * - the move and delete guards on websurfing_cell (sql/migrations/0015): moving or
+ *   deleting a cell that has content, also by deleting its column or spreadsheet, needs
+ *   the same author and writes websurfing_cell_position_event rows.
+ * - the robot-row guard on websurfing_robot_input_event (sql/migrations/0015): only the
+ *   worker's role may insert robot rows, and only for a task the same transaction ended.
  *
  * Defaults are spelled `sql\`CURRENT_TIMESTAMP\`` rather than `defaultNow()` (which
  * would be `now()`): the same value, but the catalog text must equal the migrations'
@@ -232,7 +237,9 @@ export const taskQueue = createTable(
   (d) => ({
     id: d.uuid().primaryKey().defaultRandom(),
     taskType: d.varchar({ length: 100 }).notNull(),
-    payload: d.jsonb().notNull(),
+    // A JSON object (CHECK task_queue_payload_object); `cell_id`, when present, names the
+    // cell the task writes.
+    payload: d.jsonb().$type<Record<string, unknown>>().notNull(),
     status: d.varchar({ length: 20 }).$type<TaskStatus>().default("pending"),
     priority: d.integer().default(5),
     attempts: d.integer().default(0),
@@ -269,6 +276,9 @@ export const taskQueue = createTable(
       "task_queue_status_check",
       sql`${t.status} IN ('pending', 'processing', 'completed', 'failed', 'cancelled')`,
     ),
+    // sql/migrations/0014: every reader looks keys up in the payload, so it must be an
+    // object (a '[1]' payload used to crash the workers that claimed it).
+    check("task_queue_payload_object", sql`jsonb_typeof(${t.payload}) = 'object'`),
   ],
 );
 
@@ -337,6 +347,41 @@ export const robotInputEvents = createTable(
   ],
 );
 
+/**
+ * Who moved or deleted a cell that had content (sql/migrations/0015). No foreign key to
+ * the cell, so the row outlives it: deleting a cell, or its column or spreadsheet
+ * (ON DELETE CASCADE), leaves one `deleted` row per cell with content, naming the
+ * author the transaction set with `select set_config('websurf.user_id', <user id>, true)`
+ * (without one the delete is refused); changing its spreadsheetId, columnId or rowNumber
+ * leaves a `moved` row with both positions. Written by triggers only.
+ */
+export const cellPositionEvents = createTable(
+  "cell_position_event",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    cellId: d.uuid().notNull(),
+    userId: d
+      .varchar({ length: 255 })
+      .notNull()
+      .references(() => users.id),
+    action: d.varchar({ length: 20 }).$type<"moved" | "deleted">().notNull(),
+    content: d.text(),
+    spreadsheetId: d.uuid().notNull(),
+    columnId: d.uuid().notNull(),
+    rowNumber: d.integer().notNull(),
+    newSpreadsheetId: d.uuid(),
+    newColumnId: d.uuid(),
+    newRowNumber: d.integer(),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+  }),
+  (t) => [
+    check("cell_position_event_action_check", sql`${t.action} IN ('moved', 'deleted')`),
+    index("cell_position_cell_idx").on(t.cellId),
+    index("cell_position_spreadsheet_idx").on(t.spreadsheetId, t.createdAt),
+    index("cell_position_user_idx").on(t.userId),
+  ],
+);
+
 // ---------------------------------------------------------------------------------
 // Phase 4: multi-step transformer sessions (sql/migrations/0005).
 // ---------------------------------------------------------------------------------
@@ -376,6 +421,11 @@ export const usersRelations = relations(users, ({ many }) => ({
   accounts: many(accounts),
   spreadsheets: many(spreadsheets),
   cellEditEvents: many(cellEditEvents),
+  cellPositionEvents: many(cellPositionEvents),
+}));
+
+export const cellPositionEventsRelations = relations(cellPositionEvents, ({ one }) => ({
+  user: one(users, { fields: [cellPositionEvents.userId], references: [users.id] }),
 }));
 
 export const accountsRelations = relations(accounts, ({ one }) => ({

@@ -86,11 +86,33 @@ WHERE c.spreadsheet_id = %(spreadsheet_id)s
   AND (%(column_id)s::uuid IS NULL OR c.id = %(column_id)s)
 ON CONFLICT (spreadsheet_id, column_id, row_number) DO NOTHING
 
--- name: list_cells
--- Every cell of a spreadsheet (read_sheet).
-SELECT id, column_id, row_number, content, updated_at
-FROM websurfing_cell
-WHERE spreadsheet_id = %(spreadsheet_id)s
+-- name: list_cells_in_rows
+-- The cells of one page of rows of a spreadsheet (read_sheet).
+-- Per column, so each is a range scan of cell_unique_position (spreadsheet, column, row).
+SELECT cell.id, cell.column_id, cell.row_number, cell.content, cell.updated_at
+FROM websurfing_column AS col
+JOIN LATERAL (
+    SELECT id, column_id, row_number, content, updated_at
+    FROM websurfing_cell
+    WHERE spreadsheet_id = col.spreadsheet_id
+      AND column_id = col.id
+      AND row_number BETWEEN %(first_row)s AND %(last_row)s
+) AS cell ON true
+WHERE col.spreadsheet_id = %(spreadsheet_id)s
+
+-- name: last_cell_row
+-- The highest row number with a cell in a spreadsheet, NULL when none (read_sheet).
+-- One backward probe of cell_unique_position per column, however many cells there are.
+SELECT max(last.row_number)
+FROM websurfing_column AS col
+CROSS JOIN LATERAL (
+    SELECT row_number
+    FROM websurfing_cell
+    WHERE spreadsheet_id = col.spreadsheet_id AND column_id = col.id
+    ORDER BY row_number DESC
+    LIMIT 1
+) AS last
+WHERE col.spreadsheet_id = %(spreadsheet_id)s
 
 -- name: get_cell
 -- One cell by position (sheets API).
@@ -118,7 +140,7 @@ ON CONFLICT (spreadsheet_id, column_id, row_number) DO UPDATE SET content = EXCL
 RETURNING id, spreadsheet_id, column_id, row_number, content, updated_at
 
 -- name: cell_history
--- Every change of one cell, people's and robots', oldest first (cell_history, CLI).
+-- Every change of one cell, people's (edits, moves, its deletion) and robots', oldest first (cell_history, CLI).
 SELECT created_at, 'person' AS kind, user_id AS author, edit_type AS action, old_content,
        new_content, NULL::boolean AS success, NULL::text AS error_message, id
 FROM websurfing_cell_edit_event
@@ -128,29 +150,44 @@ SELECT created_at, 'robot', operator_type, 'task ' || task_id::text, NULL, outpu
        success, error_message, id
 FROM websurfing_robot_input_event
 WHERE cell_id = %(cell_id)s
+UNION ALL
+SELECT created_at, 'person', user_id, action, content,
+       CASE WHEN action = 'moved' THEN content END, NULL, NULL, id
+FROM websurfing_cell_position_event
+WHERE cell_id = %(cell_id)s
 ORDER BY created_at, kind, id
 
 -- name: spreadsheet_audit_trail
--- The latest changes of a spreadsheet's cells, people's and robots' (audit_trail, demo, CLI).
-SELECT a.created_at, a.kind, a.author, a.action, a.old_content, a.new_content, a.success,
-       a.error_message, col.title AS column_title, cell.row_number
-FROM websurfing_cell AS cell
-JOIN websurfing_column AS col ON col.id = cell.column_id
-CROSS JOIN LATERAL (
-    SELECT e.created_at, 'person' AS kind, COALESCE(u.email, e.user_id)::text AS author,
-           e.edit_type::text AS action, e.old_content, e.new_content,
-           NULL::boolean AS success, NULL::text AS error_message
-    FROM websurfing_cell_edit_event AS e
-    LEFT JOIN websurfing_user AS u ON u.id = e.user_id
-    WHERE e.cell_id = cell.id
+-- The latest changes of a spreadsheet's cells, people's and robots', and the cells moved or deleted (audit_trail, demo, CLI).
+SELECT * FROM (
+    SELECT a.created_at, a.kind, a.author, a.action, a.old_content, a.new_content, a.success,
+           a.error_message, col.title::text AS column_title, cell.row_number
+    FROM websurfing_cell AS cell
+    JOIN websurfing_column AS col ON col.id = cell.column_id
+    CROSS JOIN LATERAL (
+        SELECT e.created_at, 'person' AS kind, COALESCE(u.email, e.user_id)::text AS author,
+               e.edit_type::text AS action, e.old_content, e.new_content,
+               NULL::boolean AS success, NULL::text AS error_message
+        FROM websurfing_cell_edit_event AS e
+        LEFT JOIN websurfing_user AS u ON u.id = e.user_id
+        WHERE e.cell_id = cell.id
+        UNION ALL
+        SELECT r.created_at, 'robot', r.operator_type::text, 'task', NULL, r.output_data::text,
+               r.success, r.error_message
+        FROM websurfing_robot_input_event AS r
+        WHERE r.cell_id = cell.id
+    ) AS a
+    WHERE cell.spreadsheet_id = %(spreadsheet_id)s
     UNION ALL
-    SELECT r.created_at, 'robot', r.operator_type::text, 'task', NULL, r.output_data::text,
-           r.success, r.error_message
-    FROM websurfing_robot_input_event AS r
-    WHERE r.cell_id = cell.id
-) AS a
-WHERE cell.spreadsheet_id = %(spreadsheet_id)s
-ORDER BY a.created_at DESC, a.kind
+    SELECT p.created_at, 'person', COALESCE(u.email, p.user_id)::text, p.action::text, p.content,
+           CASE WHEN p.action = 'moved' THEN p.content END, NULL, NULL,
+           COALESCE(col.title::text, '(deleted column)'), p.row_number
+    FROM websurfing_cell_position_event AS p
+    LEFT JOIN websurfing_user AS u ON u.id = p.user_id
+    LEFT JOIN websurfing_column AS col ON col.id = p.column_id
+    WHERE p.spreadsheet_id = %(spreadsheet_id)s
+) AS trail
+ORDER BY created_at DESC, kind
 LIMIT %(limit)s
 
 -- name: find_user

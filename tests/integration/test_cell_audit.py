@@ -226,26 +226,24 @@ def test_a_robots_write_is_audited_by_its_robot_row_only(
 
 
 def test_a_robot_row_from_an_earlier_transaction_does_not_excuse_a_later_write(
-    conn: psycopg.Connection[Any], sheet: Any
+    conn: psycopg.Connection[Any], database_url: str, sheet: Any
 ) -> None:
-    _user, created, _a, b = sheet
+    user, created, a, b = sheet
+    sheets.edit_cell(conn, created.id, a.id, 3, "ping", user_id=user)
+    assert drain(database_url) == 1  # the robot wrote B3, with its robot row
     cell = sheets.get_cell(conn, created.id, b.id, 3)
-    assert cell is not None
-    conn.execute(
-        "INSERT INTO websurfing_robot_input_event (cell_id, operator_type) VALUES (%s, 'x')",
-        (cell.id,),
-    )
+    assert cell is not None and cell.content == "PING"
 
     with pytest.raises(errors.CheckViolation, match="must name their author"):
         conn.execute("UPDATE websurfing_cell SET content = 'forged' WHERE id = %s", (cell.id,))
-    with conn.transaction():  # a robot row in the same transaction is the write's audit
-        conn.execute(
+    with pytest.raises(errors.CheckViolation, match="must belong to a task"), conn.transaction():
+        conn.execute(  # a robot row of its own needs a task this transaction ended
             "INSERT INTO websurfing_robot_input_event (cell_id, operator_type) VALUES (%s, 'x')",
             (cell.id,),
         )
         conn.execute("UPDATE websurfing_cell SET content = 'robot' WHERE id = %s", (cell.id,))
 
-    assert sheets.get_cell_by_id(conn, cell.id).content == "robot"  # type: ignore[union-attr]
+    assert sheets.get_cell_by_id(conn, cell.id).content == "PING"  # type: ignore[union-attr]
 
 
 def test_the_worker_tells_the_web_tier_which_cell_it_wrote(

@@ -50,7 +50,7 @@ def test_a_spreadsheet_can_be_created_with_its_own_size(
     assert sheets.list_spreadsheets(conn, created.owner_id)[0].id == created.id
 
 
-def test_adding_a_column_in_the_middle_shifts_the_others_and_fills_its_cells(
+def test_adding_a_column_in_the_middle_shifts_the_others_and_writes_no_cells(
     conn: psycopg.Connection[Any], make_user: Callable[..., str]
 ) -> None:
     created = sheets.create_spreadsheet(conn, make_user(), "S", columns=3, rows=4)
@@ -60,7 +60,11 @@ def test_adding_a_column_in_the_middle_shifts_the_others_and_fills_its_cells(
     assert _titles(conn, created.id) == ["A", "Notes", "B", "C"]
     assert _positions(conn, created.id) == [0, 1, 2, 3]
     assert added.position == 1
-    assert [row[1] for row in sheets.read_sheet(conn, created.id).cell_ids] != [None] * 4
+    sheet = sheets.read_sheet(conn, created.id)
+    assert [row[1] for row in sheet.cell_ids] == [None] * 4  # cells come when first written
+    assert [row[1] for row in sheet.rows] == [None] * 4  # and read as empty until then
+    cell = sheets.edit_cell(conn, created.id, added.id, 2, "note", user_id=created.owner_id)
+    assert sheets.read_sheet(conn, created.id).cell_ids[1][1] == cell.id
 
 
 def test_moving_columns_keeps_positions_unique(

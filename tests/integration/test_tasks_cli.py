@@ -80,12 +80,14 @@ def test_show_prints_the_task_and_its_audit_rows(
         (make_user(),),
     ).fetchone()
     assert cell is not None
-    conn.execute(
-        "INSERT INTO websurfing_robot_input_event"
-        " (cell_id, task_id, operator_type, success, error_message, processing_time_ms)"
-        " VALUES (%s, %s, 'fetch', false, 'TimeoutError: slow', 1200)",
-        (cell[0], task),
-    )
+    with conn.transaction():  # a row of the past: the robot-row guard checks only new work
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO websurfing_robot_input_event"
+            " (cell_id, task_id, operator_type, success, error_message, processing_time_ms)"
+            " VALUES (%s, %s, 'fetch', false, 'TimeoutError: slow', 1200)",
+            (cell[0], task),
+        )
 
     text = run(database_url, "show", task)
     as_json = run(database_url, "show", task, "--json")

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from websurf.cli.main import cli
 from websurf.worker import queue, transformers
+from websurf.worker.operators import text  # noqa: F401  (registers word_stats, run alone too)
 from websurf.worker.queue import COMPLETED, FAILED, Outcome
 from websurf.worker.registry import Context, PermanentError, load_operators
 from websurf.worker.transformers import SessionError, StepInput
@@ -108,7 +109,7 @@ def test_a_session_runs_its_steps_waits_for_a_person_and_completes(
 def test_resume_needs_a_waiting_session_and_an_answer(
     conn: psycopg.Connection[Any], database_url: str
 ) -> None:
-    started = transformers.start_session(conn, "word_stats", "a b c")
+    started = transformers.start_session(conn, "word_stats", {"text": "a b c"})
 
     with pytest.raises(SessionError, match="is running, not waiting"):
         transformers.resume_session(conn, started.id, "a")
@@ -138,7 +139,7 @@ def test_a_cancelled_session_runs_no_further_step(
 def test_a_step_that_already_ran_is_not_run_again_by_a_repeated_task(
     conn: psycopg.Connection[Any], database_url: str
 ) -> None:
-    started = transformers.start_session(conn, "test_once", None)
+    started = transformers.start_session(conn, "test_once", {})
     drain(database_url)
     calls = CALLS["once"]
 
