@@ -28,7 +28,8 @@ PRUNE_TIME_BUDGET_S = 2.0  # per maintenance turn, so heartbeats keep their pace
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    database_url: str
+    database_url: str  # claims, outcomes, maintenance: may go through a transaction pooler
+    direct_database_url: str | None = None  # LISTEN (a session); None: the main URL
     concurrency: int = CONCURRENCY
     operator_modules: tuple[str, ...] = ()
     shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S

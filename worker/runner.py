@@ -47,7 +47,16 @@ from psycopg_pool import ConnectionPool
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
 from websurf.sql import QUERIES
-from websurf.sql.database import describe, scrub
+from websurf.sql.database import (
+    Paths,
+    connect_kwargs,
+    describe,
+    resolve_paths,
+    scrub,
+    session_url,
+    set_up_session,
+    with_settings,
+)
 from websurf.sql.migrate import pending_migrations
 from websurf.worker import metrics, pruner, queue, reaper
 from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
@@ -120,6 +129,9 @@ class Runner:
         self.pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self.listener: psycopg.Connection[Any] | None = None
         self._claimer: psycopg.Connection[Any] | None = None
+        # which path each connection takes; pooled until the first connection says
+        # otherwise when a direct URL is configured (see websurf.sql.database)
+        self.paths: Paths | None = None
         self.counts = {"completed": 0, "retried": 0, "failed": 0, "handed_back": 0, "lost": 0}
         self.metrics = metrics.for_worker(config.metrics_port)
         self._durations: list[float] = []  # per outcome of the current batch, for metrics
@@ -248,10 +260,11 @@ class Runner:
             max_size=self.config.pool_max_size,
             max_idle=self.config.pool_max_idle_s,
             timeout=max(self.config.connect_timeout_s * 5, 10.0),
-            kwargs={
+            kwargs=lambda: {
                 "autocommit": True,
                 "connect_timeout": max(1, round(self.config.connect_timeout_s)),
                 "application_name": f"websurf-worker {self.worker_id}"[:63],
+                **connect_kwargs(pooled=self._pooled),
             },
             reconnect_timeout=0,  # keep trying: the loop decides when to give up
             open=False,
@@ -297,7 +310,12 @@ class Runner:
                 until_stop=True,
             )
         self.metrics.database_ok()
-        self.log.info("worker_ready", task_types=self.task_types, pid=os.getpid())
+        self.log.info(
+            "worker_ready",
+            task_types=self.task_types,
+            pid=os.getpid(),
+            connections=self.paths.routes() if self.paths else None,
+        )
 
     def _register(self, conn: psycopg.Connection[Any] | None = None) -> None:
         if conn is None:
@@ -327,7 +345,7 @@ class Runner:
 
     def _listen(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(
-            self.config.database_url,
+            session_url(self.config),
             autocommit=True,
             connect_timeout=max(1, round(self.config.connect_timeout_s)),
             application_name=f"websurf-listen {self.worker_id}"[:63],
@@ -407,10 +425,14 @@ class Runner:
             maintenance.join(timeout=self.config.heartbeat_interval_s + 1)
             self._close()
 
+    @property
+    def _pooled(self) -> bool:
+        return self.paths.pooled if self.paths else self.config.direct_database_url is not None
+
     def _claim(self) -> list[Task]:
-        rows = queue.claim_rows(
-            self._claim_connection(), self.worker_id, self.task_types, self._limit
-        )
+        conn = self._claim_connection()
+        with with_settings(conn, self._claim_settings, pooled=self._pooled):
+            rows = queue.claim_rows(conn, self.worker_id, self.task_types, self._limit)
         self.metrics.claimed(rows)  # columns 6, 7: scheduled_for, created_at (pickup latency)
         return queue.tasks_from_rows(rows)
 
@@ -434,9 +456,18 @@ class Runner:
                 autocommit=True,
                 connect_timeout=max(1, round(self.config.connect_timeout_s)),
                 application_name=f"websurf-claim {self.worker_id}"[:63],
-                options=f"-c synchronous_commit={'on' if self.config.durable_claims else 'off'}",
+                **connect_kwargs(pooled=self._pooled),
             )
+            if self.paths is None:
+                self.paths = resolve_paths(
+                    conn, self.config.database_url, self.config.direct_database_url
+                )
+            set_up_session(conn, self._claim_settings, pooled=self._pooled)
         return conn
+
+    @property
+    def _claim_settings(self) -> dict[str, str]:
+        return {"synchronous_commit": "on" if self.config.durable_claims else "off"}
 
     def _wait(self) -> None:
         """Sleep until a notification, a signal, a known due time or the poll interval."""
