@@ -169,7 +169,7 @@ def connect(
         refusal = _tls_refusal(exc)
         if refusal is not None:
             raise TlsRefused(
-                f"PostgreSQL at {describe(url)} refused TLS: {scrub(refusal, url)}"
+                f"TLS with PostgreSQL at {describe(url)} failed: {scrub(refusal, url)}"
                 " (check sslmode and sslrootcert in the database URL)"
             ) from None
         reason = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
@@ -184,7 +184,7 @@ def _tls_refusal(exc: BaseException) -> str | None:
     for line in str(exc).strip().splitlines():
         if any(words in line for words in _TLS_REFUSALS):
             # "connection to server at "h", port p failed: <why>": keep the why
-            return line.split(" failed: ", 1)[-1].strip()
+            return line.rsplit(" failed: ", 1)[-1].strip()
     return None
 
 
