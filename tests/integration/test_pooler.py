@@ -96,19 +96,22 @@ def test_the_pooler_breaks_prepared_statements_and_websurf_connections_do_not_us
 def test_claim_settings_hold_through_the_pooler_and_go_with_the_transaction(
     database_url: str, pgbouncer: Any
 ) -> None:
+    settings = CLAIM_SETTINGS | {"lock_timeout": "1234ms"}  # the server's default: 0
     with psycopg.connect(pgbouncer.url(database_url), autocommit=True) as conn:
-        set_up_session(conn, CLAIM_SETTINGS, pooled=True)
+        set_up_session(conn, settings, pooled=True)
         for _ in range(10):
-            with with_settings(conn, CLAIM_SETTINGS, pooled=True):
-                cur = conn.execute("SELECT current_setting('synchronous_commit')")
-            assert cur.fetchone() == ("off",)
-        # nothing leaks to the server connection the next client gets
-        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+            with with_settings(conn, settings, pooled=True):
+                cur = conn.execute(
+                    "SELECT current_setting('synchronous_commit'), current_setting('lock_timeout')"
+                )
+            assert cur.fetchone() == ("off", "1234ms")
+        # nothing stays on the server connection the next client gets
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("0",)
 
     with psycopg.connect(database_url, autocommit=True) as direct:
-        set_up_session(direct, CLAIM_SETTINGS, pooled=False)
-        with with_settings(direct, CLAIM_SETTINGS, pooled=False):
-            assert direct.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        set_up_session(direct, settings, pooled=False)
+        with with_settings(direct, settings, pooled=False):
+            assert direct.execute("SHOW lock_timeout").fetchone() == ("1234ms",)
 
 
 def test_pgbouncer_refuses_startup_options_which_websurf_no_longer_sends(
