@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import psycopg
+import structlog
 
 from websurf.cli.options import (
     EXIT_FAILURE,
@@ -23,6 +24,8 @@ from websurf.cli.options import (
 )
 from websurf.sql import migrate as migrator
 from websurf.sql.database import CONNECT_RETRY_FOR_S, connect, describe, pooler_between
+
+log = structlog.get_logger("websurf.cli")
 
 connect_retry_option = option(
     "--connect-retry",
@@ -94,6 +97,13 @@ def migrate_command(
     ):
         if not direct:
             _refuse_pooler(conn, url)
+        elif pooler_between(conn):
+            log.warning(
+                "direct_url_through_pooler",
+                target=describe(url),
+                message="the direct URL goes through a connection pooler: fine in session mode"
+                " (one server connection per client), not in transaction mode",
+            )
         try:
             result = migrator.migrate(conn, dry_run=dry_run, lock_timeout_s=lock_timeout)
         except migrator.MigrationError as exc:

@@ -30,7 +30,7 @@ connection: ``unsupported startup parameter: options``). So:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -268,7 +268,9 @@ def with_settings(
     if not pooled:
         yield
         return
-    with conn.pipeline(), conn.transaction():
+    # pipeline mode needs libpq 14+ (the binary wheel has it; a system libpq may not)
+    batched = conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
+    with batched, conn.transaction():
         apply_settings(conn, settings, local=True)
         yield
 

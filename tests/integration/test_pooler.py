@@ -182,6 +182,19 @@ def test_migrate_through_the_pooler_needs_the_direct_url(
     assert _advisory_locks(empty_database_url) == 0
 
 
+def test_a_direct_url_that_goes_through_a_pooler_too_is_warned_about(
+    database_url: str, pgbouncer: Any
+) -> None:
+    pooled = pgbouncer.url(database_url)
+
+    result = websurf(
+        "migrate", "--database-url", pooled, "--direct-database-url", pooled, "--log-format", "json"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "direct_url_through_pooler" in result.stderr
+
+
 def test_direct_url_is_read_from_direct_url_like_prisma_and_supabase(
     database_url: str, pgbouncer: Any
 ) -> None:
