@@ -4,21 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 import psycopg
+import structlog
 
 from websurf.cli.options import (
     EXIT_FAILURE,
+    EXIT_USAGE,
     CommandError,
+    Runtime,
     common_options,
     database_errors,
+    direct_url_option,
     echo,
     option,
     runtime,
 )
 from websurf.sql import migrate as migrator
-from websurf.sql.database import CONNECT_RETRY_FOR_S, connect
+from websurf.sql.database import CONNECT_RETRY_FOR_S, connect, describe, pooler_between
+
+log = structlog.get_logger("websurf.cli")
 
 connect_retry_option = option(
     "--connect-retry",
@@ -38,8 +45,26 @@ def _sql_errors() -> Iterator[None]:
         raise CommandError(f"database error: {detail}") from None
 
 
+def _session_url(rt: Runtime) -> tuple[str, bool]:
+    """The URL migrations take (the direct one when configured), and whether it is that."""
+    direct = rt.direct_database()
+    return (direct.url, True) if direct else (rt.database().url, False)
+
+
+def _refuse_pooler(conn: psycopg.Connection[Any], url: str) -> None:
+    """Migrations hold a session advisory lock: never through a transaction pooler."""
+    if pooler_between(conn):
+        raise CommandError(
+            f"{describe(url)} goes through a connection pooler, and migrations need a session"
+            " (an advisory lock, CREATE INDEX CONCURRENTLY): set --direct-database-url"
+            " (WEBSURF_DIRECT_DATABASE_URL or DIRECT_URL) to the database's direct address",
+            EXIT_USAGE,
+        )
+
+
 @click.group("migrate", invoke_without_command=True)
 @common_options
+@direct_url_option
 @option("--dry-run", is_flag=True, default=False, help="Print what would run; change nothing.")
 @option(
     "--lock-timeout",
@@ -54,20 +79,31 @@ def migrate_command(
     database_url: str | None,
     log_level: str,
     log_format: str,
+    direct_database_url: str | None,
     dry_run: bool,
     lock_timeout: float,
     connect_retry: float,
 ) -> None:
-    """Apply the pending SQL migrations, in order."""
+    """Apply the pending SQL migrations, in order (on the direct URL when one is set)."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = (database_url, log_level, log_format)
+        ctx.obj = (database_url, log_level, log_format, direct_database_url)
         return
-    rt = runtime(ctx, database_url, log_level, log_format)
+    rt = runtime(ctx, database_url, log_level, log_format, direct_database_url)
+    url, direct = _session_url(rt)
     with (
         database_errors(),
         _sql_errors(),
-        connect(rt.database().url, autocommit=True, retry_for_s=connect_retry) as conn,
+        connect(url, autocommit=True, retry_for_s=connect_retry) as conn,
     ):
+        if not direct:
+            _refuse_pooler(conn, url)
+        elif pooler_between(conn):
+            log.warning(
+                "direct_url_through_pooler",
+                target=describe(url),
+                message="the direct URL goes through a connection pooler: fine in session mode"
+                " (one server connection per client), not in transaction mode",
+            )
         try:
             result = migrator.migrate(conn, dry_run=dry_run, lock_timeout_s=lock_timeout)
         except migrator.MigrationError as exc:
@@ -87,6 +123,7 @@ def migrate_command(
 
 @migrate_command.command("status")
 @common_options
+@direct_url_option
 @connect_retry_option
 @click.pass_context
 def status_command(
@@ -94,15 +131,19 @@ def status_command(
     database_url: str | None,
     log_level: str,
     log_format: str,
+    direct_database_url: str | None,
     connect_retry: float,
 ) -> None:
     """List applied and pending migrations; exit 1 when any is pending."""
-    parent = ctx.obj or (None, "info", "auto")
-    rt = runtime(ctx, database_url or parent[0], log_level, log_format)
+    parent = ctx.obj or (None, "info", "auto", None)
+    rt = runtime(
+        ctx, database_url or parent[0], log_level, log_format, direct_database_url or parent[3]
+    )
+    url, _ = _session_url(rt)
     with (
         database_errors(),
         _sql_errors(),
-        connect(rt.database().url, autocommit=True, retry_for_s=connect_retry) as conn,
+        connect(url, autocommit=True, retry_for_s=connect_retry) as conn,
     ):
         states = migrator.migration_states(conn)
     pending = 0

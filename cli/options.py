@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from websurf.sql.target import DatabaseTarget, DatabaseUnavailable, configured_url
+from websurf.sql.target import (
+    DIRECT_URL_ENV_VARS,
+    DatabaseTarget,
+    DatabaseUnavailable,
+    configured_direct_url,
+    configured_url,
+)
 from websurf.worker.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,6 +59,7 @@ class Runtime:
     database_url_option: str | None
     log_level: str
     log_format: str
+    direct_url_option: str | None = None
     _stack: ExitStack = field(default_factory=ExitStack)
     _target: DatabaseTarget | None = None
 
@@ -63,6 +70,17 @@ class Runtime:
                 _embedded_target()
             )
         return self._target
+
+    def direct_database(self) -> DatabaseTarget | None:
+        """The configured direct URL (for what needs a session), or None."""
+        direct = configured_direct_url(self.direct_url_option)
+        if direct is not None and configured_url(self.database_url_option) is None:
+            raise CommandError(
+                f"a direct database URL is set ({direct.source}) but no --database-url:"
+                " give the pooled URL too, or neither (the embedded PostgreSQL)",
+                EXIT_USAGE,
+            )
+        return direct
 
     def close(self) -> None:
         self._stack.close()
@@ -114,12 +132,26 @@ def common_options(func: F) -> F:
     return func
 
 
+direct_url_option = click.option(
+    "--direct-database-url",
+    envvar=list(DIRECT_URL_ENV_VARS),
+    show_envvar=True,
+    default=None,
+    help="Direct PostgreSQL URL (not through a transaction pooler) for what needs a"
+    " session: LISTEN and migrations. Without one, --database-url is used for those too.",
+)
+
+
 def runtime(
-    ctx: click.Context, database_url: str | None, log_level: str, log_format: str
+    ctx: click.Context,
+    database_url: str | None,
+    log_level: str,
+    log_format: str,
+    direct_database_url: str | None = None,
 ) -> Runtime:
     """Set up logging and return the command's Runtime, closed when the command ends."""
     configure_logging(log_level.lower(), log_format)
-    rt = Runtime(database_url, log_level.lower(), log_format)
+    rt = Runtime(database_url, log_level.lower(), log_format, direct_database_url)
     ctx.call_on_close(rt.close)
     return rt
 

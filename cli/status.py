@@ -17,9 +17,16 @@ from typing import Any
 import click
 import psycopg
 
-from websurf.cli.options import common_options, database_errors, echo, option, runtime
+from websurf.cli.options import (
+    common_options,
+    database_errors,
+    direct_url_option,
+    echo,
+    option,
+    runtime,
+)
 from websurf.sql import QUERIES
-from websurf.sql.database import connect
+from websurf.sql.database import connect, resolve_paths
 
 FINISHED_WINDOW_S = 3600.0  # finished and failed tasks are counted over this window
 THROUGHPUT_WINDOWS_S = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
@@ -47,6 +54,7 @@ class Status:
     failures: list[dict[str, Any]]
     workers: list[dict[str, Any]]
     totals: dict[str, int] = field(default_factory=dict)
+    connections: dict[str, str] = field(default_factory=dict)  # kind -> where it goes
 
 
 def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S) -> Status:
@@ -174,6 +182,11 @@ def render(status: Status) -> str:
         )
     if not status.failures:
         lines.append("  none")
+    if status.connections:
+        lines += ["", "connections:"]
+        lines += [
+            f"  {kind.replace('_', ' '):22} {where}" for kind, where in status.connections.items()
+        ]
     live = [w for w in status.workers if not w["stale"]]
     lines += ["", f"workers: {len(live)} live, {len(status.workers) - len(live)} stale"]
     for w in status.workers:
@@ -185,6 +198,7 @@ def render(status: Status) -> str:
 
 @click.command("status")
 @common_options
+@direct_url_option
 @option("--json", "json_output", is_flag=True, default=False, help="Print one JSON object.")
 @option(
     "--window",
@@ -198,11 +212,16 @@ def status_command(
     database_url: str | None,
     log_level: str,
     log_format: str,
+    direct_database_url: str | None,
     json_output: bool,
     window: float,
 ) -> None:
-    """Tasks by state and type, oldest wait, throughput, failures and live workers."""
-    rt = runtime(ctx, database_url, log_level, log_format)
-    with database_errors(), connect(rt.database().url, autocommit=True) as conn:
+    """Tasks by state and type, oldest wait, throughput, failures, live workers, and which
+    path each kind of connection takes."""
+    rt = runtime(ctx, database_url, log_level, log_format, direct_database_url)
+    direct = rt.direct_database()
+    url = rt.database().url
+    with database_errors(), connect(url, autocommit=True) as conn:
         status = gather(conn, window_s=window)
+        status.connections = resolve_paths(conn, url, direct.url if direct else None).routes()
     echo(as_json(status) if json_output else render(status))

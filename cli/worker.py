@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from websurf.cli.options import CommandError, common_options, option, parse_duration, runtime
+from websurf.cli.options import (
+    CommandError,
+    common_options,
+    direct_url_option,
+    option,
+    parse_duration,
+    runtime,
+)
 from websurf.worker import config as defaults
 from websurf.worker.config import WorkerConfig
 from websurf.worker.supervisor import EXIT_BOOT_FAILURE, Supervisor
@@ -22,6 +29,7 @@ def _module_exists(name: str) -> bool:
 
 @click.command("worker")
 @common_options
+@direct_url_option
 @option(
     "--concurrency",
     "-c",
@@ -146,6 +154,7 @@ def worker_command(
     database_url: str | None,
     log_level: str,
     log_format: str,
+    direct_database_url: str | None,
     concurrency: int,
     tasks_per_process: int,
     threads_per_process: int,
@@ -167,7 +176,8 @@ def worker_command(
     prune_interval: str,
 ) -> None:
     """Run the worker daemon: N processes claiming and running tasks."""
-    rt = runtime(ctx, database_url, log_level, log_format)
+    rt = runtime(ctx, database_url, log_level, log_format, direct_database_url)
+    direct = rt.direct_database()
     # Fail fast on a module that does not exist, without importing it here: the
     # processes import the operators themselves, and one that fails to import stops
     # the daemon with its error (importing them here too delayed every start).
@@ -179,6 +189,7 @@ def worker_command(
     try:
         config = WorkerConfig(
             database_url=rt.database().url,
+            direct_database_url=direct.url if direct else None,
             concurrency=concurrency,
             tasks_per_process=tasks_per_process,
             threads_per_process=threads_per_process,

@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass
 
 URL_ENV_VARS = ("WEBSURF_DATABASE_URL", "DATABASE_URL")
+# The URL for what needs a session (LISTEN, migrations, session locks) when the main
+# one goes through a transaction pooler; DIRECT_URL is the name Prisma and Supabase use.
+DIRECT_URL_ENV_VARS = ("WEBSURF_DIRECT_DATABASE_URL", "DIRECT_URL")
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -30,9 +33,18 @@ class DatabaseTarget:
 
 def configured_url(option: str | None) -> DatabaseTarget | None:
     """The configured database, or None when the embedded default should be used."""
+    return _configured(option, URL_ENV_VARS)
+
+
+def configured_direct_url(option: str | None) -> DatabaseTarget | None:
+    """The configured direct URL, or None: then everything takes the main URL."""
+    return _configured(option, DIRECT_URL_ENV_VARS)
+
+
+def _configured(option: str | None, env_vars: tuple[str, ...]) -> DatabaseTarget | None:
     if option:
         return DatabaseTarget(option, "option")
-    for var in URL_ENV_VARS:
+    for var in env_vars:
         value = os.environ.get(var)
         if value:
             return DatabaseTarget(value, var)

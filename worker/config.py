@@ -34,7 +34,8 @@ PRUNE_TIME_BUDGET_S = 2.0  # per maintenance turn, so heartbeats keep their pace
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    database_url: str
+    database_url: str  # claims, outcomes, maintenance: may go through a transaction pooler
+    direct_database_url: str | None = None  # LISTEN (a session); None: the main URL
     concurrency: int = CONCURRENCY
     tasks_per_process: int = TASKS_PER_PROCESS
     threads_per_process: int = THREADS_PER_PROCESS

@@ -15,9 +15,12 @@ Design note
 * Each batch is its own short transaction (``FOR UPDATE SKIP LOCKED``, so a person
   retrying a failed task at that moment is skipped, not deleted), so locks are short
   and a huge backlog never becomes one giant transaction.
-* One pruner at a time across all hosts: a session advisory lock on the connection
-  for the whole run (batches are separate transactions, so a transaction lock would
-  not cover them). A run that finds it held does nothing.
+* One pruner at a time across all hosts: every batch's transaction takes a
+  transaction-scoped advisory lock first. (A session lock held across the batches
+  breaks through a transaction pooler, which may run each batch, and the unlock, on
+  another server connection, leaving the lock behind for good.) A run whose first
+  batch finds it held does nothing; one that finds it held later stops there and leaves
+  the rest to the pruner that holds it.
 * The daemon gives each run a deadline so its maintenance thread keeps heartbeating;
   a run cut short reports ``more=True`` and the next run continues.
 """
@@ -69,39 +72,35 @@ def run_once(
         raise ValueError("older_than must not be negative")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    got = conn.execute(QUERIES["try_session_lock"], {"key": LOCK_KEY}).fetchone()
-    if not got or not got[0]:
-        return PruneCounts(ran=False)
     started = time.perf_counter()
     deleted = detached = batches = 0
-    more = False
-    try:
-        if now is None:
-            row = conn.execute(QUERIES["database_now"]).fetchone()
-            assert row is not None
-            now = row[0]
-        assert now is not None
-        cutoff = now - older_than
-        for query in PRUNE_QUERIES:
-            while True:
-                if deadline is not None and time.monotonic() >= deadline:
-                    more = True
-                    break
-                with conn.transaction():
-                    row = conn.execute(
-                        QUERIES[query], {"cutoff": cutoff, "limit": batch_size}
-                    ).fetchone()
-                assert row is not None
-                batches += 1
-                deleted += row[0]
-                detached += row[1]
-                if row[0] < batch_size:
-                    break
-            if more:
+    more = held_elsewhere = False
+    cutoff = None if now is None else now - older_than
+    for query in PRUNE_QUERIES:
+        done = False
+        while not (done or more or held_elsewhere):
+            if deadline is not None and time.monotonic() >= deadline:
+                more = True
                 break
-    finally:
-        if not conn.closed and not conn.broken:
-            conn.execute(QUERIES["release_session_lock"], {"key": LOCK_KEY})
+            with conn.transaction():
+                got = conn.execute(QUERIES["try_maintenance_lock"], {"key": LOCK_KEY}).fetchone()
+                if not got or not got[0]:
+                    held_elsewhere = True  # another pruner is at work
+                    break
+                if cutoff is None:
+                    clock = conn.execute(QUERIES["database_now"]).fetchone()
+                    assert clock is not None
+                    cutoff = clock[0] - older_than
+                row = conn.execute(
+                    QUERIES[query], {"cutoff": cutoff, "limit": batch_size}
+                ).fetchone()
+            assert row is not None
+            batches += 1
+            deleted += row[0]
+            detached += row[1]
+            done = row[0] < batch_size
+    if held_elsewhere and batches == 0:
+        return PruneCounts(ran=False)
     counts = PruneCounts(True, deleted, detached, batches, more, cutoff)
     log.info(
         "pruner_ran",
@@ -109,7 +108,7 @@ def run_once(
         audit_rows_detached=detached,
         batches=batches,
         more=more,
-        cutoff=cutoff.isoformat(),
+        cutoff=cutoff.isoformat() if cutoff else None,
         duration_ms=int((time.perf_counter() - started) * 1000),
     )
     return counts

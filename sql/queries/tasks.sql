@@ -129,14 +129,6 @@ WITH doomed AS (
 )
 SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM detached)
 
--- name: try_session_lock
--- Take a session-level advisory lock if free (pruner: one run at a time across hosts).
-SELECT pg_try_advisory_lock(%(key)s)
-
--- name: release_session_lock
--- Release a session-level advisory lock taken with try_session_lock (pruner).
-SELECT pg_advisory_unlock(%(key)s)
-
 -- name: database_now
 -- The database server's clock (pruner cutoff, so hosts with skewed clocks agree).
 SELECT now()

@@ -79,7 +79,7 @@ RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.
           t.error_message
 
 -- name: try_maintenance_lock
--- Take the transaction-scoped lock that lets one maintenance run at a time across hosts.
+-- Take the transaction-scoped lock that lets one reaper or pruner run at a time (pooler-safe).
 SELECT pg_try_advisory_xact_lock(%(key)s)
 
 -- name: release_dead_worker_tasks
@@ -109,3 +109,12 @@ FROM held AS h
 WHERE t.id = h.id
 RETURNING t.id, t.task_type, t.payload, t.status, t.attempts, t.max_attempts, t.worker_id,
           t.error_message, h.counted
+
+-- name: backend_pid
+-- The server process of this connection; another pid at startup means a pooler (pooler check).
+SELECT pg_backend_pid()
+
+-- name: apply_settings
+-- set_config each setting, session-wide or (local) for this transaction only (claim connection).
+SELECT set_config(s.name, s.value, %(local)s)
+FROM unnest(%(names)s::text[], %(values)s::text[]) AS s(name, value)

@@ -348,7 +348,9 @@ def test_a_stale_culprit_record_counts_nothing_twice(conn: psycopg.Connection[An
     other = add_worker(conn)
     task = add_task(conn, other, attempts=2)
 
-    counts = reaper.recover_dead_worker(conn, dead, how="killed by SIGKILL", running=[(str(task), 1)])
+    counts = reaper.recover_dead_worker(
+        conn, dead, how="killed by SIGKILL", running=[(str(task), 1)]
+    )
 
     assert counts.handed_back == counts.failed == 0
     assert task_row(conn, task)["status"] == "processing"

@@ -10,12 +10,17 @@ from websurf.sql.database import (
     DatabaseTarget,
     DatabaseUnavailable,
     InvalidDatabaseUrl,
+    Paths,
+    configured_direct_url,
     configured_url,
     connect,
+    connect_kwargs,
     describe,
     redact,
     scrub,
+    session_url,
 )
+from websurf.worker.config import WorkerConfig
 
 # (connection string, the password as it might appear in text, a fragment that must survive)
 PASSWORD_FORMS = [
@@ -34,6 +39,8 @@ PASSWORD_FORMS = [
 def no_database_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.delenv("WEBSURF_DATABASE_URL", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("WEBSURF_DIRECT_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DIRECT_URL", raising=False)
     return monkeypatch
 
 
@@ -131,3 +138,45 @@ def test_unparseable_connection_string_is_refused_at_once_without_quoting_it(url
     assert "cret" not in str(raised.value)
     assert "not a valid PostgreSQL connection string" in str(raised.value)
     assert time.monotonic() - started < 1
+
+
+def test_direct_url_comes_from_the_option_then_websurf_then_prisma_s_name(
+    no_database_env: pytest.MonkeyPatch,
+) -> None:
+    assert configured_direct_url(None) is None
+    no_database_env.setenv("DIRECT_URL", "postgresql://prisma/db")
+    assert configured_direct_url(None) == DatabaseTarget("postgresql://prisma/db", "DIRECT_URL")
+    no_database_env.setenv("WEBSURF_DIRECT_DATABASE_URL", "postgresql://websurf/db")
+    assert configured_direct_url(None) == DatabaseTarget(
+        "postgresql://websurf/db", "WEBSURF_DIRECT_DATABASE_URL"
+    )
+    assert configured_direct_url("postgresql://o/db") == DatabaseTarget(
+        "postgresql://o/db", "option"
+    )
+
+
+def test_sessions_take_the_direct_url_and_without_one_the_main_url() -> None:
+    pooled, direct = "postgresql://pooler:6432/app", "postgresql://db:5432/app"
+
+    assert session_url(WorkerConfig(pooled, direct_database_url=direct)) == direct
+    assert session_url(WorkerConfig(pooled)) == pooled  # as before: one URL for everything
+
+
+def test_pooled_connections_never_prepare_statements_and_direct_ones_keep_the_default() -> None:
+    assert connect_kwargs(pooled=True) == {"prepare_threshold": None}
+    assert connect_kwargs(pooled=False) == {}
+
+
+def test_routes_name_each_path_without_the_password() -> None:
+    pooled = "postgresql://alice:s3cret@pooler.example:6543/app"
+    direct = "postgresql://alice:s3cret@db.example:5432/app"
+
+    both = Paths(pooled, direct, pooled=True).routes()
+    detected_only = Paths(pooled, None, pooled=True, detected=True).routes()
+
+    assert both == {
+        "tasks": "pooler.example:6543/app (pooled: prepared statements off)",
+        "listen_and_migrations": "db.example:5432/app (direct)",
+    }
+    assert "through the pooler" in detected_only["listen_and_migrations"]
+    assert "s3cret" not in str(both) + str(detected_only)

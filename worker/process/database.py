@@ -80,10 +80,23 @@ class DatabaseRetry:
 
 
 class DedicatedConnection:
-    """One autocommit connection, used from one thread, reconnected when it broke."""
+    """One autocommit connection, used from one thread, reconnected when it broke.
 
-    def __init__(self, url: str, *, application_name: str, connect_timeout_s: float, **kw: Any):
+    ``set_up`` readies each new connection (pooler-safe settings: see
+    ``websurf.sql.database.set_up_session``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        application_name: str,
+        connect_timeout_s: float,
+        set_up: Callable[[psycopg.Connection[Any]], None] | None = None,
+        **kw: Any,
+    ):
         self.url = url
+        self.set_up = set_up
         self._kwargs = {
             "autocommit": True,
             "connect_timeout": max(1, round(connect_timeout_s)),
@@ -98,6 +111,8 @@ class DedicatedConnection:
             if conn is not None:
                 conn.close()
             conn = self._conn = psycopg.connect(self.url, **self._kwargs)
+            if self.set_up is not None:
+                self.set_up(conn)
         return conn
 
     def close(self) -> None:

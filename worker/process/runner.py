@@ -51,7 +51,16 @@ import structlog
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from websurf.sql import QUERIES
-from websurf.sql.database import describe, scrub
+from websurf.sql.database import (
+    Paths,
+    connect_kwargs,
+    describe,
+    resolve_paths,
+    scrub,
+    session_url,
+    set_up_session,
+    with_settings,
+)
 from websurf.sql.migrate import pending_migrations
 from websurf.worker import metrics, queue
 from websurf.worker.config import WorkerConfig
@@ -171,11 +180,15 @@ class Runner:
             stop=self.stop_event,
         )  # fmt: skip
         self.pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        # which path each connection takes: known from the claim connection's first
+        # contact (a pooler is seen), or pooled whenever a direct URL is configured
+        self.paths: Paths | None = None
+        self._claim_settings = {"synchronous_commit": "on" if config.durable_claims else "off"}
         self._claimer = DedicatedConnection(
             config.database_url,
             application_name=f"websurf-claim {worker_id}",
             connect_timeout_s=config.connect_timeout_s,
-            options=f"-c synchronous_commit={'on' if config.durable_claims else 'off'}",
+            set_up=self._set_up_claim_connection,
         )
         self._listener: psycopg.Connection[Any] | None = None
         self._stop_requests = 0
@@ -249,10 +262,11 @@ class Runner:
             max_size=self.config.pool_max_size,
             max_idle=self.config.pool_max_idle_s,
             timeout=max(self.config.connect_timeout_s * 5, 10.0),
-            kwargs={
+            kwargs=lambda: {
                 "autocommit": True,
                 "connect_timeout": max(1, round(self.config.connect_timeout_s)),
                 "application_name": f"websurf-worker {self.worker_id}"[:63],
+                **connect_kwargs(pooled=self._pooled),
             },
             reconnect_timeout=0,  # keep trying: the loop decides when to give up
             open=False,
@@ -295,6 +309,7 @@ class Runner:
             pid=os.getpid(),
             tasks_per_process=self.config.tasks_per_process,
             threads_per_process=self.config.threads_per_process,
+            connections=self.paths.routes() if self.paths else None,
         )
 
     def _register(self, conn: psycopg.Connection[Any]) -> None:
@@ -314,9 +329,20 @@ class Runner:
         conn.execute("LISTEN new_task")
         return conn
 
+    @property
+    def _pooled(self) -> bool:
+        return self.paths.pooled if self.paths else self.config.direct_database_url is not None
+
+    def _set_up_claim_connection(self, conn: psycopg.Connection[Any]) -> None:
+        if self.paths is None:  # the process's first connection: is a pooler in between?
+            self.paths = resolve_paths(
+                conn, self.config.database_url, self.config.direct_database_url
+            )
+        set_up_session(conn, self._claim_settings, pooled=self._pooled)
+
     def _connect_listener(self) -> psycopg.Connection[Any]:
         return psycopg.connect(
-            self.config.database_url,
+            session_url(self.config),
             autocommit=True,
             connect_timeout=max(1, round(self.config.connect_timeout_s)),
             application_name=f"websurf-listen {self.worker_id}"[:63],
@@ -355,6 +381,7 @@ class Runner:
                 config.database_url,
                 application_name=f"websurf-record {self.worker_id}",
                 connect_timeout_s=config.connect_timeout_s,
+                set_up=lambda conn: set_up_session(conn, {}, pooled=self._pooled),
             ),
             worker_id=self.worker_id,
             log=self.log,
@@ -430,6 +457,7 @@ class Runner:
                         "autocommit": True,
                         "connect_timeout": max(1, round(self.config.connect_timeout_s)),
                         "application_name": f"websurf-read {self.worker_id}"[:63],
+                        **connect_kwargs(pooled=self._pooled),
                     },
                     open=False,
                     name=f"websurf-read-{self.worker_id}",
@@ -495,7 +523,9 @@ class Runner:
 
     async def _claim(self, types: list[str], limit: int) -> list[Task]:
         def claim() -> list[Task]:
-            rows = queue.claim_rows(self._claimer.get(), self.worker_id, types, limit)
+            conn = self._claimer.get()
+            with with_settings(conn, self._claim_settings, pooled=self._pooled):
+                rows = queue.claim_rows(conn, self.worker_id, types, limit)
             self.metrics.claimed(rows)
             return queue.tasks_from_rows(rows)
 
