@@ -18,8 +18,11 @@ import click
 import psycopg
 
 from websurf.cli.options import common_options, database_errors, echo, option, runtime
+from websurf.cli.schedules import last_run
 from websurf.sql import QUERIES
 from websurf.sql.database import connect
+from websurf.worker.metrics import last_run_succeeded
+from websurf.worker.schedules import list_schedules
 
 FINISHED_WINDOW_S = 3600.0  # finished and failed tasks are counted over this window
 THROUGHPUT_WINDOWS_S = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
@@ -47,6 +50,7 @@ class Status:
     failures: list[dict[str, Any]]
     workers: list[dict[str, Any]]
     totals: dict[str, int] = field(default_factory=dict)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S) -> Status:
@@ -106,6 +110,7 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
                 conn.execute(QUERIES["list_workers"])
             )
         ]
+        scheduled = [_schedule(row) for row in list_schedules(conn)]
     ages = [c.oldest_due_age_s for c in types.values() if c.oldest_due_age_s is not None]
     totals = {
         key: sum(getattr(c, key) for c in types.values())
@@ -121,7 +126,24 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
         failures=failures,
         workers=workers,
         totals=totals,
+        schedules=scheduled,
     )
+
+
+def _schedule(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "source": row["source"],
+        "task_type": row["task_type"],
+        "cron": row["cron"],
+        "every_s": row["every"].total_seconds() if row["every"] is not None else None,
+        "time_zone": row["time_zone"],
+        "paused": row["paused"],
+        "next_run_at": row["next_run_at"],
+        "last_run_at": row["last_run_at"],
+        "last_run": last_run(row),
+        "last_run_ok": last_run_succeeded(row),
+    }
 
 
 def as_json(status: Status) -> str:
@@ -174,6 +196,15 @@ def render(status: Status) -> str:
         )
     if not status.failures:
         lines.append("  none")
+    lines += ["", f"schedules: {len(status.schedules)}"]
+    for s in status.schedules:
+        when = f"cron {s['cron']!r}" if s["cron"] else f"every {s['every_s']:g}s"
+        state = "PAUSED " if s["paused"] else ""
+        last = f"{s['last_run_at']:%H:%M:%S}" if s["last_run_at"] else "-"
+        lines.append(
+            f"  {s['name'][:40]:40} {state}{when}  next {s['next_run_at']:%Y-%m-%d %H:%M:%S}"
+            f"  last {last} ({s['last_run']})"
+        )
     live = [w for w in status.workers if not w["stale"]]
     lines += ["", f"workers: {len(live)} live, {len(status.workers) - len(live)} stale"]
     for w in status.workers:

@@ -49,7 +49,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_ran
 from websurf.sql import QUERIES
 from websurf.sql.database import describe, scrub
 from websurf.sql.migrate import pending_migrations
-from websurf.worker import metrics, pruner, queue, reaper
+from websurf.worker import metrics, pruner, queue, reaper, recurring
 from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
 from websurf.worker.queue import COMPLETED, FAILED, PENDING, Outcome
 from websurf.worker.registry import Context, Operator, Registry, Result, Task, load_operators
@@ -124,6 +124,7 @@ class Runner:
         self.metrics = metrics.for_worker(config.metrics_port)
         self._durations: list[float] = []  # per outcome of the current batch, for metrics
         self._next_depth = self._next_prune = time.monotonic()
+        self._recurring = recurring.Chore(self.registry)  # schedules and column refreshes
 
     # -- signals -----------------------------------------------------------------
 
@@ -383,6 +384,7 @@ class Runner:
             )
             self.metrics.pruned(counts.deleted)
             self._next_prune = now + (0.0 if counts.more else self.config.prune_interval_s)
+        self._recurring.run(conn, self.metrics)  # due schedule ticks, refresh rounds
 
     # -- the loop ----------------------------------------------------------------
 

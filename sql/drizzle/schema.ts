@@ -172,6 +172,9 @@ export const columns = createTable(
     operatorType: d.varchar({ length: 100 }),
     sourceColumnId: d.uuid(),
     operatorOptions: d.jsonb(),
+    // A robot column re-runs its operator for every filled row this often (sql/migrations/
+    // 0020; the workers do it in bounded batches at bulk priority). NULL: only on edits.
+    refreshEvery: d.interval(),
   }),
   (t) => [
     index("column_spreadsheet_idx").on(t.spreadsheetId),
@@ -187,6 +190,13 @@ export const columns = createTable(
       sql`${t.operatorOptions} IS NULL OR jsonb_typeof(${t.operatorOptions}) = 'object'`,
     ),
     index("column_source_idx").on(t.sourceColumnId),
+    check(
+      "column_refresh_every_minimum",
+      sql`${t.refreshEvery} IS NULL OR ${t.refreshEvery} >= interval '1 minute'`,
+    ),
+    index("column_refresh_idx")
+      .on(t.id)
+      .where(sql`${t.refreshEvery} IS NOT NULL`),
   ],
 );
 
