@@ -17,6 +17,7 @@ import psycopg
 
 from websurf.cli.options import (
     CommandError,
+    Runtime,
     common_options,
     database_errors,
     echo,
@@ -35,10 +36,7 @@ EXIT_USAGE = 2
 
 
 @contextmanager
-def _conn(
-    ctx: click.Context, database_url: str | None, log_level: str, log_format: str
-) -> Iterator[psycopg.Connection[Any]]:
-    rt = runtime(ctx, database_url, log_level, log_format)
+def _conn(rt: Runtime) -> Iterator[psycopg.Connection[Any]]:
     with database_errors(), connect(rt.database().url, autocommit=True) as conn:
         try:
             yield conn
@@ -170,6 +168,7 @@ def add_command(
     allow_unknown_type: bool,
 ) -> None:
     """Enqueue a TASK_TYPE task on every tick of a new schedule NAME; print its first tick."""
+    rt = runtime(ctx, database_url, log_level, log_format)
     try:
         body = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -186,7 +185,7 @@ def add_command(
         registry = load_operators(operator_modules)
     except (ScheduleError, OperatorError) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
-    with _conn(ctx, database_url, log_level, log_format) as conn:
+    with _conn(rt) as conn:
         first = schedules.add_schedule(
             conn, spec, registry=registry, allow_unknown_type=allow_unknown_type
         )
@@ -201,7 +200,7 @@ def list_command(
     ctx: click.Context, database_url: str | None, log_level: str, log_format: str, json_output: bool
 ) -> None:
     """Every schedule: when it runs, its next and last tick, how the last run went."""
-    with _conn(ctx, database_url, log_level, log_format) as conn:
+    with _conn(runtime(ctx, database_url, log_level, log_format)) as conn:
         rows = schedules.list_schedules(conn)
     echo(as_json(rows) if json_output else "\n".join(render(rows)))
 
@@ -213,7 +212,7 @@ def _pause_or_resume(paused: bool) -> click.Command:
     def command(
         ctx: click.Context, database_url: str | None, log_level: str, log_format: str, name: str
     ) -> None:
-        with _conn(ctx, database_url, log_level, log_format) as conn:
+        with _conn(runtime(ctx, database_url, log_level, log_format)) as conn:
             following = schedules.set_paused(conn, name, paused)
         if paused:
             echo(f"{name}: paused")
@@ -241,7 +240,7 @@ def remove_command(
 ) -> None:
     """Delete schedule NAME (tasks it already enqueued stay). A schedule still declared in
     code comes back when a worker starts: remove it from the code too."""
-    with _conn(ctx, database_url, log_level, log_format) as conn:
+    with _conn(runtime(ctx, database_url, log_level, log_format)) as conn:
         schedules.remove_schedule(conn, name)
     echo(f"{name}: removed")
 
@@ -270,7 +269,7 @@ def refresh_command(
         interval = parse_duration(every) if every is not None else None
     except click.BadParameter as exc:
         raise CommandError(f"--every {exc.message}", EXIT_USAGE) from None
-    with _conn(ctx, database_url, log_level, log_format) as conn:
+    with _conn(runtime(ctx, database_url, log_level, log_format)) as conn:
         target = sheets.find_column(conn, spreadsheet_id, column)
         refresh.set_column_refresh(conn, target.id, interval)
     echo(f"{target.title}: " + (f"refreshes every {every}" if every else "no longer refreshes"))
