@@ -19,7 +19,17 @@ Design note
   a worker that dies mid-step leaves the step to the next one.
 * A refresh task carries the same payload as the edit trigger's task for that cell
   (the column's ``operator_options`` plus cell_id, source_cell_id, input,
-  spreadsheet_id, column_id, row_number) and ``"refresh": true``.
+  spreadsheet_id, column_id, row_number) and ``"refresh": true``, and the same queue
+  key, ``cell:<robot cell id>``. A row whose robot cell already has a pending task is
+  skipped (that task will compute from the latest content anyway), and so is a row a
+  person is editing at that moment (its edit enqueues a task): a refresh never adds a
+  second pending task for a cell, and never lowers the priority of a person's task
+  (the queue's coalescing gives a pending task the newer request's priority).
+* Latest edit wins: where the edit trigger numbers inputs (``input_version`` from the
+  sequence ``websurf.cell_input_version``, migration 0018), a refresh batch takes a
+  number after share-locking its source cells, so it is newer than every edit whose
+  content it read and older than any edit after it. Without that sequence the number
+  is NULL and left out.
 * A "filled row" is one whose source cell has non-empty content and whose robot cell
   exists (every row of a sheet has it once the column is added or the source edited).
 * The round's end is recorded when every row was enqueued and none of its tasks is
@@ -57,15 +67,16 @@ def set_column_refresh(
     if every is not None and every < REFRESH_MIN_EVERY:
         raise ScheduleError("a column refreshes at most once a minute")
     try:
-        row = conn.execute(
-            QUERIES["set_column_refresh"], {"id": str(column_id), "every": every}
-        ).fetchone()
+        with conn.transaction():
+            row = conn.execute(
+                QUERIES["set_column_refresh"], {"id": str(column_id), "every": every}
+            ).fetchone()
+            if row is None:
+                raise ScheduleError(f"no column {column_id}")
+            if every is not None and row[1] is None:
+                raise ScheduleError("only a robot column (one with an operator) can refresh")
     except psycopg.errors.InvalidTextRepresentation:
         raise ScheduleError(f"{column_id!r} is not a column id") from None
-    if row is None:
-        raise ScheduleError(f"no column {column_id}")
-    if every is not None and row[1] is None:
-        raise ScheduleError("only a robot column (one with an operator) can refresh")
 
 
 @dataclass
@@ -145,7 +156,11 @@ def _step(
                     "limit": room,
                 },
             ).fetchall()
-        new_ids = queue.enqueue_many(conn, [_task(state, cell) for cell in cells])
+        version = None
+        if cells:
+            row = conn.execute(QUERIES["refresh_input_version"]).fetchone()
+            version = row[0] if row else None
+        new_ids = queue.enqueue_many(conn, [_task(state, cell, version) for cell in cells])
         done = room > 0 and not cells and not still
         conn.execute(
             QUERIES["advance_refresh_round"],
@@ -164,8 +179,13 @@ def _step(
         log.info("refresh_round_finished", column_id=str(state["column_id"]))
 
 
-def _task(state: dict[str, Any], cell: dict[str, Any]) -> NewTask:
-    payload = {
+def unique_key(cell_id: UUID | str) -> str:
+    """The queue key of a robot cell's tasks: the edit trigger's (migration 0018) and ours."""
+    return f"cell:{cell_id}"
+
+
+def _task(state: dict[str, Any], cell: dict[str, Any], version: int | None) -> NewTask:
+    payload: dict[str, Any] = {
         **(state["operator_options"] or {}),
         "cell_id": str(cell["cell_id"]),
         "source_cell_id": str(cell["source_cell_id"]),
@@ -175,4 +195,11 @@ def _task(state: dict[str, Any], cell: dict[str, Any]) -> NewTask:
         "row_number": cell["row_number"],
         "refresh": True,
     }
-    return NewTask(state["operator_type"], payload, priority=REFRESH_PRIORITY)
+    if version is not None:
+        payload["input_version"] = version
+    return NewTask(
+        state["operator_type"],
+        payload,
+        priority=REFRESH_PRIORITY,
+        unique_key=unique_key(cell["cell_id"]),
+    )

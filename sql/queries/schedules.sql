@@ -143,7 +143,8 @@ FROM websurfing_task_queue
 WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: refresh_next_cells
--- The next filled rows of a refresh round: robot cell, source cell and its content (refresh run_once).
+-- The next filled rows of a refresh round without a pending task for their robot cell, source cells share-locked (refresh run_once).
+-- A row a person is editing right now is skipped: the edit enqueues its own task.
 SELECT t.id AS cell_id, s.id AS source_cell_id, s.content, s.row_number
 FROM websurfing_cell AS s
 JOIN websurfing_cell AS t
@@ -154,8 +155,17 @@ WHERE s.spreadsheet_id = %(spreadsheet_id)s
   AND s.column_id = %(source_column_id)s
   AND s.row_number > %(after_row)s
   AND s.content IS NOT NULL AND s.content <> ''
+  AND NOT EXISTS (
+      SELECT 1 FROM websurfing_task_queue AS q
+      WHERE q.unique_key = 'cell:' || t.id AND q.status = 'pending'
+  )
 ORDER BY s.row_number
 LIMIT %(limit)s
+FOR SHARE OF s SKIP LOCKED
+
+-- name: refresh_input_version
+-- A number newer than every committed edit of the rows just locked, when latest-edit-wins versions exist (refresh run_once).
+SELECT nextval(to_regclass('websurf.cell_input_version'))
 
 -- name: advance_refresh_round
 -- Record a round's progress, or end it when every row ran (refresh run_once).
