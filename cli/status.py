@@ -202,7 +202,7 @@ def render(status: Status) -> str:
         state = "PAUSED " if s["paused"] else ""
         last = f"{s['last_run_at']:%H:%M:%S}" if s["last_run_at"] else "-"
         lines.append(
-            f"  {s['name'][:40]:40} {state}{when}  next {s['next_run_at']:%Y-%m-%d %H:%M:%S}"
+            f"  {s['name'][:40]:40} {state}{when}  next {s['next_run_at']:%Y-%m-%d %H:%M:%S%z}"
             f"  last {last} ({s['last_run']})"
         )
     live = [w for w in status.workers if not w["stale"]]

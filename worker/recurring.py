@@ -48,12 +48,14 @@ class Chore:
             if not self._synced:
                 schedules.sync_code_schedules(conn, self.code_schedules)
                 self._synced = True
-            ticks = schedules.run_once(conn, registry=self.registry)
-            refresh.run_once(conn)
-            metrics.ticks(ticks.by_schedule)
+            # Sampled before this turn's ticks, so a sample shows how the last task that had
+            # time to run went, not the task just enqueued.
             if metrics.enabled and time.monotonic() >= self._next_sample:
                 self._next_sample = time.monotonic() + METRICS_INTERVAL_S
                 metrics.schedules(schedules.list_schedules(conn))
+            ticks = schedules.run_once(conn, registry=self.registry)
+            refresh.run_once(conn)
+            metrics.ticks(ticks.by_schedule)
         except psycopg.OperationalError:
             raise  # the database is away: the maintenance loop logs and retries
         except psycopg.Error as exc:

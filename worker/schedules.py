@@ -429,7 +429,7 @@ def run_once(
     for row in due:
         _run_tick(conn, row, now, counts, registry)
     if due:
-        log.info(
+        log.debug(  # each tick enqueued has its own info line
             "schedules_ran",
             enqueued=counts.enqueued,
             skipped=counts.skipped,

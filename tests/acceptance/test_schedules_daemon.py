@@ -109,13 +109,20 @@ def test_killing_daemons_across_ticks_loses_and_doubles_no_tick(
         assert daemon.events("heartbeat_failed") == []
 
 
-def test_metrics_show_the_schedule_and_its_last_run(database_url: str, start_worker: Start) -> None:
+def test_a_schedule_declared_in_code_runs_and_metrics_show_its_last_run(
+    database_url: str, start_worker: Start
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        schedules.add_schedule(conn, Spec("tick", "noop", every=timedelta(seconds=1)))
-    daemon = start_worker(database_url, *FAST, "--metrics-port", str(port))
+    daemon = start_worker(
+        database_url,
+        *FAST,
+        "--operators",
+        "scheduled_operators_for_tests",
+        "--metrics-port",
+        str(port),
+    )
 
     def scrape() -> str:
         with (
@@ -125,14 +132,20 @@ def test_metrics_show_the_schedule_and_its_last_run(database_url: str, start_wor
             return str(response.read().decode())
         return ""
 
+    success = 'websurf_schedule_last_run_success{schedule="code-tick"} 1.0'
     text = daemon.wait_for(
-        lambda: 'websurf_schedule_last_run_success{schedule="tick"} 1.0' in (t := scrape()) and t,
-        "the schedule's last run to show as a success",
+        lambda: success in (t := scrape()) and t, "the last run to show as a success"
     )
-    assert 'websurf_schedule_next_run_timestamp_seconds{schedule="tick"}' in text
+    assert 'websurf_schedule_next_run_timestamp_seconds{schedule="code-tick"}' in text
     assert any(
         line.startswith("websurf_schedule_ticks_total{")
         and 'outcome="enqueued"' in line
-        and 'schedule="tick"' in line
+        and 'schedule="code-tick"' in line
         for line in text.splitlines()
     )
+    (row,) = daemon.query("SELECT source, every FROM websurf.schedule")
+    assert row == ("code", timedelta(seconds=1))
+    completed = daemon.query(
+        "SELECT payload FROM websurfing_task_queue WHERE status = 'completed' LIMIT 1"
+    )
+    assert completed == [({"from": "code"},)]

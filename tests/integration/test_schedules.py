@@ -8,6 +8,7 @@ while paused; and bad expressions or time zones are refused in one line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -305,3 +306,40 @@ def test_declaring_one_schedule_name_twice_differently_is_refused() -> None:
     code.schedule("0 * * * *", "a")  # the same again (a module imported twice): fine
     with pytest.raises(ScheduleError, match="declared twice"):
         code.schedule("5 * * * *", "a")
+
+
+# -- what the person on call sees ---------------------------------------------------------
+
+
+def test_status_shows_schedules_with_their_next_and_last_tick_and_outcome(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        now = schedules.database_now(conn)
+        add(conn, Spec("ok", "t_ok", every=timedelta(minutes=5)), now - timedelta(minutes=5))
+        add(conn, Spec("bad", "t_bad", cron="0 * * * *"), now - timedelta(hours=1))
+        add(conn, Spec("idle", "t_idle", cron="0 0 1 1 *"), now)
+        schedules.set_paused(conn, "idle", True)
+        schedules.run_once(conn, now)
+        conn.execute(
+            "UPDATE websurfing_task_queue SET status = 'completed' WHERE task_type = 't_ok'"
+        )
+        conn.execute(
+            "UPDATE websurfing_task_queue SET status = 'failed', error_message = 'boom'"
+            " WHERE task_type = 't_bad'"
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_")}
+    command = [WEBSURF, "status", "--database-url", database_url]
+    shown = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    assert "schedules: 3" in shown
+    lines = {line.split()[0]: line for line in shown.splitlines() if line.startswith("  ")}
+    assert "every 300s" in lines["ok"] and "(completed)" in lines["ok"]
+    assert "(failed: boom)" in lines["bad"]
+    assert "PAUSED" in lines["idle"] and "last - (never ran)" in lines["idle"]
+    as_json = subprocess.run(
+        [*command, "--json"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    by_name = {s["name"]: s for s in json.loads(as_json)["schedules"]}
+    assert (by_name["ok"]["last_run_ok"], by_name["bad"]["last_run_ok"]) == (True, False)
+    assert by_name["idle"]["last_run_ok"] is None and by_name["idle"]["paused"] is True
+    assert by_name["bad"]["next_run_at"] > by_name["bad"]["last_run_at"]
