@@ -59,6 +59,17 @@ def work(conn: psycopg.Connection[Any], limit: int, status: str = COMPLETED) -> 
     return claimed
 
 
+# The edit trigger's payload keys, the column's operator option k, and the refresh mark.
+PAYLOAD_KEYS = (
+    *("cell_id", "source_cell_id", "input", "spreadsheet_id", "column_id", "row_number"),
+    *("k", "refresh"),
+)
+
+
+def payloads(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    return [row[0] for row in conn.execute("SELECT payload FROM websurfing_task_queue")]
+
+
 def the_schedule(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     (row,) = [r for r in schedules.list_schedules(conn) if r["source"] == "column"]
     return row
@@ -182,3 +193,40 @@ def test_the_schedule_follows_the_column(
         schedules.remove_schedule(conn, f"column:{column_id}")
     conn.execute("DELETE FROM websurfing_column WHERE id = %s", (column_id,))
     assert schedules.list_schedules(conn) == []  # a deleted column takes its schedule along
+
+
+def test_the_worker_role_may_run_schedules_and_refreshes(
+    conn: psycopg.Connection[Any], database_url: str, make_user: Callable[..., str]
+) -> None:
+    _, column_id = robot_sheet(conn, make_user(), rows=4, filled=4)
+    refresh.set_column_refresh(conn, column_id, HOUR)
+    schedules.add_schedule(conn, schedules.Spec("s", "noop", cron="0 * * * *"), now=T0)
+    code = schedules.ScheduleRegistry()
+    code.schedule("*/5 * * * *", "noop", name="from-code")
+    with psycopg.connect(database_url, autocommit=True) as worker:
+        worker.execute("SET ROLE websurf_worker")
+        schedules.sync_code_schedules(worker, code, now=T0)
+        refresh.run_once(worker, T0)
+        assert schedules.run_once(worker, T0 + HOUR).rounds_started == 1
+        assert refresh.run_once(worker, T0 + HOUR).enqueued == 4
+        assert len(schedules.list_schedules(worker)) == 3
+
+
+def test_refresh_tasks_carry_an_input_version_newer_than_earlier_edits(
+    conn: psycopg.Connection[Any], make_user: Callable[..., str]
+) -> None:
+    """Where the edit trigger numbers its inputs (issue 12's sequence), refreshes do too."""
+    _, column_id = robot_sheet(conn, make_user(), rows=3, filled=3)
+    refresh.set_column_refresh(conn, column_id, HOUR)
+    refresh.run_once(conn, T0)
+    schedules.run_once(conn, T0 + HOUR)
+    refresh.run_once(conn, T0 + HOUR)
+    assert [sorted(p) for p in payloads(conn)] == [sorted(PAYLOAD_KEYS)] * 3  # no version yet
+    conn.execute("DELETE FROM websurfing_task_queue")
+    conn.execute("CREATE SEQUENCE websurf.cell_input_version AS bigint START 41")
+    conn.execute("SELECT nextval('websurf.cell_input_version')")  # an earlier edit's number
+    refresh.run_once(conn, T0 + HOUR)  # the round ends (its tasks are gone)
+    schedules.run_once(conn, T0 + 2 * HOUR)
+    refresh.run_once(conn, T0 + 2 * HOUR)
+    versions = {p["input_version"] for p in payloads(conn)}
+    assert versions == {42}  # one number per batch, after the edit's
