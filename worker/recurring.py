@@ -58,5 +58,5 @@ class Chore:
             metrics.ticks(ticks.by_schedule)
         except psycopg.OperationalError:
             raise  # the database is away: the maintenance loop logs and retries
-        except psycopg.Error as exc:
+        except Exception as exc:  # never stop the maintenance turn: heartbeats come first
             log.warning("schedules_failed", error=f"{type(exc).__name__}: {exc}".strip())

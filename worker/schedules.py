@@ -144,7 +144,10 @@ def next_tick(
         return after + every
     assert cron is not None
     local = after.astimezone(_zone(time_zone))
-    tick: datetime = next(CronSim(cron, local))
+    try:
+        tick: datetime = next(CronSim(cron, local))
+    except CronSimError as exc:  # a row written by hand
+        raise ScheduleError(f"cron expression {cron!r} is not valid: {exc}") from None
     return tick.astimezone(UTC)
 
 
@@ -427,7 +430,11 @@ def run_once(
     with conn.cursor(row_factory=dict_row) as cur:
         due = cur.execute(QUERIES["due_schedules"], {"now": now, "limit": limit}).fetchall()
     for row in due:
-        _run_tick(conn, row, now, counts, registry)
+        try:
+            _run_tick(conn, row, now, counts, registry)
+        except (ScheduleError, queue.EnqueueError, psycopg.DataError) as exc:
+            # A row written by hand that cannot run: say so, and let the others run.
+            log.warning("schedule_invalid", schedule=row["name"], error=str(exc))
     if due:
         log.debug(  # each tick enqueued has its own info line
             "schedules_ran",
@@ -446,13 +453,9 @@ def _run_tick(
     counts: TickCounts,
     registry: Registry | None,
 ) -> None:
-    try:
-        timing = (row["cron"], row["every"], row["time_zone"])
-        tick, missed = latest_tick(*timing, row["next_run_at"], now)
-        following = next_tick(*timing, tick)
-    except ScheduleError as exc:  # a row written by hand with a bad time zone, say
-        log.warning("schedule_invalid", schedule=row["name"], error=str(exc))
-        return
+    timing = (row["cron"], row["every"], row["time_zone"])
+    tick, missed = latest_tick(*timing, row["next_run_at"], now)
+    following = next_tick(*timing, tick)
     run = row["catch_up"] == "once" or now - tick <= LATE_GRACE
     skipped = missed + (0 if run else 1)
     with conn.transaction():

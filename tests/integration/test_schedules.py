@@ -343,3 +343,18 @@ def test_status_shows_schedules_with_their_next_and_last_tick_and_outcome(
     assert (by_name["ok"]["last_run_ok"], by_name["bad"]["last_run_ok"]) == (True, False)
     assert by_name["idle"]["last_run_ok"] is None and by_name["idle"]["paused"] is True
     assert by_name["bad"]["next_run_at"] > by_name["bad"]["last_run_at"]
+
+
+def test_a_schedule_written_wrongly_by_hand_does_not_stop_the_others(
+    conn: psycopg.Connection[Any],
+) -> None:
+    add(conn, Spec("good", "t_good", cron="0 * * * *"))
+    for name, cron, zone in (("bad-cron", "0 99 * * *", "UTC"), ("bad-zone", "0 * * * *", "X/Y")):
+        conn.execute(
+            "INSERT INTO websurf.schedule (name, cron, time_zone, task_type, next_run_at)"
+            " VALUES (%s, %s, %s, 't_bad', %s)",
+            (name, cron, zone, T0),
+        )
+    schedules.run_once(conn, T0 + timedelta(hours=1))
+    assert len(tasks(conn, "t_good")) == 1
+    assert tasks(conn, "t_bad") == []
