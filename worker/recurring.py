@@ -1,7 +1,7 @@
 """The recurring-work chore a worker process runs on each maintenance turn.
 
 Stores the code's schedules once (at the first turn after boot), then on every turn
-claims due ticks (:mod:`websurf.worker.schedules`) and feeds the columns' refresh
+claims due ticks (:mod:`websurf.worker.scheduler`) and feeds the columns' refresh
 rounds (:mod:`websurf.worker.refresh`), and now and then samples the schedules for
 the metrics. Every step is safe to run in every process on every host at once.
 """
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import psycopg
 import structlog
 
-from websurf.worker import refresh, schedules
+from websurf.worker import refresh, scheduler, schedules
 from websurf.worker.registry import Registry
 
 METRICS_INTERVAL_S = 10.0  # how often the schedule gauges are sampled
@@ -53,7 +53,7 @@ class Chore:
             if metrics.enabled and time.monotonic() >= self._next_sample:
                 self._next_sample = time.monotonic() + METRICS_INTERVAL_S
                 metrics.schedules(schedules.list_schedules(conn))
-            ticks = schedules.run_once(conn, registry=self.registry)
+            ticks = scheduler.run_once(conn, registry=self.registry)
             refresh.run_once(conn)
             metrics.ticks(ticks.by_schedule)
         except psycopg.OperationalError:

@@ -7,7 +7,7 @@ Design note
   keeps those rows in step with the columns (added, re-timed, dropped) on every turn.
 * A tick of such a schedule does not enqueue one task: it starts a *round*
   (``refresh_after_row = 0``), claimed with the same compare-and-set as any tick
-  (:mod:`websurf.worker.schedules`). A tick that falls due while the previous round is
+  (:mod:`websurf.worker.scheduler`). A tick that falls due while the previous round is
   still running waits for it to end and then runs once.
 * A round walks the rows in order and keeps at most ``window`` of its tasks pending or
   running at once (a sliding window: each turn tops it up with the next filled rows),

@@ -1,4 +1,4 @@
-"""Schedules: recurring tasks, each tick enqueued exactly once across all hosts.
+"""Schedules: what recurs and when, declared in code or stored from the CLI.
 
 Design note
 -----------
@@ -7,27 +7,17 @@ Design note
   priority; and ``next_run_at``, the tick it waits for. Rows come from code
   (:func:`schedule`, upserted by every worker at boot with :func:`sync_code_schedules`),
   from ``websurf schedules add`` (or plain SQL), and from robot columns with a
-  ``refresh_every`` (:mod:`websurf.worker.refresh`).
-* Exactly once per tick, without a leader: :func:`run_once` claims a due tick with a
-  compare-and-set, ``UPDATE … SET next_run_at = <next> WHERE id = … AND next_run_at =
-  <due> RETURNING``, and enqueues the tick's task in the SAME transaction. Two workers
-  that race for a tick: the second UPDATE waits for the first transaction, re-reads the
-  row, no longer matches and returns nothing, so it enqueues nothing. A worker that
-  dies between claim and enqueue dies inside the transaction: both roll back and the
-  tick is still due for the next worker. No one "decides" outside the transaction that
-  enqueues.
-* Ticks are computed from the database's clock (hosts with skewed clocks agree) and
-  each task is enqueued with ``scheduled_for`` = its tick. Workers look every
-  maintenance turn (the heartbeat interval, 5 s by default), so a task is enqueued that
-  long after its tick at most while a worker runs.
-* Missed ticks (no worker ran): ``catch_up='once'`` (default) runs the latest missed
-  tick once and skips the earlier ones; ``catch_up='skip'`` runs none of them (a tick
-  less than ``LATE_GRACE`` late still runs). Either way ``next_run_at`` moves to the
-  first tick after now and the skipped ticks are counted. Resuming a paused schedule
-  also starts from the first tick after now.
+  ``refresh_every`` (:mod:`websurf.worker.refresh`). The ticks themselves are claimed
+  and enqueued by :mod:`websurf.worker.scheduler`.
 * A cron expression's ticks follow its time zone's wall clock, with Debian cron's
   rules at daylight-saving changes (cronsim): a 02:30 job runs once on the day 02:30
-  does not exist, and once on the day it exists twice.
+  does not exist (at 03:00), and once on the day it exists twice. An interval's ticks
+  are counted from the previous tick.
+* Missed ticks (no worker ran): ``catch_up='once'`` (default) runs the latest missed
+  tick once and skips the earlier ones; ``catch_up='skip'`` runs none of them (a tick
+  less than ``LATE_GRACE`` late still runs). Either way the schedule goes on from the
+  first tick after now and the skipped ticks are counted. Resuming a paused schedule
+  also starts from the first tick after now.
 """
 
 from __future__ import annotations
@@ -46,15 +36,13 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
-from websurf.worker import queue
-from websurf.worker.queue import TASK_TYPE_MAX_LENGTH
+from websurf.worker.queue import PRIORITY, TASK_TYPE_MAX_LENGTH
 from websurf.worker.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CATCH_UP = ("once", "skip")
 LATE_GRACE = timedelta(minutes=1)  # catch_up='skip' still runs a tick this late
-DUE_LIMIT = 100  # schedules handled per run_once
 COUNT_MISSED_MAX = 10_000  # missed cron ticks are counted up to this many
 NAME_MAX_LENGTH = 200
 SOURCES = ("code", "cli", "column")
@@ -99,7 +87,7 @@ class Spec:
     every: timedelta | None = None
     time_zone: str = "UTC"
     payload: Mapping[str, Any] = field(default_factory=dict)
-    priority: int = queue.PRIORITY
+    priority: int = PRIORITY
     max_attempts: int | None = None
     catch_up: str = "once"
 
@@ -200,7 +188,7 @@ class ScheduleRegistry:
         name: str | None = None,
         payload: Mapping[str, Any] | None = None,
         timezone: str = "UTC",
-        priority: int = queue.PRIORITY,
+        priority: int = PRIORITY,
         max_attempts: int | None = None,
         catch_up: str = "once",
     ) -> Callable[[F], F]:
@@ -396,108 +384,3 @@ def sync_code_schedules(
     if added or updated:
         log.info("schedules_synced", added=added, updated=updated, unchanged=unchanged)
     return counts
-
-
-# -- the tick service -------------------------------------------------------------------
-
-
-@dataclass
-class TickCounts:
-    enqueued: int = 0  # ticks that enqueued their task
-    skipped: int = 0  # missed ticks not run (catch-up)
-    rounds_started: int = 0  # column refresh rounds started
-    lost_races: int = 0  # due ticks another worker claimed first
-    by_schedule: dict[str, str] = field(default_factory=dict)  # name -> enqueued|skipped
-
-
-def run_once(
-    conn: psycopg.Connection[Any],
-    now: datetime | None = None,
-    *,
-    registry: Registry | None = None,
-    limit: int = DUE_LIMIT,
-) -> TickCounts:
-    """Claim every due tick (up to ``limit``) and enqueue its task, one transaction each.
-
-    ``now`` defaults to the database's clock; tests inject their own. ``conn`` must be
-    in autocommit mode (each tick commits on its own). With the worker's ``registry``,
-    a task without max_attempts gets its operator's.
-    """
-    if not conn.autocommit:
-        raise ValueError("run_once needs an autocommit connection: each tick commits")
-    now = now or database_now(conn)
-    counts = TickCounts()
-    with conn.cursor(row_factory=dict_row) as cur:
-        due = cur.execute(QUERIES["due_schedules"], {"now": now, "limit": limit}).fetchall()
-    for row in due:
-        try:
-            _run_tick(conn, row, now, counts, registry)
-        except (ScheduleError, queue.EnqueueError, psycopg.DataError) as exc:
-            # A row written by hand that cannot run: say so, and let the others run.
-            log.warning("schedule_invalid", schedule=row["name"], error=str(exc))
-    if due:
-        log.debug(  # each tick enqueued has its own info line
-            "schedules_ran",
-            enqueued=counts.enqueued,
-            skipped=counts.skipped,
-            rounds_started=counts.rounds_started,
-            lost_races=counts.lost_races,
-        )
-    return counts
-
-
-def _run_tick(
-    conn: psycopg.Connection[Any],
-    row: dict[str, Any],
-    now: datetime,
-    counts: TickCounts,
-    registry: Registry | None,
-) -> None:
-    timing = (row["cron"], row["every"], row["time_zone"])
-    tick, missed = latest_tick(*timing, row["next_run_at"], now)
-    following = next_tick(*timing, tick)
-    run = row["catch_up"] == "once" or now - tick <= LATE_GRACE
-    skipped = missed + (0 if run else 1)
-    with conn.transaction():
-        claimed = conn.execute(
-            QUERIES["claim_schedule_tick"],
-            {
-                "id": row["id"],
-                "due": row["next_run_at"],
-                "next_run_at": following,
-                "tick": tick,
-                "run": run,
-                "skipped": skipped,
-            },
-        ).fetchone()
-        if claimed is None:
-            counts.lost_races += 1
-            return
-        counts.skipped += skipped
-        if not run:
-            counts.by_schedule[row["name"]] = "skipped"
-            return
-        counts.by_schedule[row["name"]] = "enqueued"
-        if row["column_id"] is not None:
-            counts.rounds_started += 1
-            return
-        task_id = queue.enqueue(
-            conn,
-            row["task_type"],
-            row["payload"],
-            priority=row["priority"],
-            max_attempts=row["max_attempts"],
-            scheduled_for=tick,
-            registry=registry,
-            allow_unknown_type=True,  # checked when the schedule was added
-        )
-        conn.execute(QUERIES["record_schedule_task"], {"id": row["id"], "task_id": task_id})
-        counts.enqueued += 1
-    log.info(
-        "schedule_tick_enqueued",
-        schedule=row["name"],
-        task_type=row["task_type"],
-        task_id=str(task_id),
-        tick=tick.isoformat(),
-        skipped=skipped,
-    )

@@ -8,7 +8,7 @@
 -- `drizzle-kit push`; the web app says what it wants on the column (refresh_every).
 --
 -- Exactly once per tick: a worker claims a due tick and enqueues its task in ONE
--- transaction, by compare-and-set on next_run_at (websurf.worker.schedules). A worker
+-- transaction, by compare-and-set on next_run_at (websurf.worker.scheduler). A worker
 -- that dies before the commit leaves the tick due for the next one; two that race see
 -- one winner.
 

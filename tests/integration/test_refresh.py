@@ -17,7 +17,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from websurf.worker import queue, refresh, schedules, sheets
+from websurf.worker import queue, refresh, scheduler, schedules, sheets
 from websurf.worker.queue import COMPLETED, FAILED, Outcome
 from websurf.worker.schedules import ScheduleError
 
@@ -97,7 +97,7 @@ def test_a_100k_row_sheet_refreshes_in_a_bounded_window_behind_peoples_edits(
         unique_key=refresh.unique_key(cell_10.id),
     )
 
-    assert schedules.run_once(conn, T0 + HOUR).rounds_started == 1
+    assert scheduler.run_once(conn, T0 + HOUR).rounds_started == 1
     most_in_queue = 0
     edited = False
     for _ in range(rows // window * 3):
@@ -145,19 +145,19 @@ def test_only_filled_rows_refresh_and_the_round_reports_its_failures(
     _, column_id = robot_sheet(conn, make_user(), rows=20, filled=5)
     refresh.set_column_refresh(conn, column_id, HOUR)
     refresh.run_once(conn, T0)
-    schedules.run_once(conn, T0 + HOUR)
+    scheduler.run_once(conn, T0 + HOUR)
     refresh.run_once(conn, T0 + HOUR)
     assert refresh_tasks(conn, "pending") == 5
     work(conn, 2, FAILED)
     work(conn, 10)
     # The next tick is due, but the round has not ended yet: it waits for the round.
-    assert schedules.run_once(conn, T0 + 2 * HOUR).rounds_started == 0
+    assert scheduler.run_once(conn, T0 + 2 * HOUR).rounds_started == 0
     assert refresh.run_once(conn, T0 + 2 * HOUR).rounds_finished == 1
     row = the_schedule(conn)
     assert (row["refresh_rows"], row["refresh_failed"]) == (5, 2)
     assert schedules.list_schedules(conn)[0]["refresh_done_at"] is not None
     # ... and then runs once, though its hour had passed while the round ran.
-    assert schedules.run_once(conn, T0 + 2 * HOUR + timedelta(minutes=5)).rounds_started == 1
+    assert scheduler.run_once(conn, T0 + 2 * HOUR + timedelta(minutes=5)).rounds_started == 1
     refresh.run_once(conn, T0 + 2 * HOUR)
     assert refresh_tasks(conn, "pending") == 5
 
@@ -207,7 +207,7 @@ def test_the_worker_role_may_run_schedules_and_refreshes(
         worker.execute("SET ROLE websurf_worker")
         schedules.sync_code_schedules(worker, code, now=T0)
         refresh.run_once(worker, T0)
-        assert schedules.run_once(worker, T0 + HOUR).rounds_started == 1
+        assert scheduler.run_once(worker, T0 + HOUR).rounds_started == 1
         assert refresh.run_once(worker, T0 + HOUR).enqueued == 4
         assert len(schedules.list_schedules(worker)) == 3
 
@@ -219,14 +219,14 @@ def test_refresh_tasks_carry_an_input_version_newer_than_earlier_edits(
     _, column_id = robot_sheet(conn, make_user(), rows=3, filled=3)
     refresh.set_column_refresh(conn, column_id, HOUR)
     refresh.run_once(conn, T0)
-    schedules.run_once(conn, T0 + HOUR)
+    scheduler.run_once(conn, T0 + HOUR)
     refresh.run_once(conn, T0 + HOUR)
     assert [sorted(p) for p in payloads(conn)] == [sorted(PAYLOAD_KEYS)] * 3  # no version yet
     conn.execute("DELETE FROM websurfing_task_queue")
     conn.execute("CREATE SEQUENCE websurf.cell_input_version AS bigint START 41")
     conn.execute("SELECT nextval('websurf.cell_input_version')")  # an earlier edit's number
     refresh.run_once(conn, T0 + HOUR)  # the round ends (its tasks are gone)
-    schedules.run_once(conn, T0 + 2 * HOUR)
+    scheduler.run_once(conn, T0 + 2 * HOUR)
     refresh.run_once(conn, T0 + 2 * HOUR)
     versions = {p["input_version"] for p in payloads(conn)}
     assert versions == {42}  # one number per batch, after the edit's

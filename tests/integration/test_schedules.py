@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from websurf.worker import schedules
+from websurf.worker import scheduler, schedules
 from websurf.worker.registry import Registry
 from websurf.worker.schedules import ScheduleError, ScheduleRegistry, Spec
 
@@ -117,9 +117,9 @@ def test_cli_adds_lists_pauses_resumes_and_removes_a_schedule(database_url: str)
 def test_each_cron_tick_enqueues_one_task_due_at_the_tick(conn: psycopg.Connection[Any]) -> None:
     first = add(conn, Spec("quarter", "report", cron="*/15 * * * *", payload={"k": 1}))
     assert first == datetime(2026, 1, 5, 12, 15, tzinfo=UTC)
-    assert schedules.run_once(conn, T0 + timedelta(minutes=14)).enqueued == 0
+    assert scheduler.run_once(conn, T0 + timedelta(minutes=14)).enqueued == 0
     for minutes in (15, 16, 29, 30, 31, 45):  # a worker looks several times per tick
-        schedules.run_once(conn, T0 + timedelta(minutes=minutes, seconds=2))
+        scheduler.run_once(conn, T0 + timedelta(minutes=minutes, seconds=2))
     due = [row[0] for row in tasks(conn, "report")]
     assert due == [datetime(2026, 1, 5, 12, m, tzinfo=UTC) for m in (15, 30, 45)]
     assert {row[1]["k"] for row in tasks(conn, "report")} == {1}
@@ -135,7 +135,7 @@ def test_cron_follows_the_time_zone_across_a_daylight_saving_change(
     start = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)
     add(conn, Spec("paris9", "report", cron="0 9 * * *", time_zone="Europe/Paris"), start)
     for day in range(4):
-        schedules.run_once(conn, start + timedelta(days=day + 1))
+        scheduler.run_once(conn, start + timedelta(days=day + 1))
     # 09:00 in Paris is 08:00 UTC before the change of Sunday 29 March 2026, 07:00 UTC after.
     assert [row[0] for row in tasks(conn, "report")] == [
         datetime(2026, 3, 28, 8, tzinfo=UTC),
@@ -150,7 +150,7 @@ def test_missed_ticks_run_once_or_are_skipped(conn: psycopg.Connection[Any]) -> 
     add(conn, Spec("skip", "t_skip", cron="0 * * * *", catch_up="skip"))
     add(conn, Spec("every", "t_every", every=timedelta(minutes=10)))
     down_until = T0 + timedelta(hours=5, minutes=20)  # every worker was down since T0
-    counts = schedules.run_once(conn, down_until)
+    counts = scheduler.run_once(conn, down_until)
     assert [row[0] for row in tasks(conn, "t_once")] == [datetime(2026, 1, 5, 17, tzinfo=UTC)]
     assert tasks(conn, "t_skip") == []
     assert [row[0] for row in tasks(conn, "t_every")] == [T0 + timedelta(hours=5, minutes=20)]
@@ -161,7 +161,7 @@ def test_missed_ticks_run_once_or_are_skipped(conn: psycopg.Connection[Any]) -> 
     for name in ("once", "skip"):
         assert stored(conn, name)["next_run_at"] == datetime(2026, 1, 5, 18, tzinfo=UTC)
     # A tick that is merely late (less than a minute) still runs under catch_up='skip'.
-    schedules.run_once(conn, datetime(2026, 1, 5, 18, 0, 40, tzinfo=UTC))
+    scheduler.run_once(conn, datetime(2026, 1, 5, 18, 0, 40, tzinfo=UTC))
     assert [row[0] for row in tasks(conn, "t_skip")] == [datetime(2026, 1, 5, 18, tzinfo=UTC)]
 
 
@@ -170,13 +170,13 @@ def test_a_paused_schedule_enqueues_nothing_and_resumes_after_now(
 ) -> None:
     add(conn, Spec("hourly", "t", cron="0 * * * *"))
     schedules.set_paused(conn, "hourly", True)
-    schedules.run_once(conn, T0 + timedelta(hours=3))
+    scheduler.run_once(conn, T0 + timedelta(hours=3))
     assert tasks(conn, "t") == []
     following = schedules.set_paused(conn, "hourly", False, now=T0 + timedelta(hours=3))
     assert following == datetime(2026, 1, 5, 16, tzinfo=UTC)
-    schedules.run_once(conn, T0 + timedelta(hours=3, minutes=30))
+    scheduler.run_once(conn, T0 + timedelta(hours=3, minutes=30))
     assert tasks(conn, "t") == []  # the paused hours are not caught up
-    schedules.run_once(conn, T0 + timedelta(hours=4))
+    scheduler.run_once(conn, T0 + timedelta(hours=4))
     assert len(tasks(conn, "t")) == 1
 
 
@@ -186,7 +186,7 @@ def test_the_operator_registry_gives_scheduled_tasks_their_max_attempts(
     registry = Registry()
     registry.register("patient", lambda task, ctx: None, max_attempts=7)
     add(conn, Spec("p", "patient", every=timedelta(minutes=1), priority=9))
-    schedules.run_once(conn, T0 + timedelta(minutes=1), registry=registry)
+    scheduler.run_once(conn, T0 + timedelta(minutes=1), registry=registry)
     row = conn.execute(
         "SELECT max_attempts, priority FROM websurfing_task_queue WHERE task_type = 'patient'"
     ).fetchone()
@@ -213,7 +213,7 @@ def test_concurrent_workers_enqueue_each_tick_exactly_once(database_url: str) ->
             with psycopg.connect(database_url, autocommit=True) as conn:
                 for k in range(1, ticks + 1):
                     barrier.wait(timeout=60)
-                    counts = schedules.run_once(conn, T0 + timedelta(minutes=k))
+                    counts = scheduler.run_once(conn, T0 + timedelta(minutes=k))
                     enqueued[number] += counts.enqueued
         except BaseException as exc:
             errors.append(exc)
@@ -250,10 +250,10 @@ def test_a_worker_that_dies_after_claiming_a_tick_leaves_it_to_the_next(
         (datetime(2026, 1, 5, 13, tzinfo=UTC),),
     ).fetchone()
     assert claimed is not None
-    waiting: list[schedules.TickCounts] = []
+    waiting: list[scheduler.TickCounts] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         other = threading.Thread(
-            target=lambda: waiting.append(schedules.run_once(conn, T0 + timedelta(hours=1)))
+            target=lambda: waiting.append(scheduler.run_once(conn, T0 + timedelta(hours=1)))
         )
         other.start()  # its compare-and-set waits on the dying worker's row lock
         dying.close()  # the process is gone: its transaction rolls back
@@ -320,7 +320,7 @@ def test_status_shows_schedules_with_their_next_and_last_tick_and_outcome(
         add(conn, Spec("bad", "t_bad", cron="0 * * * *"), now - timedelta(hours=1))
         add(conn, Spec("idle", "t_idle", cron="0 0 1 1 *"), now)
         schedules.set_paused(conn, "idle", True)
-        schedules.run_once(conn, now)
+        scheduler.run_once(conn, now)
         conn.execute(
             "UPDATE websurfing_task_queue SET status = 'completed' WHERE task_type = 't_ok'"
         )
@@ -355,6 +355,6 @@ def test_a_schedule_written_wrongly_by_hand_does_not_stop_the_others(
             " VALUES (%s, %s, %s, 't_bad', %s)",
             (name, cron, zone, T0),
         )
-    schedules.run_once(conn, T0 + timedelta(hours=1))
+    scheduler.run_once(conn, T0 + timedelta(hours=1))
     assert len(tasks(conn, "t_good")) == 1
     assert tasks(conn, "t_bad") == []
