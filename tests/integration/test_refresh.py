@@ -9,8 +9,13 @@ and the schedule follows the column (interval changed, refresh switched off).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +26,7 @@ from websurf.worker import queue, refresh, scheduler, schedules, sheets
 from websurf.worker.queue import COMPLETED, FAILED, Outcome
 from websurf.worker.schedules import ScheduleError
 
+WEBSURF = str(Path(sys.executable).with_name("websurf"))
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 WORKER = "test-worker"
@@ -230,3 +236,41 @@ def test_refresh_tasks_carry_an_input_version_newer_than_earlier_edits(
     refresh.run_once(conn, T0 + 2 * HOUR)
     versions = {p["input_version"] for p in payloads(conn)}
     assert versions == {42}  # one number per batch, after the edit's
+
+
+def test_cli_switches_a_columns_refresh_on_and_off(
+    conn: psycopg.Connection[Any], database_url: str, make_user: Callable[..., str]
+) -> None:
+    sheet_id, column_id = robot_sheet(conn, make_user(), rows=2, filled=2)
+
+    def websurf(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [WEBSURF, "schedules", "refresh", "--database-url", database_url, str(sheet_id), *args],
+            env={k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert websurf("B", "--every", "1h").stdout.strip() == "B: refreshes every 1h"
+    assert conn.execute(
+        "SELECT refresh_every FROM websurfing_column WHERE id = %s", (column_id,)
+    ).fetchone() == (HOUR,)
+    too_often = websurf("B", "--every", "10s")
+    assert too_often.returncode == 1
+    assert too_often.stderr.strip().splitlines()[-1] == (
+        "error: a column refreshes at most once a minute"
+    )
+    assert websurf("A", "--every", "1h").stderr.strip().splitlines()[-1] == (
+        "error: only a robot column (one with an operator) can refresh"
+    )
+    assert websurf("B", "--off").stdout.strip() == "B: no longer refreshes"
+    listed = subprocess.run(
+        [WEBSURF, "schedules", "list", "--json", "--database-url", database_url],
+        env={k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(listed.stdout) == []
