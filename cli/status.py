@@ -25,8 +25,11 @@ from websurf.cli.options import (
     option,
     runtime,
 )
+from websurf.cli.schedules import last_run
 from websurf.sql import QUERIES
 from websurf.sql.database import connect, resolve_paths
+from websurf.worker.metrics import last_run_succeeded
+from websurf.worker.schedules import list_schedules
 
 FINISHED_WINDOW_S = 3600.0  # finished and failed tasks are counted over this window
 THROUGHPUT_WINDOWS_S = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
@@ -55,6 +58,7 @@ class Status:
     workers: list[dict[str, Any]]
     totals: dict[str, int] = field(default_factory=dict)
     connections: dict[str, str] = field(default_factory=dict)  # kind -> where it goes
+    schedules: list[dict[str, Any]] = field(default_factory=list)
 
 
 def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S) -> Status:
@@ -114,6 +118,7 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
                 conn.execute(QUERIES["list_workers"])
             )
         ]
+        scheduled = [_schedule(row) for row in list_schedules(conn)]
     ages = [c.oldest_due_age_s for c in types.values() if c.oldest_due_age_s is not None]
     totals = {
         key: sum(getattr(c, key) for c in types.values())
@@ -129,7 +134,24 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
         failures=failures,
         workers=workers,
         totals=totals,
+        schedules=scheduled,
     )
+
+
+def _schedule(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "source": row["source"],
+        "task_type": row["task_type"],
+        "cron": row["cron"],
+        "every_s": row["every"].total_seconds() if row["every"] is not None else None,
+        "time_zone": row["time_zone"],
+        "paused": row["paused"],
+        "next_run_at": row["next_run_at"],
+        "last_run_at": row["last_run_at"],
+        "last_run": last_run(row),
+        "last_run_ok": last_run_succeeded(row),
+    }
 
 
 def as_json(status: Status) -> str:
@@ -187,6 +209,15 @@ def render(status: Status) -> str:
         lines += [
             f"  {kind.replace('_', ' '):22} {where}" for kind, where in status.connections.items()
         ]
+    lines += ["", f"schedules: {len(status.schedules)}"]
+    for s in status.schedules:
+        when = f"cron {s['cron']!r}" if s["cron"] else f"every {s['every_s']:g}s"
+        state = "PAUSED " if s["paused"] else ""
+        last = f"{s['last_run_at']:%H:%M:%S}" if s["last_run_at"] else "-"
+        lines.append(
+            f"  {s['name'][:40]:40} {state}{when}  next {s['next_run_at']:%Y-%m-%d %H:%M:%S%z}"
+            f"  last {last} ({s['last_run']})"
+        )
     live = [w for w in status.workers if not w["stale"]]
     lines += ["", f"workers: {len(live)} live, {len(status.workers) - len(live)} stale"]
     for w in status.workers:

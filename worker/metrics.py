@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -50,6 +50,31 @@ LATENCY_BUCKETS_S = (
     300.0, 1800.0,
 )  # fmt: skip
 DATABASE_OK_METRIC = "websurf_worker_database_ok_timestamp_seconds"
+SCHEDULE_GAUGES = (
+    ("next", "websurf_schedule_next_run_timestamp_seconds", "A schedule's next tick."),
+    ("last", "websurf_schedule_last_run_timestamp_seconds", "The tick a schedule last ran."),
+    (
+        "success",
+        "websurf_schedule_last_run_success",
+        "1 when a schedule's last task completed (a column: its last refresh round ended"
+        " with no failed task), 0 when it failed; unset while it runs.",
+    ),
+    ("paused", "websurf_schedule_paused", "1 while a schedule is paused."),
+)
+
+
+def last_run_succeeded(row: Mapping[str, Any]) -> bool | None:
+    """Whether a schedule's last run succeeded (a list_schedules row); None: running or never."""
+    if row.get("column_id") is not None:
+        if row["refresh_after_row"] is not None or row["refresh_done_at"] is None:
+            return None
+        return bool(row["refresh_failed"] == 0)
+    status = row.get("last_task_status")
+    if status == COMPLETED:
+        return True
+    if status in (FAILED, "cancelled"):
+        return False
+    return None
 
 
 class NullMetrics:
@@ -72,6 +97,12 @@ class NullMetrics:
         pass
 
     def pruned(self, deleted: int) -> None:
+        pass
+
+    def ticks(self, by_schedule: dict[str, str]) -> None:
+        pass
+
+    def schedules(self, rows: list[dict[str, Any]]) -> None:
         pass
 
 
@@ -141,6 +172,16 @@ class WorkerMetrics:
             multiprocess_mode="livemax",
         )
         self._pruned = Counter("websurf_tasks_pruned", "Finished tasks deleted by the pruner.")
+        self._ticks = Counter(
+            "websurf_schedule_ticks",
+            "Schedule ticks claimed by this worker: enqueued (the task, or a column's refresh"
+            " round) or skipped (missed while no worker ran, with catch_up='skip').",
+            ["schedule", "outcome"],
+        )
+        self._schedule_gauges = {
+            key: Gauge(name, text, ["schedule"], multiprocess_mode="livemostrecent")
+            for key, name, text in SCHEDULE_GAUGES
+        }
         self._children: dict[tuple[Any, ...], Any] = {}
         self._depth_types: set[str] = set()
 
@@ -222,6 +263,23 @@ class WorkerMetrics:
     def pruned(self, deleted: int) -> None:
         if deleted:
             self._pruned.inc(deleted)
+
+    def ticks(self, by_schedule: dict[str, str]) -> None:
+        for name, outcome in by_schedule.items():
+            self._child(self._ticks, name, outcome).inc()
+
+    def schedules(self, rows: list[dict[str, Any]]) -> None:
+        """Set the schedule gauges from list_schedules rows (sampled by the workers)."""
+        for row in rows:
+            values = {
+                "next": row["next_run_at"].timestamp(),
+                "last": row["last_run_at"].timestamp() if row["last_run_at"] else None,
+                "success": last_run_succeeded(row),
+                "paused": 1.0 if row["paused"] else 0.0,
+            }
+            for key, value in values.items():
+                if value is not None:
+                    self._child(self._schedule_gauges[key], row["name"]).set(float(value))
 
 
 def for_worker(metrics_port: int | None) -> WorkerMetrics | NullMetrics:

@@ -58,6 +58,7 @@ import {
   pgTableCreator,
   primaryKey,
   unique,
+  uniqueIndex,
 } from "drizzle-orm/pg-core";
 
 /** Every table of the web app is named `websurfing_<name>` (T3 multi-project schema). */
@@ -177,6 +178,9 @@ export const columns = createTable(
     operatorType: d.varchar({ length: 100 }),
     sourceColumnId: d.uuid(),
     operatorOptions: d.jsonb(),
+    // A robot column re-runs its operator for every filled row this often (sql/migrations/
+    // 0020; the workers do it in bounded batches at bulk priority). NULL: only on edits.
+    refreshEvery: d.interval(),
   }),
   (t) => [
     index("column_spreadsheet_idx").on(t.spreadsheetId),
@@ -192,6 +196,13 @@ export const columns = createTable(
       sql`${t.operatorOptions} IS NULL OR jsonb_typeof(${t.operatorOptions}) = 'object'`,
     ),
     index("column_source_idx").on(t.sourceColumnId),
+    check(
+      "column_refresh_every_minimum",
+      sql`${t.refreshEvery} IS NULL OR ${t.refreshEvery} >= interval '1 minute'`,
+    ),
+    index("column_refresh_idx")
+      .on(t.id)
+      .where(sql`${t.refreshEvery} IS NOT NULL`),
   ],
 );
 
@@ -253,8 +264,17 @@ export const taskQueue = createTable(
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
     // Set by the touch_updated_at trigger on every UPDATE.
     updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // At most one pending task per key (sql/migrations/0017): insert with
+    //   .onConflictDoUpdate({ target: taskQueue.uniqueKey,
+    //                         targetWhere: sql`status = 'pending'`, set: {...} })
+    // and a pending task holding the key takes the newer payload instead of a second
+    // task being queued. NULL: never coalesced.
+    uniqueKey: d.text(),
   }),
   (t) => [
+    uniqueIndex("task_queue_unique_key_idx")
+      .on(t.uniqueKey)
+      .where(sql`${t.status} = 'pending'`),
     // The claim query walks this index in order: pending only, highest priority
     // first, then the oldest due date. drizzle-kit writes a bare `.desc()` as
     // `DESC NULLS LAST`; PostgreSQL's (and the migration's) plain DESC is NULLS FIRST.

@@ -5,7 +5,8 @@ loop or a stuck handler never delays a heartbeat. Each turn: heartbeat (re-regis
 when the registry forgot this worker), then whichever chores are due: the reaper
 (one at a time across hosts, by an advisory lock), the queue-depth sample for the
 metrics, and scheduled pruning. Each chore is a ``run_once`` service; this module only
-decides when they run.
+decides when they run. Due schedule ticks and column refresh rounds run every turn
+(``recurring.Chore``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from psycopg_pool import ConnectionPool
 from websurf.sql import QUERIES
 from websurf.sql.database import scrub
 from websurf.worker import metrics as metrics_module
-from websurf.worker import pruner, reaper
+from websurf.worker import pruner, reaper, recurring
 from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
 from websurf.worker.process.executor import error_text
+from websurf.worker.registry import Registry
 
 PREDECESSOR_TRIES = 5  # then the stale-heartbeat reaper recovers them instead
 PREDECESSOR_RETRY_S = 0.5
@@ -41,6 +43,7 @@ class Maintenance:
         worker_id: str,
         timeouts_s: Mapping[str, float],
         register: Callable[[psycopg.Connection[Any]], None],
+        registry: Registry,
         metrics: metrics_module.WorkerMetrics | metrics_module.NullMetrics,
         log: Any,
     ) -> None:
@@ -53,6 +56,7 @@ class Maintenance:
         self.log = log
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._recurring = recurring.Chore(registry)  # schedules and column refreshes
         self._next_reap = self._next_depth = self._next_prune = time.monotonic()
 
     def start(self) -> None:
@@ -101,6 +105,7 @@ class Maintenance:
             )
             self.metrics.pruned(counts.deleted)
             self._next_prune = now + (0.0 if counts.more else self.config.prune_interval_s)
+        self._recurring.run(conn, self.metrics)  # due schedule ticks, refresh rounds
 
 
 def recover_predecessors(

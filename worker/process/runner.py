@@ -405,6 +405,7 @@ class Runner:
             worker_id=self.worker_id,
             timeouts_s={n: op.timeout_s for n, op in self.operators.items() if op.timeout_s},
             register=self._register,
+            registry=self.registry,
             metrics=self.metrics,
             log=self.log,
         )

@@ -1,0 +1,205 @@
+"""Robot columns that refresh themselves: re-run a column's operator for every filled row.
+
+Design note
+-----------
+* A robot column with ``refresh_every`` (an interval, at least a minute) gets a
+  schedule row of source ``column`` named ``column:<column id>``; :func:`run_once`
+  keeps those rows in step with the columns (added, re-timed, dropped) on every turn.
+* A tick of such a schedule does not enqueue one task: it starts a *round*
+  (``refresh_after_row = 0``), claimed with the same compare-and-set as any tick
+  (:mod:`websurf.worker.scheduler`). A tick that falls due while the previous round is
+  still running waits for it to end and then runs once.
+* A round walks the rows in order and keeps at most ``window`` of its tasks pending or
+  running at once (a sliding window: each turn tops it up with the next filled rows),
+  so a 100,000-row sheet never puts 100,000 tasks in the queue. Its tasks run at
+  ``REFRESH_PRIORITY``, below a person's edit (8, migration 0007) and the default (5):
+  a person's edit is claimed first even in the middle of a refresh.
+* Each round's step is one transaction that locks the schedule row (``FOR UPDATE SKIP
+  LOCKED``): workers on several hosts share the rounds, never enqueue a row twice, and
+  a worker that dies mid-step leaves the step to the next one.
+* A refresh task carries the same payload as the edit trigger's task for that cell
+  (the column's ``operator_options`` plus cell_id, source_cell_id, input,
+  spreadsheet_id, column_id, row_number) and ``"refresh": true``, and the same queue
+  key, ``cell:<robot cell id>``. A row whose robot cell already has a pending task is
+  skipped (that task will compute from the latest content anyway), and so is a row a
+  person is editing at that moment (its edit enqueues a task): a refresh never adds a
+  second pending task for a cell, and never lowers the priority of a person's task
+  (the queue's coalescing gives a pending task the newer request's priority).
+* Latest edit wins: where the edit trigger numbers inputs (``input_version`` from the
+  sequence ``websurf.cell_input_version``, migration 0018), a refresh batch takes a
+  number after share-locking its source cells, so it is newer than every edit whose
+  content it read and older than any edit after it. Without that sequence the number
+  is NULL and left out.
+* A "filled row" is one whose source cell has non-empty content and whose robot cell
+  exists (every row of a sheet has it once the column is added or the source edited).
+* The round's end is recorded when every row was enqueued and none of its tasks is
+  still pending or running; ``refresh_failed`` counts those that failed for good.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+
+from websurf.sql import QUERIES
+from websurf.worker import queue
+from websurf.worker.queue import NewTask
+from websurf.worker.schedules import ScheduleError, database_now
+
+REFRESH_PRIORITY = 1  # below the default (5) and a person's edit (8)
+REFRESH_WINDOW = 1000  # tasks of one column's round pending or running at once, at most
+REFRESH_MIN_EVERY = timedelta(minutes=1)  # the column_refresh_every_minimum CHECK
+UNFINISHED = ("pending", "processing")
+
+log = structlog.get_logger("websurf.refresh")
+
+
+def set_column_refresh(
+    conn: psycopg.Connection[Any], column_id: UUID | str, every: timedelta | None
+) -> None:
+    """Make a robot column re-run its operator for every filled row this often (None: stop)."""
+    if every is not None and every < REFRESH_MIN_EVERY:
+        raise ScheduleError("a column refreshes at most once a minute")
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                QUERIES["set_column_refresh"], {"id": str(column_id), "every": every}
+            ).fetchone()
+            if row is None:
+                raise ScheduleError(f"no column {column_id}")
+            if every is not None and row[1] is None:
+                raise ScheduleError("only a robot column (one with an operator) can refresh")
+    except psycopg.errors.InvalidTextRepresentation:
+        raise ScheduleError(f"{column_id!r} is not a column id") from None
+
+
+@dataclass
+class RefreshCounts:
+    enqueued: int = 0  # tasks enqueued by this turn
+    rounds_finished: int = 0
+    columns_added: int = 0
+    columns_changed: int = 0
+    columns_dropped: int = 0
+
+
+def run_once(
+    conn: psycopg.Connection[Any],
+    now: datetime | None = None,
+    *,
+    window: int = REFRESH_WINDOW,
+) -> RefreshCounts:
+    """Follow the columns' refresh_every, then top up every running round's window.
+
+    ``conn`` must be in autocommit mode (each round's step commits on its own).
+    """
+    if not conn.autocommit:
+        raise ValueError("refresh.run_once needs an autocommit connection")
+    if window < 1:
+        raise ValueError("the refresh window must be at least 1")
+    now = now or database_now(conn)
+    counts = RefreshCounts()
+    row = conn.execute(
+        QUERIES["sync_column_schedules"], {"now": now, "priority": REFRESH_PRIORITY}
+    ).fetchone()
+    assert row is not None
+    counts.columns_added, counts.columns_changed, counts.columns_dropped = row
+    rounds = [r[0] for r in conn.execute(QUERIES["refreshing_schedules"]).fetchall()]
+    for schedule_id in rounds:
+        _step(conn, schedule_id, window, counts)
+    if counts.enqueued or counts.rounds_finished or any(row):
+        log.info(
+            "refresh_ran",
+            enqueued=counts.enqueued,
+            rounds=len(rounds),
+            rounds_finished=counts.rounds_finished,
+            columns_added=counts.columns_added,
+            columns_changed=counts.columns_changed,
+            columns_dropped=counts.columns_dropped,
+        )
+    return counts
+
+
+def _step(
+    conn: psycopg.Connection[Any], schedule_id: int, window: int, counts: RefreshCounts
+) -> None:
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        state = cur.execute(QUERIES["lock_refresh_round"], {"id": schedule_id}).fetchone()
+        if state is None:
+            return  # another worker is stepping it, or it ended meanwhile
+        in_flight: list[UUID] = state["refresh_in_flight"] or []
+        still: list[UUID] = []
+        failed = 0
+        if in_flight:
+            for task_id, status in conn.execute(
+                QUERIES["refresh_tasks_status"], {"ids": in_flight}
+            ):
+                if status in UNFINISHED:
+                    still.append(task_id)
+                elif status == "failed":
+                    failed += 1
+        room = window - len(still)
+        cells: list[dict[str, Any]] = []
+        if room > 0:
+            cells = cur.execute(
+                QUERIES["refresh_next_cells"],
+                {
+                    "spreadsheet_id": state["spreadsheet_id"],
+                    "column_id": state["column_id"],
+                    "source_column_id": state["source_column_id"],
+                    "after_row": state["refresh_after_row"],
+                    "limit": room,
+                },
+            ).fetchall()
+        version = None
+        if cells:
+            row = conn.execute(QUERIES["refresh_input_version"]).fetchone()
+            version = row[0] if row else None
+        new_ids = queue.enqueue_many(conn, [_task(state, cell, version) for cell in cells])
+        done = room > 0 and not cells and not still
+        conn.execute(
+            QUERIES["advance_refresh_round"],
+            {
+                "id": schedule_id,
+                "done": done,
+                "after_row": cells[-1]["row_number"] if cells else state["refresh_after_row"],
+                "in_flight": [*still, *new_ids],
+                "enqueued": len(new_ids),
+                "failed": failed,
+            },
+        )
+    counts.enqueued += len(new_ids)
+    if done:
+        counts.rounds_finished += 1
+        log.info("refresh_round_finished", column_id=str(state["column_id"]))
+
+
+def unique_key(cell_id: UUID | str) -> str:
+    """The queue key of a robot cell's tasks: the edit trigger's (migration 0018) and ours."""
+    return f"cell:{cell_id}"
+
+
+def _task(state: dict[str, Any], cell: dict[str, Any], version: int | None) -> NewTask:
+    payload: dict[str, Any] = {
+        **(state["operator_options"] or {}),
+        "cell_id": str(cell["cell_id"]),
+        "source_cell_id": str(cell["source_cell_id"]),
+        "input": cell["content"],
+        "spreadsheet_id": str(state["spreadsheet_id"]),
+        "column_id": str(state["column_id"]),
+        "row_number": cell["row_number"],
+        "refresh": True,
+    }
+    if version is not None:
+        payload["input_version"] = version
+    return NewTask(
+        state["operator_type"],
+        payload,
+        priority=REFRESH_PRIORITY,
+        unique_key=unique_key(cell["cell_id"]),
+    )
