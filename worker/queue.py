@@ -1,9 +1,14 @@
 """The queue's operations: enqueue, claim a batch, finish a batch (fenced).
 
 Enqueue takes the caller's connection, so a task can be enqueued inside the caller's
-own transaction. Finishing is fenced: an outcome is recorded only where the worker
-still holds the claim (same worker_id, same attempts, still ``processing``), so a
-worker whose task was handed to another cannot overwrite the newer attempt.
+own transaction. A task may carry a ``unique_key``: at most one pending task holds a
+key, and enqueueing a key that a pending task holds replaces that task's payload,
+priority, attempts budget and due time instead of adding a task (the latest request
+wins; sql/migrations/0017 has the rules, including what happens on retry).
+
+Finishing is fenced: an outcome is recorded only where the worker still holds the
+claim (same worker_id, same attempts, still ``processing``), so a worker whose task
+was handed to another cannot overwrite the newer attempt.
 """
 
 from __future__ import annotations
@@ -37,11 +42,16 @@ class NewTask:
     max_attempts: int | None = None
     scheduled_for: datetime | None = None
     delay: timedelta | None = None
+    # At most one pending task per key; None: never coalesced.
+    unique_key: str | None = None
 
 
-def _checked(
-    task: NewTask, registry: Registry | None, allow_unknown_type: bool
-) -> tuple[str, Jsonb, int, int, datetime | None]:
+_Checked = tuple[str, Jsonb, int, int, datetime | None, str | None]
+
+
+def _checked(task: NewTask, registry: Registry | None, allow_unknown_type: bool) -> _Checked:
+    if task.unique_key is not None and not task.unique_key:
+        raise EnqueueError("a unique key must not be empty (leave it out for no key)")
     if not task.task_type or len(task.task_type) > TASK_TYPE_MAX_LENGTH:
         raise EnqueueError(f"task type must be 1 to {TASK_TYPE_MAX_LENGTH} characters")
     if not isinstance(task.payload, dict):
@@ -73,7 +83,21 @@ def _checked(
         scheduled_for = datetime.now(UTC) + task.delay
     if scheduled_for is not None and scheduled_for.tzinfo is None:
         raise EnqueueError("scheduled time must carry a time zone")
-    return task.task_type, Jsonb(task.payload), task.priority, max_attempts, scheduled_for
+    return (
+        task.task_type,
+        Jsonb(task.payload),
+        task.priority,
+        max_attempts,
+        scheduled_for,
+        task.unique_key,
+    )
+
+
+def _announce_coalesced(conn: psycopg.Connection[Any], rows: Sequence[Sequence[Any]]) -> None:
+    """new_task for tasks an enqueue coalesced into (the INSERT trigger sees only new rows)."""
+    coalesced = [row[0] for row in rows if not row[1]]
+    if coalesced:
+        conn.execute(QUERIES["announce_coalesced_tasks"], {"ids": coalesced})
 
 
 def enqueue(
@@ -87,26 +111,19 @@ def enqueue(
     delay: timedelta | None = None,
     registry: Registry | None = None,
     allow_unknown_type: bool = False,
+    unique_key: str | None = None,
 ) -> UUID:
-    """Insert one task on ``conn`` (inside its transaction, if one is open)."""
-    task_type, body, prio, attempts, when = _checked(
-        NewTask(task_type, payload, priority, max_attempts, scheduled_for, delay),
-        registry,
-        allow_unknown_type,
-    )
-    row = conn.execute(
-        QUERIES["enqueue_task"],
-        {
-            "task_type": task_type,
-            "payload": body,
-            "priority": prio,
-            "max_attempts": attempts,
-            "scheduled_for": when,
-        },
-    ).fetchone()
-    assert row is not None
-    task_id: UUID = row[0]
-    return task_id
+    """Insert one task on ``conn`` (inside its transaction, if one is open).
+
+    With ``unique_key``, a pending task holding that key takes this one's payload,
+    priority, attempts and due time instead; its id is returned.
+    """
+    return enqueue_many(
+        conn,
+        [NewTask(task_type, payload, priority, max_attempts, scheduled_for, delay, unique_key)],
+        registry=registry,
+        allow_unknown_type=allow_unknown_type,
+    )[0]
 
 
 def enqueue_many(
@@ -116,11 +133,19 @@ def enqueue_many(
     registry: Registry | None = None,
     allow_unknown_type: bool = False,
 ) -> list[UUID]:
-    """Insert many tasks in one statement (one round trip, one notification per type)."""
+    """Insert many tasks in one statement (one round trip, one notification per type).
+
+    Returns one id per task, in order. Tasks sharing a unique key (with each other or
+    with a pending task) end as one task, with the last one's payload: their ids repeat.
+    """
     checked = [_checked(t, registry, allow_unknown_type) for t in tasks]
     if not checked:
         return []
-    columns = list(zip(*checked, strict=True))
+    # One statement cannot touch a row twice (ON CONFLICT DO UPDATE refuses): send only
+    # the last task of each key, and give the earlier ones its id.
+    last_of_key = {c[5]: i for i, c in enumerate(checked) if c[5] is not None}
+    sent = [i for i, c in enumerate(checked) if c[5] is None or last_of_key[c[5]] == i]
+    columns = list(zip(*(checked[i] for i in sent), strict=True))
     rows = conn.execute(
         QUERIES["enqueue_tasks"],
         {
@@ -129,9 +154,12 @@ def enqueue_many(
             "priorities": list(columns[2]),
             "max_attempts": list(columns[3]),
             "scheduled_for": list(columns[4]),
+            "unique_keys": list(columns[5]),
         },
     ).fetchall()
-    return [row[0] for row in rows]
+    _announce_coalesced(conn, rows)
+    ids = {i: row[0] for i, row in zip(sent, rows, strict=True)}
+    return [ids[i] if c[5] is None else ids[last_of_key[c[5]]] for i, c in enumerate(checked)]
 
 
 def claim_rows(

@@ -53,6 +53,7 @@ import {
   pgTableCreator,
   primaryKey,
   unique,
+  uniqueIndex,
 } from "drizzle-orm/pg-core";
 
 /** Every table of the web app is named `websurfing_<name>` (T3 multi-project schema). */
@@ -246,8 +247,17 @@ export const taskQueue = createTable(
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
     // Set by the touch_updated_at trigger on every UPDATE.
     updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // At most one pending task per key (sql/migrations/0017): insert with
+    //   .onConflictDoUpdate({ target: taskQueue.uniqueKey,
+    //                         targetWhere: sql`status = 'pending'`, set: {...} })
+    // and a pending task holding the key takes the newer payload instead of a second
+    // task being queued. NULL: never coalesced.
+    uniqueKey: d.text(),
   }),
   (t) => [
+    uniqueIndex("task_queue_unique_key_idx")
+      .on(t.uniqueKey)
+      .where(sql`${t.status} = 'pending'`),
     // The claim query walks this index in order: pending only, highest priority
     // first, then the oldest due date. drizzle-kit writes a bare `.desc()` as
     // `DESC NULLS LAST`; PostgreSQL's (and the migration's) plain DESC is NULLS FIRST.

@@ -1,19 +1,31 @@
--- name: enqueue_task
--- Insert one task (websurf.worker.queue.enqueue; the web app's INSERT looks the same).
-INSERT INTO websurfing_task_queue (task_type, payload, priority, max_attempts, scheduled_for)
-VALUES (%(task_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
-        COALESCE(%(scheduled_for)s::timestamptz, now()))
-RETURNING id
-
 -- name: enqueue_tasks
--- Insert many tasks in one statement, so one notification per type (queue.enqueue_many).
-INSERT INTO websurfing_task_queue (task_type, payload, priority, max_attempts, scheduled_for)
-SELECT t.task_type, t.payload, t.priority, t.max_attempts, COALESCE(t.scheduled_for, now())
+-- Insert tasks in one statement (one notification per type); a task whose unique_key a pending task holds updates that one instead (queue.enqueue, queue.enqueue_many; keys unique within the call).
+INSERT INTO websurfing_task_queue
+    (task_type, payload, priority, max_attempts, scheduled_for, unique_key)
+SELECT t.task_type, t.payload, t.priority, t.max_attempts, COALESCE(t.scheduled_for, now()),
+       t.unique_key
 FROM unnest(%(task_types)b::text[], %(payloads)b::jsonb[], %(priorities)b::int[],
-            %(max_attempts)b::int[], %(scheduled_for)b::timestamptz[])
-     WITH ORDINALITY AS t(task_type, payload, priority, max_attempts, scheduled_for, n)
+            %(max_attempts)b::int[], %(scheduled_for)b::timestamptz[],
+            %(unique_keys)b::text[])
+     WITH ORDINALITY AS t(task_type, payload, priority, max_attempts, scheduled_for,
+                          unique_key, n)
 ORDER BY t.n
-RETURNING id
+ON CONFLICT (unique_key) WHERE status = 'pending' DO UPDATE
+SET task_type = EXCLUDED.task_type,
+    payload = EXCLUDED.payload,
+    priority = EXCLUDED.priority,
+    max_attempts = EXCLUDED.max_attempts,
+    scheduled_for = EXCLUDED.scheduled_for
+-- xmax = 0 only in a row version this statement inserted (not one it updated).
+RETURNING id, xmax = 0 AS inserted
+
+-- name: announce_coalesced_tasks
+-- Send new_task for pending tasks an enqueue coalesced into, which the INSERT trigger does not see (queue.enqueue, queue.enqueue_many).
+SELECT pg_notify('new_task', json_build_object(
+           'task_type', task_type, 'priority', max(priority))::text)
+FROM websurfing_task_queue
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+GROUP BY task_type
 
 -- name: claim_tasks
 -- Claim up to %(limit)s due tasks of the worker's types, counting the attempt (child loop).

@@ -559,3 +559,169 @@ def test_robot_event_for_a_deleted_cell_fails_the_write(
         record_robot_events(conn, [outcome])
 
     assert _task_row(conn, task.id)["status"] == "processing"  # nothing half-written
+
+
+# -- at most one pending task per key (sql/migrations/0017) ---------------------------
+
+
+def _new_tasks(
+    listen: psycopg.Connection[Any], sender: psycopg.Connection[Any]
+) -> list[dict[str, Any]]:
+    return [data for channel, data in _notifications(listen, sender) if channel == "new_task"]
+
+
+def _tasks(conn: psycopg.Connection[Any], key: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT id, status, payload, priority, unique_key, error_message"
+        " FROM websurfing_task_queue WHERE payload->>'k' = %s OR unique_key = %s"
+        " ORDER BY created_at, id",
+        (key, key),
+    ).fetchall()
+
+
+def test_a_second_enqueue_with_the_key_replaces_the_pending_task(
+    conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]
+) -> None:
+    first = enqueue(conn, "alpha", {"k": "a", "v": 1}, unique_key="cell:1")
+    second = enqueue(conn, "alpha", {"k": "a", "v": 2}, priority=9, unique_key="cell:1")
+    other = enqueue(conn, "alpha", {"k": "b"}, unique_key="cell:2")
+
+    assert second == first != other
+    [(_, status, payload, priority, key, _)] = _tasks(conn, "a")
+    assert (status, payload, priority, key) == ("pending", {"k": "a", "v": 2}, 9, "cell:1")
+    # Each enqueue was announced, the coalesced one too.
+    got = _new_tasks(listener, conn)
+    assert [n.get("id") for n in got] == [str(first), None, str(other)]
+    assert got[1] == {"task_type": "alpha", "priority": 9}
+
+
+def test_tasks_without_a_key_are_never_coalesced(conn: psycopg.Connection[Any]) -> None:
+    a = enqueue(conn, "alpha", {"k": "n"})
+    b = enqueue(conn, "alpha", {"k": "n"})
+    assert a != b
+    assert len(_tasks(conn, "n")) == 2
+
+
+def test_bulk_enqueue_keeps_the_last_task_of_each_key(
+    conn: psycopg.Connection[Any], listener: psycopg.Connection[Any]
+) -> None:
+    pending = enqueue(conn, "alpha", {"k": "x", "v": 0}, unique_key="x")
+    _new_tasks(listener, conn)
+
+    ids = enqueue_many(
+        conn,
+        [
+            NewTask("alpha", {"k": "x", "v": 1}, unique_key="x"),
+            NewTask("alpha", {"k": "y", "v": 1}, unique_key="y"),
+            NewTask("alpha", {"k": "free"}),
+            NewTask("alpha", {"k": "x", "v": 2}, unique_key="x"),
+            NewTask("alpha", {"k": "y", "v": 2}, unique_key="y"),
+        ],
+    )
+
+    assert ids[0] == ids[3] == pending
+    assert ids[1] == ids[4] != pending
+    assert [row[2]["v"] for row in _tasks(conn, "x")] == [2]
+    assert [row[2]["v"] for row in _tasks(conn, "y")] == [2]
+    # One statement: one notification for the rows it inserted, one for the coalesced.
+    got = _new_tasks(listener, conn)
+    assert sorted(n.get("id", "-") for n in got) == ["-", "-"]
+
+
+def test_a_claimed_task_does_not_hold_its_key(conn: psycopg.Connection[Any]) -> None:
+    running = enqueue(conn, "alpha", {"k": "r", "v": 1}, unique_key="r")
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+    assert task.id == running
+
+    newer = enqueue(conn, "alpha", {"k": "r", "v": 2}, unique_key="r")
+
+    assert newer != running
+    statuses = {row[0]: row[1] for row in _tasks(conn, "r")}
+    assert statuses == {running: "processing", newer: "pending"}
+
+
+def test_a_retry_behind_a_newer_pending_task_is_cancelled_as_superseded(
+    conn: psycopg.Connection[Any],
+) -> None:
+    enqueue(conn, "alpha", {"k": "s", "v": 1}, unique_key="s")
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+    newer = enqueue(conn, "alpha", {"k": "s", "v": 2}, unique_key="s")
+    run_at = datetime.now(UTC) + timedelta(seconds=30)
+
+    # The worker's retry does not fail on the unique index: the old task steps aside.
+    assert finish(conn, WORKER, [Outcome(task, PENDING, "alpha", error="boom", run_at=run_at)])
+
+    rows = {row[0]: row for row in _tasks(conn, "s")}
+    assert rows[task.id][1] == "cancelled"
+    assert "superseded" in rows[task.id][5] and "boom" in rows[task.id][5]
+    assert rows[newer][1:3] == ("pending", {"k": "s", "v": 2})
+
+
+def test_a_retry_alone_gives_its_key_up(conn: psycopg.Connection[Any]) -> None:
+    enqueue(conn, "alpha", {"k": "g", "v": 1}, unique_key="g")
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+
+    finish(conn, WORKER, [Outcome(task, PENDING, "alpha", handed_back=True)])
+    newer = enqueue(conn, "alpha", {"k": "g", "v": 2}, unique_key="g")
+
+    rows = {row[0]: row for row in _tasks(conn, "g")}
+    assert rows[task.id][1:5:3] == ("pending", None)  # runs again, keyless
+    assert rows[newer][1:5:3] == ("pending", "g")
+
+
+def test_admin_retry_of_a_failed_keyed_task_never_collides(
+    conn: psycopg.Connection[Any],
+) -> None:
+
+    enqueue(conn, "alpha", {"k": "f", "v": 1}, unique_key="f")
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+    finish(conn, WORKER, [Outcome(task, FAILED, "alpha", error="gave up")])
+    newer = enqueue(conn, "alpha", {"k": "f", "v": 2}, unique_key="f")
+
+    conn.execute(QUERIES["retry_task"], {"id": task.id, "more_attempts": 1})
+
+    rows = {row[0]: row for row in _tasks(conn, "f")}
+    assert rows[task.id][1] == "pending"
+    assert rows[newer][1] == "pending"
+
+
+def test_a_retry_racing_an_uncommitted_insert_of_its_key_never_fails(
+    database_url: str,
+) -> None:
+    """A unique violation in the retry's UPDATE would abort a whole batch of finishes."""
+    with (
+        psycopg.connect(database_url, autocommit=True) as setup,
+        psycopg.connect(database_url) as retrying,
+        psycopg.connect(database_url) as inserting,
+    ):
+        enqueue(setup, "alpha", {"k": "race", "v": 1}, unique_key="race")
+        [task] = claim(setup, WORKER, ["alpha"], 10)
+        # A newer request, not committed yet: invisible to the retry's check.
+        newer = enqueue(inserting, "alpha", {"k": "race", "v": 2}, unique_key="race")
+
+        finish(retrying, WORKER, [Outcome(task, PENDING, "alpha", handed_back=True)])
+        retrying.commit()
+        inserting.commit()
+
+        rows = {row[0]: row for row in _tasks(setup, "race")}
+        assert rows[task.id][1:5:3] == ("pending", None)
+        assert rows[newer][1:5:3] == ("pending", "race")
+
+
+def test_an_empty_key_is_refused(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(EnqueueError, match="unique key"):
+        enqueue(conn, "alpha", {}, unique_key="")
+
+
+def test_the_web_app_coalesces_with_plain_sql(conn: psycopg.Connection[Any]) -> None:
+    """What the README tells the web app to write."""
+    upsert = (
+        "INSERT INTO websurfing_task_queue (task_type, payload, unique_key)"
+        " VALUES ('alpha', %s, 'web:1')"
+        " ON CONFLICT (unique_key) WHERE status = 'pending'"
+        " DO UPDATE SET payload = EXCLUDED.payload RETURNING id"
+    )
+    a = conn.execute(upsert, (json.dumps({"k": "w", "v": 1}),)).fetchone()
+    b = conn.execute(upsert, (json.dumps({"k": "w", "v": 2}),)).fetchone()
+    assert a == b
+    assert [row[2]["v"] for row in _tasks(conn, "w")] == [2]
