@@ -211,6 +211,9 @@ export const cells = createTable(
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
     // Set by the touch_updated_at trigger on every UPDATE.
     updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // Which edit of the source cell the robot output in `content` was computed from
+    // (sql/migrations/0018): set by the worker, never written over by an older result.
+    inputVersion: d.bigint({ mode: "number" }),
   }),
   (t) => [
     index("cell_spreadsheet_idx").on(t.spreadsheetId),
@@ -327,6 +330,9 @@ export const robotInputEvents = createTable(
     success: d.boolean().default(true),
     errorMessage: d.text(),
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // A result computed from an input older than the one its cell already holds: recorded
+    // here, not written to the cell (sql/migrations/0018); errorMessage says why.
+    superseded: d.boolean().default(false).notNull(),
   }),
   (t) => [
     // `.references(() => taskQueue.id)` would be named
