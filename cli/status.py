@@ -47,6 +47,9 @@ class Status:
     failures: list[dict[str, Any]]
     workers: list[dict[str, Any]]
     totals: dict[str, int] = field(default_factory=dict)
+    # Pending tasks per type that no live worker handles: they wait forever unless a
+    # worker with that operator starts (a typo in a column's operator_type, say).
+    unhandled: dict[str, int] = field(default_factory=dict)
 
 
 def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S) -> Status:
@@ -106,6 +109,12 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
                 conn.execute(QUERIES["list_workers"])
             )
         ]
+    handled = {t for w in workers if not w["stale"] for t in w["task_types"]}
+    unhandled = {
+        name: c.due + c.scheduled
+        for name, c in sorted(types.items())
+        if c.due + c.scheduled and name not in handled
+    }
     ages = [c.oldest_due_age_s for c in types.values() if c.oldest_due_age_s is not None]
     totals = {
         key: sum(getattr(c, key) for c in types.values())
@@ -121,6 +130,7 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
         failures=failures,
         workers=workers,
         totals=totals,
+        unhandled=unhandled,
     )
 
 
@@ -174,6 +184,13 @@ def render(status: Status) -> str:
         )
     if not status.failures:
         lines.append("  none")
+    if status.unhandled:
+        lines += ["", "pending tasks that no live worker handles (they wait until one does):"]
+        lines += [f"  {name:24} {n:>6}" for name, n in status.unhandled.items()]
+        lines.append(
+            "  check the robot column's operator_type, or start a worker with that operator"
+            " (--operators)"
+        )
     live = [w for w in status.workers if not w["stale"]]
     lines += ["", f"workers: {len(live)} live, {len(status.workers) - len(live)} stale"]
     for w in status.workers:
