@@ -24,7 +24,14 @@ from psycopg import conninfo
 
 DRIZZLE_DIR = Path(__file__).resolve().parents[2] / "sql" / "drizzle"
 # Copied into each test's tmp_path, next to a symlink to the cached node_modules.
-PROJECT_FILES = ("package.json", "schema.ts", "drizzle.config.ts", "tsconfig.json")
+PROJECT_FILES = (
+    "package.json",
+    "schema.ts",
+    "author.ts",
+    "drizzle.config.ts",
+    "tsconfig.json",
+    "tsconfig.bare.json",
+)
 INSTALL_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 120
 
