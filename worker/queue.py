@@ -254,7 +254,7 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
     versions = [_input_version(o.task) for o in audited]
     writes = [o.success and o.writes_cell for o in audited]
     recorded = conn.execute(
-        QUERIES["insert_robot_events"],
+        QUERIES["insert_judged_robot_events"],
         {
             "cell_ids": [o.task.cell_id for o in audited],
             "task_ids": [o.task.id for o in audited],

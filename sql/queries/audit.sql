@@ -1,4 +1,13 @@
 -- name: insert_robot_events
+-- Record one robot_input_event per attempt that has a cell (reaper: recovered attempts, success = false).
+INSERT INTO websurfing_robot_input_event
+    (cell_id, task_id, operator_type, input_data, output_data, processing_time_ms, success,
+     error_message)
+SELECT * FROM unnest(%(cell_ids)b::uuid[], %(task_ids)b::uuid[], %(operator_types)b::text[],
+                     %(inputs)b::jsonb[], %(outputs)b::jsonb[], %(durations_ms)b::int[],
+                     %(successes)b::bool[], %(errors)b::text[])
+
+-- name: insert_judged_robot_events
 -- Record one robot_input_event per finished attempt whose cell still exists, marking results older than what their cell holds as superseded; returns the recorded rows (queue.record_robot_events, in the finishing transaction).
 -- The cells are locked first, in id order, so that two transactions recording results
 -- for one cell agree on which is newer (and never deadlock on each other).
