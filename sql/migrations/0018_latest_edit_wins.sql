@@ -19,24 +19,25 @@
 --   one is pending, a newer edit replaces its payload instead of queueing another, so a
 --   person typing fast queues one page fetch, not twenty.
 --
--- Privileges: the edit trigger runs as whoever edits the cell (the web app's role), and
--- nextval needs USAGE on the sequence and on its schema. Both are granted to PUBLIC:
--- USAGE on a schema only lets a role name its objects (each still needs its own
--- privilege), and USAGE on a sequence allows nextval/currval, not setval. The worst a
--- role can do with it is skip numbers. (websurf_worker's table privileges from 0012
--- already cover the two new columns.)
+-- Privileges: the edit trigger now runs as the schema owner (SECURITY DEFINER, with a
+-- fixed search_path). Coalescing needs INSERT … ON CONFLICT DO UPDATE on the queue, and
+-- the version nextval on a sequence in schema websurf; as the invoker, every role that
+-- edits cells (the web app's) would need UPDATE on the queue and USAGE on websurf. As
+-- the owner, such a role needs neither, nor INSERT on the audit or queue tables: what
+-- the trigger writes is decided by the trigger, not by the role that fired it.
 
 CREATE SEQUENCE websurf.cell_input_version AS bigint;
-GRANT USAGE ON SCHEMA websurf TO PUBLIC;
-GRANT USAGE ON SEQUENCE websurf.cell_input_version TO PUBLIC;
 
 ALTER TABLE websurfing_cell ADD COLUMN input_version bigint;
 ALTER TABLE websurfing_robot_input_event
     ADD COLUMN superseded boolean DEFAULT false NOT NULL;
 
--- Same function as in 0007, with input_version and unique_key.
+-- Same function as in 0007, with input_version and unique_key, run as its owner.
 CREATE OR REPLACE FUNCTION websurf.cell_edit_audit() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
 DECLARE
     old_content text;
     version bigint;
