@@ -37,6 +37,12 @@ from websurf.worker.registry import OperatorError, load_operators
     help="Attempts before the task fails [default: the operator's, else 3].",
 )
 @option(
+    "--unique-key",
+    default=None,
+    help="At most one pending task per key: a pending task with this key takes this"
+    " task's payload instead (its id is printed).",
+)
+@option(
     "--operators",
     "operator_modules",
     multiple=True,
@@ -61,6 +67,7 @@ def enqueue_command(
     delay: str | None,
     at: str | None,
     max_attempts: int | None,
+    unique_key: str | None,
     operator_modules: tuple[str, ...],
     allow_unknown_type: bool,
 ) -> None:
@@ -104,6 +111,7 @@ def enqueue_command(
                 delay=wait,
                 registry=registry,
                 allow_unknown_type=allow_unknown_type,
+                unique_key=unique_key,
             )
         except EnqueueError as exc:
             raise CommandError(str(exc), 2) from None

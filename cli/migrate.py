@@ -111,12 +111,23 @@ def migrate_command(
     if dry_run:
         if not result.pending_before:
             echo("nothing to apply: the schema is up to date")
+        if result.collisions:
+            echo(
+                f"would first try to adopt existing tables ({', '.join(result.collisions[:5])}"
+                f"{', …' if len(result.collisions) > 5 else ''}): verified against a scratch"
+                " database built from the migrations, refused if they differ"
+            )
         for migration in result.pending_before:
             mode = "" if migration.transactional else "  (outside a transaction)"
             echo(f"would apply {migration.name}{mode}")
         return
-    if not result.applied:
+    if not result.applied and not result.adopted:
         echo("nothing to apply: the schema is up to date")
+    for migration, duration_ms in result.adopted:
+        echo(
+            f"adopted {migration.name} in {duration_ms} ms"
+            " (its tables were already there; added what they lacked)"
+        )
     for migration, duration_ms in result.applied:
         echo(f"applied {migration.name} in {duration_ms} ms")
 

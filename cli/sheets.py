@@ -14,7 +14,7 @@ from websurf.sql.database import connect
 from websurf.worker import sheets
 from websurf.worker.payloads import PayloadError, parse_object
 from websurf.worker.registry import OperatorError, load_operators
-from websurf.worker.sheets import Sheet, SheetError
+from websurf.worker.sheets import Sheet, SheetError, UnknownOperatorError
 
 CELL_WIDTH_MAX = 28
 SHOW_ROWS_MAX = 10_000  # one page of `sheets show`
@@ -348,21 +348,24 @@ def set_operator_command(
         except PayloadError as exc:
             raise CommandError(f"--options {exc}", 2) from None
     try:
-        known = load_operators(operator_modules).names()
+        known = load_operators(operator_modules)
     except OperatorError as exc:
         raise CommandError(str(exc), 2) from None
-    if operator_type not in known and not allow_unknown_type:
-        raise CommandError(
-            f"no operator {operator_type!r} (known: {', '.join(known)});"
-            " --allow-unknown-type for operators of other workers",
-            2,
-        )
     with _sheet_conn(ctx, database_url, log_level, log_format) as conn:
         target = sheets.find_column(conn, spreadsheet_id, column)
         feeder = sheets.find_column(conn, spreadsheet_id, source)
-        sheets.set_column_operator(
-            conn, target.id, operator_type, source_column_id=feeder.id, options=options
-        )
+        try:
+            sheets.set_column_operator(
+                conn,
+                target.id,
+                operator_type,
+                source_column_id=feeder.id,
+                options=options,
+                registry=known,
+                allow_unknown_type=allow_unknown_type,
+            )
+        except UnknownOperatorError as exc:
+            raise CommandError(f"{exc} (--allow-unknown-type)", 2) from None
     echo(f"{target.title} <- {operator_type}({feeder.title})")
 
 

@@ -59,6 +59,9 @@ class Status:
     totals: dict[str, int] = field(default_factory=dict)
     connections: dict[str, str] = field(default_factory=dict)  # kind -> where it goes
     schedules: list[dict[str, Any]] = field(default_factory=list)
+    # Pending tasks per type that no live worker handles: they wait forever unless a
+    # worker with that operator starts (a typo in a column's operator_type, say).
+    unhandled: dict[str, int] = field(default_factory=dict)
 
 
 def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S) -> Status:
@@ -119,6 +122,12 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
             )
         ]
         scheduled = [_schedule(row) for row in list_schedules(conn)]
+    handled = {t for w in workers if not w["stale"] for t in w["task_types"]}
+    unhandled = {
+        name: c.due + c.scheduled
+        for name, c in sorted(types.items())
+        if c.due + c.scheduled and name not in handled
+    }
     ages = [c.oldest_due_age_s for c in types.values() if c.oldest_due_age_s is not None]
     totals = {
         key: sum(getattr(c, key) for c in types.values())
@@ -135,6 +144,7 @@ def gather(conn: psycopg.Connection[Any], *, window_s: float = FINISHED_WINDOW_S
         workers=workers,
         totals=totals,
         schedules=scheduled,
+        unhandled=unhandled,
     )
 
 
@@ -204,6 +214,13 @@ def render(status: Status) -> str:
         )
     if not status.failures:
         lines.append("  none")
+    if status.unhandled:
+        lines += ["", "pending tasks that no live worker handles (they wait until one does):"]
+        lines += [f"  {name:24} {n:>6}" for name, n in status.unhandled.items()]
+        lines.append(
+            "  check the robot column's operator_type, or start a worker with that operator"
+            " (--operators)"
+        )
     if status.connections:
         lines += ["", "connections:"]
         lines += [

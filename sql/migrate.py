@@ -25,7 +25,7 @@ import itertools
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
@@ -258,6 +258,10 @@ def _take_migration_lock(conn: psycopg.Connection[Any]) -> None:
 class MigrateResult:
     applied: list[tuple[Migration, int]]  # (migration, duration_ms)
     pending_before: list[Migration]
+    # Recorded as applied over tables that were already there (sql/adopt.py).
+    adopted: list[tuple[Migration, int]] = field(default_factory=list)
+    # Dry run: existing objects that pending migrations would create (adoption needed).
+    collisions: list[str] = field(default_factory=list)
 
 
 def migrate(
@@ -273,21 +277,35 @@ def migrate(
     """
     if not conn.autocommit:
         raise ValueError("migrate() needs an autocommit connection")
+    from websurf.sql import adopt as adoption  # imports this module
+
     shipped = shipped_migrations() if shipped is None else shipped
     if dry_run:
         states = migration_states(conn, shipped)
         _check_unchanged(states)
         pending = [s.migration for s in states if s.pending and s.migration]
-        return MigrateResult([], pending)
+        return MigrateResult([], pending, collisions=adoption.collisions(conn, pending))
 
     _take_migration_lock(conn)
     try:
-        conn.execute(_literal(_BOOTSTRAP))
         states = migration_states(conn, shipped)
         _check_unchanged(states)
         pending = [s.migration for s in states if s.pending and s.migration]
+        # Before anything is created (even the bookkeeping schema), so that a refusal
+        # changes nothing.
+        adopted: list[tuple[Migration, int]] = []
+        if pending and pending[0].version == shipped[0].version:
+            adoption.check_casing(conn)  # the web app's auth tables, before 0001 runs
+        found = adoption.collisions(conn, pending)
+        if found:
+            adopted = adoption.adopt(conn, states, shipped, found, lock_timeout_s)
+            done = {migration.version for migration, _ in adopted}
+            pending_after = [m for m in pending if m.version not in done]
+        else:
+            pending_after = pending
+        conn.execute(_literal(_BOOTSTRAP))
         applied: list[tuple[Migration, int]] = []
-        for migration in pending:
+        for migration in pending_after:
             try:
                 duration_ms = _apply_one(conn, migration, lock_timeout_s)
             except psycopg.Error as exc:
@@ -300,7 +318,7 @@ def migrate(
                 ) from exc
             log.info("migration_applied", file=migration.name, duration_ms=duration_ms)
             applied.append((migration, duration_ms))
-        return MigrateResult(applied, pending)
+        return MigrateResult(applied, pending, adopted)
     finally:
         if not conn.closed:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))

@@ -235,17 +235,31 @@ def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Out
     return {row[0] for row in rows}
 
 
+def _input_version(task: Task) -> int | None:
+    """The input_version the edit trigger put in a robot task's payload (0018), if any."""
+    value = task.payload.get("input_version")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcome]) -> int:
     """Write one robot_input_event per attempt that has a cell, then the cells' new content.
 
     Call inside the transaction that finished the tasks, with the fenced outcomes only.
     Returns the number of cells written.
+
+    The latest edit wins: a result whose input_version is older than the one its cell
+    holds (or than another result for that cell in this batch) is recorded with
+    superseded = true and not written. A task whose cell was deleted while it ran (its
+    spreadsheet, column or row removed) gets no audit row and is cancelled, with the
+    reason, instead of failing on the audit row's foreign key.
     """
     audited = [o for o in outcomes if o.task.cell_id is not None and not o.handed_back]
     if not audited:
         return 0
-    conn.execute(
-        QUERIES["insert_robot_events"],
+    versions = [_input_version(o.task) for o in audited]
+    writes = [o.success and o.writes_cell for o in audited]
+    recorded = conn.execute(
+        QUERIES["insert_judged_robot_events"],
         {
             "cell_ids": [o.task.cell_id for o in audited],
             "task_ids": [o.task.id for o in audited],
@@ -255,18 +269,30 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
             "durations_ms": [o.duration_ms for o in audited],
             "successes": [o.success for o in audited],
             "errors": [o.error for o in audited],
+            "writes": writes,
+            "versions": versions,
         },
         prepare=False,  # see finish(): a generic plan would misjudge the batch size
-    )
-    writes = [o for o in audited if o.success and o.writes_cell]
-    if not writes:
+    ).fetchall()
+    superseded = {task_id for task_id, flag in recorded if flag}
+    present = {task_id for task_id, _ in recorded}
+    gone = [o.task.id for o in audited if o.task.id not in present]
+    if gone:
+        conn.execute(QUERIES["cancel_tasks_of_deleted_cells"], {"ids": gone})
+    chosen = [
+        (o, version)
+        for o, version, write in zip(audited, versions, writes, strict=True)
+        if write and o.task.id in present and o.task.id not in superseded
+    ]
+    if not chosen:
         return 0
-    conn.execute(
+    cursor = conn.execute(
         QUERIES["write_robot_cells"],
         {
-            "cell_ids": [o.task.cell_id for o in writes],
-            "contents": [o.cell_content for o in writes],
+            "cell_ids": [o.task.cell_id for o, _ in chosen],
+            "contents": [o.cell_content for o, _ in chosen],
+            "versions": [version for _, version in chosen],
         },
         prepare=False,
     )
-    return len(writes)
+    return cursor.rowcount

@@ -33,6 +33,7 @@ from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
 from websurf.worker import payloads
+from websurf.worker.registry import Registry
 
 DEFAULT_COLUMNS = 2  # the plan's websurfing_spreadsheet.default_columns
 DEFAULT_ROWS = 8  # the plan's websurfing_spreadsheet.default_rows
@@ -50,6 +51,10 @@ OPERATOR_TYPE_MAX_LENGTH = 100  # websurfing_column.operator_type
 
 class SheetError(ValueError):
     """A spreadsheet operation was refused; the message says why."""
+
+
+class UnknownOperatorError(SheetError):
+    """A robot column was given an operator type nothing known handles."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +350,28 @@ def hide_column(
     return update_column(conn, column_id, is_visible=not hidden)
 
 
+def _check_operator_known(
+    conn: psycopg.Connection[Any], operator_type: str, registry: Registry | None
+) -> None:
+    if registry is None:
+        from websurf.worker.registry import load_operators  # imports the operator modules
+
+        registry = load_operators(())
+    live = {
+        task_type
+        for row in conn.execute(QUERIES["list_workers"])
+        if not row[6]  # stale
+        for task_type in row[3]
+    }
+    if operator_type not in set(registry.names()) | live:
+        known = ", ".join(sorted(set(registry.names()) | live)) or "none"
+        raise UnknownOperatorError(
+            f"no operator {operator_type!r}: neither this process nor a live worker handles it"
+            f" (known: {known}), so its tasks would stay pending; allow unknown types"
+            " explicitly for operators of workers that are not running yet"
+        )
+
+
 def set_column_operator(
     conn: psycopg.Connection[Any],
     column_id: UUID | str,
@@ -352,13 +379,22 @@ def set_column_operator(
     *,
     source_column_id: UUID | str | None = None,
     options: dict[str, Any] | None = None,
+    registry: Registry | None = None,
+    allow_unknown_type: bool = False,
 ) -> Column:
-    """Let ``operator_type`` fill this column from edits of ``source_column_id`` (None: stop)."""
+    """Let ``operator_type`` fill this column from edits of ``source_column_id`` (None: stop).
+
+    An operator type that neither ``registry`` (default: the built-in and entry-point
+    operators) nor any live worker handles is refused, since its tasks would wait
+    forever; ``allow_unknown_type`` accepts it (a worker that will handle it is not up).
+    """
     column = get_column(conn, column_id)
     source: UUID | None = None
     if operator_type is not None:
         if not 1 <= len(operator_type) <= OPERATOR_TYPE_MAX_LENGTH:
             raise SheetError(f"an operator type has 1 to {OPERATOR_TYPE_MAX_LENGTH} characters")
+        if not allow_unknown_type:
+            _check_operator_known(conn, operator_type, registry)
         if source_column_id is None:
             raise SheetError("a robot column needs a source column whose edits feed it")
         source = get_column(conn, source_column_id).id

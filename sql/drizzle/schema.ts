@@ -28,6 +28,9 @@
  * schemaFilter (["public"]) keeps drizzle-kit away from websurf's own `websurf` schema
  * (applied migrations, worker registry).
  *
+ * author.ts beside this file names the author of cell edits (`withAuthor`) and
+ * recognises the refusal of an edit that named none (`isCellAuthorError`).
+ *
  * What only SQL has, and is therefore not described here (drizzle-kit neither creates
  * nor drops triggers and functions):
  * - `updated_at` is maintained by a BEFORE UPDATE trigger on every table that has it
@@ -60,6 +63,87 @@ import {
   unique,
   uniqueIndex,
 } from "drizzle-orm/pg-core";
+
+/**
+ * The Web Crypto global (Node 19+, browsers, Bun, Deno, edge runtimes), declared here so
+ * that this file type-checks under `tsc --strict` without the DOM lib or `@types/node`
+ * (a module-scoped declaration: it does not clash with either when they are present).
+ */
+declare const crypto: { randomUUID(): string };
+
+// ---------------------------------------------------------------------------------
+// Types of the JSON columns and of what the database sends (exported for the app).
+// ---------------------------------------------------------------------------------
+
+/** Any JSON value, as jsonb stores it. */
+export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+/** A JSON object: task payloads and operator options must be one. */
+export type JsonObject = { [key: string]: Json };
+
+/** The operators websurf ships (worker/operators); others register their own names. */
+export const builtInOperators = ["noop", "uppercase", "word_count", "web_title"] as const;
+export type BuiltInOperator = (typeof builtInOperators)[number];
+/** A task or operator type: a built-in one (autocompleted) or any other registered name. */
+export type OperatorType = BuiltInOperator | (string & {});
+
+/**
+ * The payload the cell-edit trigger writes for a robot column's task
+ * (sql/migrations/0018): what was typed into the source cell, which cell to fill, and
+ * the edit's place in line; the column's operatorOptions are merged in as well.
+ */
+export type RobotColumnPayload = {
+  /** The robot cell the result goes to. */
+  cell_id: string;
+  /** The edited cell of the source column (same row). */
+  source_cell_id: string;
+  /** Its new content; null when it was cleared (the robot then clears its cell). */
+  input: string | null;
+  /** Orders the edits of the source cell: a result never overwrites a newer one. */
+  input_version: number;
+  spreadsheet_id: string;
+  /** The robot column. */
+  column_id: string;
+  row_number: number;
+} & { [option: string]: Json };
+
+/** `noop`: does nothing; with cell_id and cell_content it writes that to the cell. */
+export type NoopPayload = { cell_id?: string; cell_content?: string } & JsonObject;
+/** `web_title`: the page at `url` (or at the robot column's `input`) gives its <title>. */
+export type WebTitlePayload = RobotColumnPayload | ({ cell_id?: string; url: string } & JsonObject);
+
+/** The payload of each built-in task type. */
+export type TaskPayloads = {
+  noop: NoopPayload;
+  uppercase: RobotColumnPayload;
+  word_count: RobotColumnPayload;
+  web_title: WebTitlePayload;
+};
+/** Any task's payload: a JSON object (the built-in types' shapes are in TaskPayloads). */
+export type TaskPayload = TaskPayloads[BuiltInOperator] | JsonObject;
+
+/** `LISTEN cell_updated`: a robot wrote this cell (sent when its transaction commits). */
+export type CellUpdatedNotification = {
+  spreadsheet_id: string;
+  column_id: string;
+  row_number: number;
+  cell_id: string;
+};
+
+/**
+ * `LISTEN new_task`: one per task type per INSERT statement. `id` when the statement
+ * inserted one task of that type, `scheduled_for` (ISO time) when none is due yet.
+ */
+export type NewTaskNotification = {
+  task_type: string;
+  priority: number;
+  id?: string;
+  scheduled_for?: string;
+};
+
+/** A transformer session's step_data: each finished step's result by its number, and the answers. */
+export type TransformerStepData = { inputs?: { [step: string]: string } } & {
+  [step: string]: Json;
+};
 
 /** Every table of the web app is named `websurfing_<name>` (T3 multi-project schema). */
 export const createTable = pgTableCreator((name) => `websurfing_${name}`);
@@ -175,9 +259,9 @@ export const columns = createTable(
     // Which robot fills this column (sql/migrations/0007): a person's edit of a cell in
     // the source column enqueues a task of operatorType for this column's cell in the
     // same row, with operatorOptions merged into its payload.
-    operatorType: d.varchar({ length: 100 }),
+    operatorType: d.varchar({ length: 100 }).$type<OperatorType>(),
     sourceColumnId: d.uuid(),
-    operatorOptions: d.jsonb(),
+    operatorOptions: d.jsonb().$type<JsonObject>(),
     // A robot column re-runs its operator for every filled row this often (sql/migrations/
     // 0020; the workers do it in bounded batches at bulk priority). NULL: only on edits.
     refreshEvery: d.interval(),
@@ -220,12 +304,15 @@ export const cells = createTable(
       .references(() => columns.id, { onDelete: "cascade" }),
     rowNumber: d.integer().notNull(),
     content: d.text(),
-    formattedContent: d.jsonb(),
+    formattedContent: d.jsonb().$type<Json>(),
     cellType: d.varchar({ length: 50 }).default("text"),
     isFormula: d.boolean().default(false),
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
     // Set by the touch_updated_at trigger on every UPDATE.
     updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // Which edit of the source cell the robot output in `content` was computed from
+    // (sql/migrations/0018): set by the worker, never written over by an older result.
+    inputVersion: d.bigint({ mode: "number" }),
   }),
   (t) => [
     index("cell_spreadsheet_idx").on(t.spreadsheetId),
@@ -247,10 +334,10 @@ export const taskQueue = createTable(
   "task_queue",
   (d) => ({
     id: d.uuid().primaryKey().defaultRandom(),
-    taskType: d.varchar({ length: 100 }).notNull(),
+    taskType: d.varchar({ length: 100 }).$type<OperatorType>().notNull(),
     // A JSON object (CHECK task_queue_payload_object); `cell_id`, when present, names the
     // cell the task writes.
-    payload: d.jsonb().$type<Record<string, unknown>>().notNull(),
+    payload: d.jsonb().$type<TaskPayload>().notNull(),
     status: d.varchar({ length: 20 }).$type<TaskStatus>().default("pending"),
     priority: d.integer().default(5),
     attempts: d.integer().default(0),
@@ -302,6 +389,27 @@ export const taskQueue = createTable(
   ],
 );
 
+/**
+ * A task as read from the queue. The plan's DDL gives `status`, `priority`, `attempts`,
+ * `maxAttempts`, `scheduledFor` and `createdAt` a DEFAULT but no NOT NULL (unchanged
+ * here, so that `drizzle-kit push` finds nothing to change), so Drizzle reads them as
+ * `| null`. websurf never writes NULL into them and the defaults fill them on insert:
+ * cast a selected row to `Task` unless your own code inserts explicit NULLs.
+ */
+export type Task = Omit<
+  typeof taskQueue.$inferSelect,
+  "status" | "priority" | "attempts" | "maxAttempts" | "scheduledFor" | "createdAt"
+> & {
+  status: TaskStatus;
+  priority: number;
+  attempts: number;
+  maxAttempts: number;
+  scheduledFor: Date;
+  createdAt: Date;
+};
+/** A task of one built-in type, with that type's payload. */
+export type TaskOf<K extends BuiltInOperator> = Task & { taskType: K; payload: TaskPayloads[K] };
+
 // ---------------------------------------------------------------------------------
 // Phase 3: the audit trail (sql/migrations/0004). A person's edit of a cell is a
 // cell_edit_event, a robot's a robot_input_event.
@@ -340,13 +448,17 @@ export const robotInputEvents = createTable(
       .notNull()
       .references(() => cells.id, { onDelete: "cascade" }),
     taskId: d.uuid(), // -> taskQueue.id, see the foreign key below
-    operatorType: d.varchar({ length: 100 }).notNull(),
-    inputData: d.jsonb(),
-    outputData: d.jsonb(),
+    operatorType: d.varchar({ length: 100 }).$type<OperatorType>().notNull(),
+    // The task's payload, and the handler's output.
+    inputData: d.jsonb().$type<TaskPayload>(),
+    outputData: d.jsonb().$type<Json>(),
     processingTimeMs: d.integer(),
     success: d.boolean().default(true),
     errorMessage: d.text(),
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // A result computed from an input older than the one its cell already holds: recorded
+    // here, not written to the cell (sql/migrations/0018); errorMessage says why.
+    superseded: d.boolean().default(false).notNull(),
   }),
   (t) => [
     // `.references(() => taskQueue.id)` would be named
@@ -411,10 +523,10 @@ export const transformerSessions = createTable(
   (d) => ({
     id: d.uuid().primaryKey().defaultRandom(),
     sessionName: d.varchar({ length: 255 }).notNull(),
-    initialInput: d.jsonb().notNull(),
+    initialInput: d.jsonb().$type<Json>().notNull(),
     currentStep: d.integer().default(1),
     totalSteps: d.integer(),
-    stepData: d.jsonb(),
+    stepData: d.jsonb().$type<TransformerStepData>(),
     isCompleted: d.boolean().default(false),
     requiresUserInput: d.boolean().default(false),
     userInputPrompt: d.text(),
@@ -439,6 +551,7 @@ export const transformerSessions = createTable(
 
 export const usersRelations = relations(users, ({ many }) => ({
   accounts: many(accounts),
+  sessions: many(sessions),
   spreadsheets: many(spreadsheets),
   cellEditEvents: many(cellEditEvents),
   cellPositionEvents: many(cellPositionEvents),
@@ -468,6 +581,14 @@ export const columnsRelations = relations(columns, ({ one, many }) => ({
     references: [spreadsheets.id],
   }),
   cells: many(cells),
+  /** The column whose edits feed this robot column. */
+  sourceColumn: one(columns, {
+    fields: [columns.sourceColumnId],
+    references: [columns.id],
+    relationName: "sourceColumn",
+  }),
+  /** The robot columns this column feeds. */
+  fedColumns: many(columns, { relationName: "sourceColumn" }),
 }));
 
 export const cellsRelations = relations(cells, ({ one, many }) => ({

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from websurf.worker.registry import Context, Task, operator
+from websurf.worker.registry import Context, Result, Task, operator
 
 
 @operator("test_sleep", timeout_s=None, max_attempts=3)
@@ -28,3 +28,20 @@ def sleep(task: Task, context: Context) -> Any:
     if task.attempt <= int(task.payload.get("sleep_attempts", 1_000_000)):
         time.sleep(seconds)
     return {"slept_s": seconds, "attempt": task.attempt}
+
+
+GATE_DEADLINE_S = 30.0
+
+
+@operator("test_gated_upper", timeout_s=None, max_attempts=1)
+def gated_upper(task: Task, context: Context) -> Result:
+    """Write the input in capitals; an input starting ``wait:`` first waits for the file
+    named by the column option ``gate`` (at most ``GATE_DEADLINE_S``), so a test can
+    make an older edit's task finish after a newer one's."""
+    text = str(task.payload.get("input") or "")
+    if text.startswith("wait:"):
+        gate = Path(str(task.payload["gate"]))
+        deadline = time.monotonic() + GATE_DEADLINE_S
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return Result(output={"text": text.upper()}, cell_content=text.upper())

@@ -156,22 +156,25 @@ def test_an_edit_enqueues_the_robot_of_each_column_it_feeds(
 
     target = sheets.get_cell(conn, created.id, b.id, 2)
     assert target is not None
-    task = conn.execute("SELECT task_type, payload, priority, status FROM websurfing_task_queue")
-    assert task.fetchall() == [
-        (
-            "uppercase",
-            {
-                "cell_id": str(target.id),
-                "source_cell_id": str(edited.id),
-                "input": "hello world",
-                "spreadsheet_id": str(created.id),
-                "column_id": str(b.id),
-                "row_number": 2,
-            },
-            8,
-            "pending",
-        )
-    ]
+    task = conn.execute(
+        "SELECT task_type, payload, priority, status, unique_key FROM websurfing_task_queue"
+    )
+    [(task_type, payload, priority, status, key)] = task.fetchall()
+    assert isinstance(payload.pop("input_version"), int)  # the edit's place in line (0018)
+    assert (task_type, payload, priority, status, key) == (
+        "uppercase",
+        {
+            "cell_id": str(target.id),
+            "source_cell_id": str(edited.id),
+            "input": "hello world",
+            "spreadsheet_id": str(created.id),
+            "column_id": str(b.id),
+            "row_number": 2,
+        },
+        8,
+        "pending",
+        f"cell:{target.id}",
+    )
 
 
 def test_an_edit_below_the_last_row_creates_both_cells_and_the_task(

@@ -165,3 +165,15 @@ def test_max_attempts_below_one_is_refused(
     assert done.returncode == 2
     assert "--max-attempts" in done.stderr
     assert _task_count(conn) == 0
+
+
+def test_a_unique_key_coalesces_into_the_pending_task(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    first = enqueue(database_url, "noop", "--payload", '{"v": 1}', "--unique-key", "k")
+    second = enqueue(database_url, "noop", "--payload", '{"v": 2}', "--unique-key", "k")
+
+    assert first.returncode == second.returncode == 0, second.stderr
+    assert first.stdout == second.stdout
+    assert _task(conn, first.stdout.strip())["payload"] == {"v": 2}
+    assert _task_count(conn) == 1

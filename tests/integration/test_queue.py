@@ -546,19 +546,25 @@ def test_robot_events_roll_back_with_the_finish(
     assert _count(conn, "SELECT count(*) FROM websurfing_cell WHERE content IS NOT NULL") == 0
 
 
-def test_robot_event_for_a_deleted_cell_fails_the_write(
+def test_a_task_whose_cell_was_deleted_while_it_ran_is_cancelled(
     conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
-    cell = make_cell()
-    task = _claim_one(conn, {"cell_id": cell})
+    cell, kept = make_cell(), make_cell()
+    ids = enqueue_many(conn, [NewTask("alpha", {"cell_id": c}) for c in (cell, kept)])
+    tasks = claim(conn, WORKER, ["alpha"], 10)
     conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (cell,))
-    outcome = Outcome(task, COMPLETED, "alpha", writes_cell=True, cell_content="x")
+    outcomes = [Outcome(t, COMPLETED, "alpha", writes_cell=True, cell_content="x") for t in tasks]
 
-    with pytest.raises(psycopg.errors.ForeignKeyViolation), conn.transaction():
-        finish(conn, WORKER, [outcome])
-        record_robot_events(conn, [outcome])
+    with conn.transaction():
+        finish(conn, WORKER, outcomes)
+        assert record_robot_events(conn, outcomes) == 1
 
-    assert _task_row(conn, task.id)["status"] == "processing"  # nothing half-written
+    gone, done = _task_row(conn, ids[0]), _task_row(conn, ids[1])
+    assert gone["status"] == "cancelled"
+    assert "its cell was deleted" in gone["error_message"]
+    assert _robot_rows(conn, ids[0]) == []
+    assert done["status"] == "completed"
+    assert [e["success"] for e in _robot_rows(conn, ids[1])] == [True]
 
 
 # -- at most one pending task per key (sql/migrations/0017) ---------------------------

@@ -157,3 +157,25 @@ def test_bad_ids_and_names_are_refused_with_a_reason(
         sheets.read_sheet(conn, "00000000-0000-0000-0000-000000000000")
     with pytest.raises(SheetError, match="needs a name"):
         sheets.create_spreadsheet(conn, make_user(), "  ")
+
+
+def test_a_robot_column_with_an_unknown_operator_is_refused(
+    conn: psycopg.Connection[Any], make_user: Callable[..., str]
+) -> None:
+    created = sheets.create_spreadsheet(conn, make_user(), "typo", columns=2, rows=1)
+    a, b = sheets.list_columns(conn, created.id)
+
+    with pytest.raises(sheets.UnknownOperatorError, match=r"'uppercsae'.*would stay pending"):
+        sheets.set_column_operator(conn, b.id, "uppercsae", source_column_id=a.id)
+    assert sheets.get_column(conn, b.id).operator_type is None
+
+    # Known to a live worker (one with --operators this process never loaded): accepted.
+    conn.execute(
+        "INSERT INTO websurf.worker (id, hostname, pid, task_types)"
+        " VALUES ('h/0/x', 'h', 1, '{shout}')"
+    )
+    assert sheets.set_column_operator(conn, b.id, "shout", source_column_id=a.id).operator_type
+    # Explicitly allowed, for a worker that is not up yet.
+    sheets.set_column_operator(
+        conn, b.id, "later_robot", source_column_id=a.id, allow_unknown_type=True
+    )

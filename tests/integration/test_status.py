@@ -124,6 +124,34 @@ def test_an_empty_queue_reads_as_empty(conn: psycopg.Connection[Any]) -> None:
     assert "no tasks pending" in status.render(found)
 
 
+def test_pending_tasks_that_no_live_worker_handles_are_named(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A robot column with a typo in its operator type: its tasks would wait silently."""
+    insert(
+        conn,
+        "INSERT INTO websurf.worker (id, hostname, pid, task_types)"
+        " VALUES ('host/0/live', 'host', 42, '{uppercase}'),"
+        " ('host/1/dead', 'host', 43, '{web_title}')",
+    )
+    insert(
+        conn,
+        "UPDATE websurf.worker SET last_heartbeat_at = now() - interval '1 hour'"
+        " WHERE id = 'host/1/dead'",
+    )
+    insert(
+        conn,
+        "INSERT INTO websurfing_task_queue (task_type, payload)"
+        " SELECT t, '{}' FROM unnest('{uppercase,uppercsae,uppercsae,web_title}'::text[]) AS t",
+    )
+
+    found = status.gather(conn)
+
+    assert found.unhandled == {"uppercsae": 2, "web_title": 1}
+    text = status.render(found)
+    assert "no live worker handles" in text and "uppercsae" in text
+
+
 def _scanned_relations(plan: dict[str, Any]) -> Iterator[tuple[str, str]]:
     if "Relation Name" in plan:
         yield plan["Node Type"], plan.get("Index Name", plan["Relation Name"])

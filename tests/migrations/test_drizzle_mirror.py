@@ -10,166 +10,26 @@ identifier must fit in 63 bytes, and ``drizzle-kit push`` against a database web
 migrated (what the web app runs) must find nothing to change. schema.ts must also pass
 strict ``tsc``, which drizzle-kit (it only transpiles) does not check.
 
-The npm packages are installed once per package.json/lockfile into
-``$XDG_CACHE_HOME/websurf/drizzle-<hash>`` (default ``~/.cache``), outside the
-repository, and reused by later runs. Needs Node.js; skipped where it is missing.
+The pinned toolchain comes from the ``toolchain`` fixture (tests/migrations/conftest.py).
+Needs Node.js; skipped where it is missing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import platform
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, LiteralString
-from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
-from psycopg import conninfo
 from psycopg.rows import namedtuple_row
 
 pytestmark = pytest.mark.node
 
-DRIZZLE_DIR = Path(__file__).resolve().parents[2] / "sql" / "drizzle"
-# Copied into each test's tmp_path, next to a symlink to the cached node_modules.
-PROJECT_FILES = ("package.json", "schema.ts", "drizzle.config.ts", "tsconfig.json")
 STATEMENT_BREAKPOINT = "--> statement-breakpoint"
 # PostgreSQL keeps NAMEDATALEN - 1 bytes of an identifier and silently cuts the rest.
 MAX_IDENTIFIER_BYTES = 63
-INSTALL_TIMEOUT_S = 240
-RUN_TIMEOUT_S = 120
-
-
-def _node_tools() -> dict[str, str]:
-    tools = {name: shutil.which(name) for name in ("node", "npm", "npx")}
-    missing = [name for name, path in tools.items() if path is None]
-    if missing:
-        pytest.skip(
-            f"Node.js not found ({', '.join(missing)} missing on PATH): the Drizzle mirror "
-            "test runs drizzle-kit on sql/drizzle/schema.ts"
-        )
-    return {name: path for name, path in tools.items() if path is not None}
-
-
-def _run(
-    args: list[str],
-    cwd: Path,
-    timeout: float,
-    what: str,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a Node.js tool quietly; on failure, fail the test with its output."""
-    try:
-        result = subprocess.run(
-            args,
-            cwd=cwd,
-            env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0", "CI": "1", **(env or {})},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{what} timed out after {timeout:.0f}s: {' '.join(args)}", pytrace=False)
-    if result.returncode != 0:
-        pytest.fail(
-            f"{what} failed (exit {result.returncode}): {' '.join(args)}\n"
-            f"in {cwd}\n--- stdout ---\n{result.stdout[-4000:]}\n"
-            f"--- stderr ---\n{result.stderr[-4000:]}",
-            pytrace=False,
-        )
-    return result
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "websurf"
-
-
-@dataclass(frozen=True)
-class Toolchain:
-    node: str
-    node_modules: Path
-
-    def bin(self, package: str, script: str) -> list[str]:
-        return [self.node, str(self.node_modules / package / script)]
-
-
-@pytest.fixture(scope="module")
-def toolchain() -> Toolchain:
-    """drizzle-kit, drizzle-orm and typescript as pinned, installed once into the cache."""
-    tools = _node_tools()
-    version = subprocess.run(
-        [tools["node"], "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    key = hashlib.sha256()
-    for name in ("package.json", "package-lock.json"):
-        key.update((DRIZZLE_DIR / name).read_bytes())
-    # node_modules holds platform binaries (esbuild): one install per platform and Node major.
-    key.update(f"{version.split('.')[0]}-{platform.system()}-{platform.machine()}".encode())
-    target = _cache_root() / f"drizzle-{key.hexdigest()[:16]}"
-    drizzle_kit = target / "node_modules" / "drizzle-kit" / "bin.cjs"
-    if not drizzle_kit.is_file():
-        if target.exists():  # damaged by hand: start afresh
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Install next to the target and rename it into place: a concurrent or
-        # interrupted run never sees (or leaves) a half-installed directory.
-        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.installing-", dir=target.parent))
-        try:
-            for name in ("package.json", "package-lock.json"):
-                shutil.copy2(DRIZZLE_DIR / name, staging / name)
-            _run(
-                [
-                    tools["npm"],
-                    "ci",
-                    "--ignore-scripts",
-                    "--no-audit",
-                    "--no-fund",
-                    "--loglevel=error",
-                ],
-                cwd=staging,
-                timeout=INSTALL_TIMEOUT_S,
-                what="npm ci of sql/drizzle/package.json (needs the npm registry)",
-            )
-            try:
-                staging.rename(target)
-            except OSError:
-                if not drizzle_kit.is_file():  # not a lost race: a real problem
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return Toolchain(node=tools["node"], node_modules=target / "node_modules")
-
-
-def _project(tmp_path: Path, toolchain: Toolchain) -> Path:
-    """A copy of sql/drizzle in tmp_path that uses the cached node_modules."""
-    work = tmp_path / "drizzle"
-    work.mkdir()
-    for name in PROJECT_FILES:
-        shutil.copy2(DRIZZLE_DIR / name, work / name)
-    (work / "node_modules").symlink_to(toolchain.node_modules, target_is_directory=True)
-    return work
-
-
-def _generate_sql(work: Path, toolchain: Toolchain) -> list[Path]:
-    _run(
-        [*toolchain.bin("drizzle-kit", "bin.cjs"), "generate", "--config", "drizzle.config.ts"],
-        cwd=work,
-        timeout=RUN_TIMEOUT_S,
-        what="drizzle-kit generate on sql/drizzle/schema.ts",
-    )
-    files = sorted((work / "out").glob("*.sql"))
-    assert files, f"drizzle-kit generate wrote no .sql file into {work / 'out'}"
-    return files
 
 
 def _apply(url: str, files: Iterable[Path]) -> None:
@@ -248,10 +108,10 @@ def _differences(
 
 
 def test_drizzle_schema_matches_migrations(
-    toolchain: Toolchain, tmp_path: Path, empty_database_url: str, database_url: str
+    toolchain: Any, tmp_path: Path, empty_database_url: str, database_url: str
 ) -> None:
-    work = _project(tmp_path, toolchain)
-    generated = _generate_sql(work, toolchain)
+    work = toolchain.project(tmp_path)
+    generated = toolchain.generate(work)
     _apply(empty_database_url, generated)
 
     drizzle = _catalog(empty_database_url)
@@ -269,11 +129,11 @@ def test_drizzle_schema_matches_migrations(
         )
 
 
-def test_drizzle_identifiers_fit_postgres(toolchain: Toolchain, tmp_path: Path) -> None:
+def test_drizzle_identifiers_fit_postgres(toolchain: Any, tmp_path: Path) -> None:
     """A name PostgreSQL truncates still compares equal above, but `drizzle-kit push`
     then finds it "missing" and drops and re-adds it on every run."""
-    work = _project(tmp_path, toolchain)
-    text = "\n".join(path.read_text("utf-8") for path in _generate_sql(work, toolchain))
+    work = toolchain.project(tmp_path)
+    text = "\n".join(path.read_text("utf-8") for path in toolchain.generate(work))
     too_long = sorted(
         {
             name
@@ -288,25 +148,8 @@ def test_drizzle_identifiers_fit_postgres(toolchain: Toolchain, tmp_path: Path) 
     )
 
 
-def _node_postgres_url(dsn: str) -> str:
-    """psycopg's conninfo (URL or key=value) as the URL node-postgres understands."""
-    params = conninfo.conninfo_to_dict(dsn)
-    auth = quote(str(params.get("user", "")), safe="")
-    if params.get("password"):
-        auth += ":" + quote(str(params["password"]), safe="")
-    host = str(params.get("host") or "localhost")
-    query = {}
-    if host.startswith("/"):  # unix socket directory
-        query["host"], host = host, "localhost"
-    netloc = f"{auth}@{host}" if auth else host
-    if params.get("port"):
-        netloc += f":{params['port']}"
-    url = f"postgresql://{netloc}/{quote(str(params.get('dbname', '')), safe='')}"
-    return f"{url}?{urlencode(query)}" if query else url
-
-
 def test_drizzle_kit_push_finds_nothing_to_change(
-    toolchain: Toolchain, tmp_path: Path, database_url: str
+    toolchain: Any, tmp_path: Path, database_url: str
 ) -> None:
     """What the web app runs: `drizzle-kit push` against a database websurf migrated."""
     with psycopg.connect(database_url) as conn:
@@ -317,22 +160,15 @@ def test_drizzle_kit_push_finds_nothing_to_change(
         # the same schema.ts pushes clean on PostgreSQL 15). The catalog comparison
         # above still checks this server.
         pytest.skip(f"drizzle-kit 0.31 push misreads PostgreSQL {version // 10000} catalogs")
-    work = _project(tmp_path, toolchain)
+    work = toolchain.project(tmp_path)
     # --force: never prompt (stdin is closed); the database is this test's throwaway clone.
-    result = _run(
-        [
-            *toolchain.bin("drizzle-kit", "bin.cjs"),
-            "push",
-            "--config",
-            "drizzle.config.ts",
-            "--verbose",
-            "--strict=false",
-            "--force",
-        ],
-        cwd=work,
-        timeout=RUN_TIMEOUT_S,
-        what="drizzle-kit push of sql/drizzle/schema.ts",
-        env={"DATABASE_URL": _node_postgres_url(database_url)},
+    result = toolchain.drizzle_kit(
+        work,
+        "push",
+        "--verbose",
+        "--strict=false",
+        "--force",
+        env={"DATABASE_URL": toolchain.node_url(database_url)},
     )
     if "No changes detected" not in result.stdout:
         output = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", result.stdout)
@@ -344,12 +180,11 @@ def test_drizzle_kit_push_finds_nothing_to_change(
         )
 
 
-def test_drizzle_schema_typechecks(toolchain: Toolchain, tmp_path: Path) -> None:
+def test_drizzle_schema_typechecks(toolchain: Any, tmp_path: Path) -> None:
     """drizzle-kit only transpiles schema.ts; the web app compiles it under strict tsc."""
-    work = _project(tmp_path, toolchain)
-    _run(
+    work = toolchain.project(tmp_path)
+    toolchain.run(
         [*toolchain.bin("typescript", "bin/tsc"), "-p", "tsconfig.json"],
-        cwd=work,
-        timeout=RUN_TIMEOUT_S,
-        what="tsc -p sql/drizzle/tsconfig.json",
+        work,
+        "tsc -p sql/drizzle/tsconfig.json",
     )

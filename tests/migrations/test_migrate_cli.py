@@ -161,10 +161,14 @@ def test_failing_file_is_rolled_back_named_and_exits_non_zero(
     empty_database_url: str, databases: Any
 ) -> None:
     shipped = shipped_migrations()
-    failing = next(m for m in shipped if "CREATE TABLE websurfing_spreadsheet" in m.text)
+    failing = next(m for m in shipped if "CREATE FUNCTION websurf.touch_updated_at" in m.text)
     earlier = [m for m in shipped if m.version < failing.version]
-    # Someone else's table in the way makes that file fail part-way through.
-    conflict = "CREATE TABLE websurfing_spreadsheet (id text PRIMARY KEY)"
+    # Someone else's function in the way makes that file fail part-way through. (A table
+    # in the way is a case for adoption instead: tests/migrations/test_adopt.py.)
+    conflict = (
+        "CREATE SCHEMA websurf;"
+        " CREATE FUNCTION websurf.touch_updated_at() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+    )
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute(conflict)
     # The same database as it should look afterwards: only the earlier files applied.
@@ -178,7 +182,7 @@ def test_failing_file_is_rolled_back_named_and_exits_non_zero(
     assert result.returncode == 1
     assert _errors(result.stderr) == [
         f"error: {failing.name} failed and was rolled back:"
-        ' relation "websurfing_spreadsheet" already exists'
+        ' function "touch_updated_at" already exists with same argument types'
     ]
     assert _versions(empty_database_url) == [m.version for m in earlier]
     assert _catalog(empty_database_url) == _catalog(expected_url)

@@ -1,9 +1,12 @@
 """Text operators for robot columns: ``uppercase`` and ``word_count``.
 
 They read the edited source cell's content from the payload's ``input`` (put there by
-the cell-edit trigger) and write their answer to the task's cell. Also the example
-transformer ``word_stats`` (initial input ``{"text": …}``): counts the words, asks a
-person which word to look for, and counts that word.
+the cell-edit trigger) and write their answer to the task's cell. A cleared input
+(NULL, empty or only whitespace) clears the robot cell (NULL): there is nothing to put
+in capitals or to count, and an empty source should not show ``""`` or ``0`` beside it.
+
+Also the example transformer ``word_stats`` (initial input ``{"text": …}``): counts the
+words, asks a person which word to look for, and counts that word.
 """
 
 from __future__ import annotations
@@ -16,20 +19,30 @@ from websurf.worker.transformers import Ask, StepInput, register_transformer
 TEXT_TIMEOUT_S = 5.0
 
 
-def _input(task: Task) -> str:
+CLEARED = Result(output={"cleared": True}, cell_content=None)
+
+
+def _input(task: Task) -> str | None:
+    """The source cell's new content; None when it was cleared."""
     value: Any = task.payload.get("input")
-    return "" if value is None else str(value)
+    text = "" if value is None else str(value)
+    return text if text.strip() else None
 
 
 @operator("uppercase", timeout_s=TEXT_TIMEOUT_S)
 def uppercase(task: Task, context: Context) -> Result:
-    content = _input(task).upper()
-    return Result(output={"content": content}, cell_content=content)
+    text = _input(task)
+    if text is None:
+        return CLEARED
+    return Result(output={"content": text.upper()}, cell_content=text.upper())
 
 
 @operator("word_count", timeout_s=TEXT_TIMEOUT_S)
 def word_count(task: Task, context: Context) -> Result:
-    words = len(_input(task).split())
+    text = _input(task)
+    if text is None:
+        return CLEARED
+    words = len(text.split())
     return Result(output={"words": words}, cell_content=str(words))
 
 
