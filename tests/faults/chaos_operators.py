@@ -1,4 +1,6 @@
-"""The operator the fault-injection suite runs: ``chaos``, whose payload says how to behave.
+"""The operators the fault-injection suite runs: ``chaos`` (a plain function, run in a
+handler thread) and ``chaos_async`` (``async def``, run on the event loop with many others
+in flight), whose payload says how to behave.
 
 Loaded by the worker under test with ``--operators chaos_operators`` (this directory is
 on its PYTHONPATH). ``kind`` in the payload picks the behaviour; the attempt number
@@ -9,6 +11,7 @@ suite counts.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
@@ -85,3 +88,28 @@ def chaos_long(task: Task, context: Context) -> Any:
         time.sleep(float(task.payload["seconds"]))
     _side_effect(task, context)
     return {"attempt": task.attempt}
+
+
+@operator(
+    "chaos_async",
+    timeout_s=TIMEOUT_S,
+    max_attempts=MAX_ATTEMPTS,
+    retry=Backoff(base_s=0.05, factor=2.0, max_s=0.4),
+)
+async def chaos_async(task: Task, context: Context) -> Any:
+    """``chaos`` on the event loop: waits are awaited, crashes happen inside a loop step."""
+    kind = task.payload["kind"]
+    first = task.attempt == 1
+    await asyncio.sleep(0)  # a first step: it shares the loop with the tasks in flight
+    if kind == "raise" or (kind == "flaky" and first):
+        raise RuntimeError(f"chaos {kind} on attempt {task.attempt}")
+    if kind in ("exit_always", "kill_always", "segfault") or (kind == "exit_once" and first):
+        _crash(kind)
+    if kind == "slow":
+        await asyncio.sleep(SLOW_S)
+    if kind == "hang_always" or (kind in ("hang_once", "stubborn_hang") and first):
+        await asyncio.sleep(HANG_S)  # cancelled at the operator's timeout
+    _side_effect(task, context)
+    if task.cell_id is not None:
+        return Result(output={"kind": kind}, cell_content=f"{kind}:{task.id}")
+    return {"kind": kind}

@@ -95,12 +95,16 @@ def make_cells(url: str, count: int) -> list[str]:
     return [str(c[0]) for c in cells]
 
 
-def enqueue_chaos(url: str, payloads: list[dict[str, Any]]) -> None:
+def enqueue_chaos(url: str, payloads: list[dict[str, Any]], *, async_share: float = 0.0) -> None:
+    """Queue ``chaos`` tasks; every task whose index falls in ``async_share`` runs as
+    ``chaos_async`` instead (same payload, same expectations)."""
+    every = round(1 / async_share) if async_share else 0
+    types = ["chaos_async" if every and i % every == 0 else "chaos" for i in range(len(payloads))]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO websurfing_task_queue (task_type, payload, max_attempts)"
-            " SELECT 'chaos', p, 3 FROM unnest(%s::jsonb[]) AS p",
-            ([Jsonb(p) for p in payloads],),
+            " SELECT t, p, 3 FROM unnest(%s::text[], %s::jsonb[]) AS x(t, p)",
+            (types, [Jsonb(p) for p in payloads]),
         )
 
 

@@ -180,7 +180,8 @@ def test_every_task_ends_exactly_once_under_chaos(
     url = fault_database
     cells_needed = TASKS  # more than enough
     cells = make_cells(url, cells_needed)
-    enqueue_chaos(url, payloads(rng, cells, TASKS))
+    # Half the tasks run as async handlers, many in flight per process beside the threads.
+    enqueue_chaos(url, payloads(rng, cells, TASKS), async_share=0.5)
     side_effects = tmp_path / "side-effects"
     daemon = start_daemon(url, *FAST, env={SIDE_EFFECTS_ENV: str(side_effects)})
     wait_for("two workers", lambda: len(daemon.children()) == 2, timeout=30)
@@ -250,7 +251,7 @@ def test_workers_ride_out_a_long_outage(
     work = [{"kind": "slow", "cell_id": c} for c in cells[:40]]
     work += [{"kind": "ok_cell", "cell_id": c} for c in cells[40:]] + [{"kind": "ok"}] * 600
     rng.shuffle(work)
-    enqueue_chaos(url, work)
+    enqueue_chaos(url, work, async_share=0.5)
     side_effects = tmp_path / "side-effects"
     daemon = start_daemon(url, *FAST, env={SIDE_EFFECTS_ENV: str(side_effects)})
     wait_for(

@@ -160,7 +160,8 @@ def serve(database_url: str, gate: Gate) -> Iterator[Serve]:
     started: list[tuple[Runner, threading.Thread]] = []
 
     def start(worker_id: str = "test/0/runner", **settings: Any) -> Runner:
-        config = WorkerConfig(database_url=database_url, poll_interval_s=0.2, **settings)
+        settings.setdefault("poll_interval_s", 0.2)
+        config = WorkerConfig(database_url=database_url, **settings)
         runner = Runner(config, worker_id, registry=_registry(gate))
         runner.boot()
         thread = threading.Thread(target=runner.serve, name=f"serve-{worker_id}")
@@ -513,6 +514,20 @@ def test_plain_handlers_run_in_threads_without_stalling_async_ones(
     gate.opened.set()
     wait_for(lambda: _finished(conn, *blocked), "the plain tasks")
     assert gate.most_inside == 4
+
+
+def test_plain_tasks_beyond_the_threads_start_as_threads_free_without_a_poll(
+    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+) -> None:
+    serve(threads_per_process=2, poll_interval_s=120.0)
+    cells = [make_cell() for _ in range(9)]
+    ids = enqueue_many(
+        conn, [NewTask("write_plain", {"cell_id": c, "text": f"t{i}"}) for i, c in enumerate(cells)]
+    )
+
+    # Each wave of 2 is claimed for when its threads free, not at the next poll (2 min).
+    wait_for(lambda: _finished(conn, *ids), "9 plain tasks through 2 threads")
+    assert [_content(conn, c) for c in cells] == [f"t{i}" for i in range(9)]
 
 
 def test_an_operator_concurrency_limit_holds(

@@ -275,6 +275,7 @@ class Executor:
         problem = _unstorable(output, content if writes else None)
         if problem is not None:
             return self._failed(task, op, TypeError(problem), started, ctx=ctx, permanent=True)
+        ctx.log.info("task_completed", duration_ms=duration_ms)
         return Outcome(
             task,
             COMPLETED,

@@ -99,8 +99,9 @@ class Slots:
     def free(self) -> int:
         return self.capacity - self.running
 
-    def claims(self, stuck_threads: int, limit: int) -> list[tuple[list[str], int]]:
-        """The claims to make now: (task types, how many), one per pool of slots.
+    def claims(self, stuck_threads: int, limit: int) -> tuple[list[tuple[list[str], int]], bool]:
+        """The claims to make now: (task types, how many), one per pool of slots; and
+        whether a pool had no room (its tasks must be claimed for when room frees).
 
         Async operators share the process's free slots, plain ones its free threads,
         and an operator with its own cap is a pool of its own. When the capped and
@@ -112,9 +113,10 @@ class Slots:
         """
         free = min(self.free(), limit)
         if free <= 0:
-            return []
+            return [], True
         threads = self.threads - self.plain_running - stuck_threads
         pools: dict[str, tuple[list[str], int]] = {}
+        starved = False
         for name, op in sorted(self.operators.items()):
             if op.concurrency is not None:
                 room = op.concurrency - self.per_operator[name]
@@ -122,18 +124,22 @@ class Slots:
                     room = min(room, threads)
                 if room > 0:
                     pools[name] = ([name], room)
+                else:
+                    starved = True
             elif op.is_async:
                 pools.setdefault("async", ([], free))[0].append(name)
             elif threads > 0:
                 pools.setdefault("plain", ([], threads))[0].append(name)
+            else:
+                starved = True
         shared = pools.pop("async", None)
         claims = [(types, min(room, free)) for types, room in pools.values()]
         if claims and sum(n for _, n in claims) >= free and (shared or len(claims) > 1):
             every = [t for types, _ in claims for t in types] + (shared[0] if shared else [])
-            return [(sorted(every), free)]
+            return [(sorted(every), free)], starved
         if shared is not None:
             claims.append(shared)  # last: it takes the free slots the others leave
-        return claims
+        return claims, starved
 
     def can_start(self, op: Operator, stuck_threads: int) -> bool:
         if self.free() <= 0:
@@ -482,13 +488,15 @@ class Runner:
                 want, seen = True, wake.hints
             timeout = poll_s  # with no room: until a slot frees (the event) or a poll
             if want:
-                claims = self.slots.claims(self.executor.stuck, self.config.batch_max)
+                claims, starved = self.slots.claims(self.executor.stuck, self.config.batch_max)
                 if claims:
                     cooldown = last_claim + CLAIM_COOLDOWN_S - now
                     if cooldown <= 0 or self.slots.free() * 2 >= self.slots.capacity:
                         seen = wake.hints
                         try:
-                            want = await self._claim_all(claims)
+                            # A pool without room keeps the loop wanting: its tasks are
+                            # claimed for as soon as a slot of its own frees.
+                            want = await self._claim_all(claims) or starved
                         except psycopg.OperationalError:
                             break  # stopping while the database is away
                         last_claim = time.monotonic()
