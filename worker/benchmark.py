@@ -53,7 +53,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -657,7 +657,7 @@ def measure_sleep_throughput(
     with _scratch_connection(url) as conn:
         _reset(conn)
         _insert_sleeps(conn, task_type, tasks, sleep_s)
-        return _run_daemons(
+        result = _run_daemons(
             conn,
             url,
             tasks=tasks,
@@ -665,6 +665,11 @@ def measure_sleep_throughput(
             task_type=task_type,
             operators=[BENCH_OPERATORS_MODULE],
         )
+    if not plain and tasks <= processes * TASKS_PER_PROCESS:
+        # One wave: every task is in flight at once and they all end together, so the
+        # rate between the 10th and 90th percentile completions says nothing.
+        result = replace(result, steady_per_s=None)
+    return result
 
 
 def _rss_mb(pid: int) -> float:
