@@ -63,7 +63,7 @@ def bench_command(
     as_json: bool,
     only: tuple[str, ...],
 ) -> None:
-    """Measure throughput, latency and enqueue rates of websurf on this machine.
+    """Measure throughput, latency, memory and enqueue rates of websurf on this machine.
 
     Works in a scratch database (websurf_bench_<random>) that it creates on the server,
     migrates and drops at the end. Progress goes to stderr, the report to stdout.
@@ -102,8 +102,11 @@ def bench_command(
         raise CommandError("checks failed: " + "; ".join(report.problems), EXIT_FAILURE)
 
 
+DECIMALS = {"ms": 2, "MB": 1}  # of a unit in the table; counts and rates have none
+
+
 def _number(value: float, unit: str) -> str:
-    return f"{value:,.2f}" if unit == "ms" else f"{value:,.0f}"
+    return f"{value:,.{DECIMALS.get(unit, 0)}f}"
 
 
 def render(report: Report) -> str:

@@ -18,6 +18,19 @@ Design note
   ``bench_latency`` operator (``websurf.worker.operators.bench``, loaded only into the
   benchmark's daemon) records ``time.time() - t0`` at the start of its body. Producer
   and worker share the machine's clock.
+* Robots that wait (``async``, ``threaded``): tasks that each sleep 100 ms without using a
+  CPU (``bench_sleep`` awaits ``asyncio.sleep``, ``bench_sleep_plain`` calls
+  ``time.sleep`` in the worker's thread pool), run like the no-op tasks, by a daemon at
+  its default settings (processes, tasks and threads per process).
+* Memory: VmRSS of each worker process (``/proc/<pid>/status``, pids from
+  ``websurf.worker``) once the database shows every process's share of long sleeps in
+  flight (``processing``), and before any task arrived.
+* A person's edit under bulk work (``priority``): bulk sleeps queued at priority 5, the
+  default daemon busy with them, then edits through ``sheets.edit_cell`` of a column
+  that feeds an ``uppercase`` robot column. Each edit's figure is its robot task's
+  ``completed_at - created_at``: the edit's transaction to the transaction that wrote
+  the robot cell, both on the database clock (``now()`` of each), so neither the
+  benchmark's polling nor clock skew enters it.
 * Each function returns one run's figures as a dataclass; :func:`run_benchmark` repeats
   them, interleaving the runs, and reports medians with min-max.
 * Traded away: the machine described is the one running the benchmark. Against a
@@ -40,7 +53,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -53,7 +66,7 @@ from psycopg.rows import dict_row
 from websurf.sql import QUERIES
 from websurf.sql.migrate import migrate
 from websurf.worker import sheets
-from websurf.worker.config import BATCH_MAX
+from websurf.worker.config import BATCH_MAX, CONCURRENCY, TASKS_PER_PROCESS
 from websurf.worker.queue import NewTask, enqueue, enqueue_many
 
 SCRATCH_PREFIX = "websurf_bench_"
@@ -61,6 +74,15 @@ SCRATCH_PREFIX = "websurf_bench_"
 # daemon, so importing this module never registers it anywhere else.
 BENCH_OPERATORS_MODULE = "websurf.worker.operators.bench"
 LATENCY_OPERATOR = "bench_latency"
+SLEEP_OPERATOR = "bench_sleep"  # async def, awaits asyncio.sleep(payload sleep_s)
+SLEEP_PLAIN_OPERATOR = "bench_sleep_plain"  # a plain function calling time.sleep
+SLEEP_S = 0.1  # how long each robot of the async, threaded and priority runs waits
+MEMORY_SLEEP_S = 10.0  # long enough for every task to be in flight when memory is read
+BULK_PRIORITY = 5  # the bulk work of the priority run (the queue's default)
+EDIT_PRIORITY = 8  # what the cell-edit trigger gives a robot column's task
+EDIT_INTERVAL_S = 0.05  # the priority run's person edits once per this many seconds
+EDIT_OPERATOR = "uppercase"  # the robot column the priority run's edits feed
+BUSY_POLL_INTERVAL_S = 0.01  # catching the daemon busy while bulk work is still queued
 PROBE_FILE_PREFIX = "websurf-bench-"
 CELL_CONTENT = "x"
 BENCH_WORKER_ID = "websurf-bench"
@@ -74,7 +96,18 @@ EDIT_ROWS = 1_000  # edits cycle over this many rows of one column
 EXPLAIN_REPEATS = 5
 STDERR_TAIL_CHARS = 2000
 STEADY_FROM, STEADY_TO = 0.1, 0.9  # the completion quantiles between which "steady" is measured
-MEASUREMENTS = ("noop", "cells", "enqueue", "latency", "edits", "plan")
+MEASUREMENTS = (
+    "noop",
+    "cells",
+    "enqueue",
+    "latency",
+    "edits",
+    "async",
+    "threaded",
+    "memory",
+    "priority",
+    "plan",
+)
 
 
 class BenchError(RuntimeError):
@@ -132,6 +165,30 @@ class CellEdits:
     max_ms: float
     edit_audit_rows: int  # websurfing_cell_edit_event rows after the run
     tasks_enqueued: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    processes: int
+    in_flight_per_process: int  # tasks processing in each process when RSS was read
+    idle_rss_mb: list[float]  # each worker process before any task arrived
+    rss_mb: list[float]  # each worker process with its tasks in flight
+    max_mb: float
+    mean_mb: float
+    idle_mean_mb: float
+
+
+@dataclass(frozen=True)
+class EditPriority:
+    bulk_tasks: int  # queued at BULK_PRIORITY before the daemon started
+    edits: int
+    p50_ms: float  # edit's transaction to the robot cell's transaction (database clock)
+    p90_ms: float
+    max_ms: float
+    priorities: list[int]  # distinct priorities of the edits' robot tasks
+    edits_completed: int
+    edits_during_bulk: int  # edits made before the last bulk task completed
+    robot_cells_answered: int  # robot cells holding the upper-case source
 
 
 @dataclass(frozen=True)
@@ -202,6 +259,12 @@ class BenchOptions:
     latency_duration_s: float = 20.0
     latency_processes: int = 2
     edits: int = 1_000
+    async_tasks: int = 10_000
+    threaded_tasks: int = 2_000
+    memory_in_flight: int = TASKS_PER_PROCESS  # per process
+    memory_sleep_s: float = MEMORY_SLEEP_S
+    priority_bulk_tasks: int = 4_000
+    priority_edits: int = 40
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
@@ -217,6 +280,9 @@ class BenchOptions:
             "single_tasks": 300,
             "latency_duration_s": 3.0,
             "edits": 200,
+            "async_tasks": 2_000,
+            "threaded_tasks": 500,
+            "priority_edits": 10,
             "only": tuple(m for m in MEASUREMENTS if m != "plan"),
         }
         settings.update(overrides)
@@ -362,6 +428,7 @@ def _wait_for(
     *,
     timeout_s: float,
     what: str,
+    interval_s: float = POLL_INTERVAL_S,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
@@ -371,7 +438,7 @@ def _wait_for(
                 raise BenchError(f"a worker daemon exited with code {code}: {daemon.tail()}")
         if time.monotonic() >= deadline:
             raise BenchError(f"gave up after {timeout_s:g}s waiting for {what}")
-        time.sleep(POLL_INTERVAL_S)
+        time.sleep(interval_s)
 
 
 def _run_daemons(
@@ -382,10 +449,11 @@ def _run_daemons(
     processes: int,
     daemons: int = 1,
     task_type: str = "noop",
+    operators: Sequence[str] = (),
 ) -> Throughput:
     """Launch the daemon(s) on a queue of ``tasks`` due tasks; time them until all are done."""
     launched: datetime = _scalar(conn, "bench_database_clock")
-    with _daemons(url, processes=processes, count=daemons) as running:
+    with _daemons(url, processes=processes, count=daemons, operators=operators) as running:
         _wait_for(
             lambda: _scalar(conn, "bench_unfinished_count") == 0,
             running,
@@ -493,12 +561,7 @@ def measure_pickup_latency(
             return bool(_scalar(conn, "bench_unfinished_count") == 0)
 
         with _daemons(url, processes=processes, operators=[BENCH_OPERATORS_MODULE]) as running:
-            _wait_for(
-                lambda: _scalar(conn, "bench_live_workers") >= processes,
-                running,
-                timeout_s=READY_TIMEOUT_S,
-                what="the worker processes to register",
-            )
+            _wait_registered(conn, running, processes)
             for _ in range(LATENCY_WARMUP_TASKS):
                 enqueue(conn, LATENCY_OPERATOR, {"t0": time.time()})
             _wait_for(all_done, running, timeout_s=READY_TIMEOUT_S, what="the warm-up")
@@ -557,6 +620,195 @@ def measure_cell_edits(url: str, *, edits: int) -> CellEdits:
             edit_audit_rows=_scalar(conn, "bench_count_edit_events"),
             tasks_enqueued=_scalar(conn, "bench_count_tasks", {"task_type": "noop"}),
         )
+
+
+def _insert_sleeps(
+    conn: psycopg.Connection[Any],
+    task_type: str,
+    count: int,
+    sleep_s: float,
+    priority: int = BULK_PRIORITY,
+) -> None:
+    conn.execute(
+        QUERIES["bench_insert_sleep_tasks"],
+        {"task_type": task_type, "count": count, "sleep_s": sleep_s, "priority": priority},
+    )
+
+
+def _states(conn: psycopg.Connection[Any], task_type: str) -> tuple[int, int, int]:
+    """(pending, processing, completed) tasks of ``task_type``."""
+    row = conn.execute(QUERIES["bench_task_states"], {"task_type": task_type}).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def measure_sleep_throughput(
+    url: str,
+    *,
+    tasks: int,
+    plain: bool = False,
+    processes: int = CONCURRENCY,
+    sleep_s: float = SLEEP_S,
+) -> Throughput:
+    """Tasks that each wait ``sleep_s`` without using a CPU, run by a daemon at its default
+    settings: ``async def`` ones on the event loop, or (``plain``) plain functions in the
+    thread pool."""
+    task_type = SLEEP_PLAIN_OPERATOR if plain else SLEEP_OPERATOR
+    with _scratch_connection(url) as conn:
+        _reset(conn)
+        _insert_sleeps(conn, task_type, tasks, sleep_s)
+        result = _run_daemons(
+            conn,
+            url,
+            tasks=tasks,
+            processes=processes,
+            task_type=task_type,
+            operators=[BENCH_OPERATORS_MODULE],
+        )
+    if not plain and tasks <= processes * TASKS_PER_PROCESS:
+        # One wave: every task is in flight at once and they all end together, so the
+        # rate between the 10th and 90th percentile completions says nothing.
+        result = replace(result, steady_per_s=None)
+    return result
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process on this machine (VmRSS), in MB."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError as exc:
+        raise BenchError(f"cannot read the memory of worker process {pid}: {exc}") from None
+    found = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
+    if found is None:
+        raise BenchError(f"no VmRSS in /proc/{pid}/status")
+    return int(found.group(1)) / 1024.0
+
+
+def _wait_registered(
+    conn: psycopg.Connection[Any], running: list[_Daemon], processes: int
+) -> list[int]:
+    """Wait for the daemon's worker processes to register; their pids."""
+    _wait_for(
+        lambda: _scalar(conn, "bench_live_workers") >= processes,
+        running,
+        timeout_s=READY_TIMEOUT_S,
+        what="the worker processes to register",
+    )
+    return [row[0] for row in conn.execute(QUERIES["bench_worker_pids"])]
+
+
+def measure_memory(
+    url: str,
+    *,
+    in_flight_per_process: int = TASKS_PER_PROCESS,
+    processes: int = CONCURRENCY,
+    sleep_s: float = MEMORY_SLEEP_S,
+) -> Memory:
+    """Resident memory of each worker process, idle and with ``in_flight_per_process``
+    async tasks in flight in each (read once the database shows all of them processing)."""
+    total = in_flight_per_process * processes
+    with _scratch_connection(url) as conn:
+        _reset(conn)
+        with _daemons(url, processes=processes, operators=[BENCH_OPERATORS_MODULE]) as running:
+            pids = _wait_registered(conn, running, processes)
+            idle = [_rss_mb(pid) for pid in pids]
+            _insert_sleeps(conn, SLEEP_OPERATOR, total, sleep_s)
+
+            def all_in_flight() -> bool:
+                _, processing, completed = _states(conn, SLEEP_OPERATOR)
+                if completed:
+                    raise BenchError(
+                        f"tasks of {sleep_s:g} s finished before all {total} were in flight"
+                    )
+                return bool(processing >= total)
+
+            _wait_for(
+                all_in_flight,
+                running,
+                timeout_s=RUN_TIMEOUT_BASE_S,
+                what=f"{total} tasks in flight",
+            )
+            rss = [_rss_mb(pid) for pid in pids]
+        # leaving the block SIGTERMs the daemon: the sleeps finish or are handed back
+    return Memory(
+        processes=processes,
+        in_flight_per_process=in_flight_per_process,
+        idle_rss_mb=idle,
+        rss_mb=rss,
+        max_mb=max(rss),
+        mean_mb=statistics.fmean(rss),
+        idle_mean_mb=statistics.fmean(idle),
+    )
+
+
+def measure_edit_priority(
+    url: str,
+    *,
+    bulk_tasks: int,
+    edits: int,
+    interval_s: float = EDIT_INTERVAL_S,
+    processes: int = CONCURRENCY,
+    bulk_sleep_s: float = SLEEP_S,
+) -> EditPriority:
+    """A person's edits while the default daemon is busy with bulk work: from each edit's
+    commit to its robot answer's commit (see the module's design note)."""
+    with _scratch_connection(url) as conn:
+        _reset(conn)
+        user_id = sheets.ensure_user(conn, "bench@websurf.invalid", "websurf bench")
+        sheet = sheets.create_spreadsheet(conn, user_id, "websurf bench", columns=2, rows=edits)
+        source, robot = sheets.list_columns(conn, sheet.id)
+        sheets.set_column_operator(conn, robot.id, EDIT_OPERATOR, source_column_id=source.id)
+        _insert_sleeps(conn, SLEEP_OPERATOR, bulk_tasks, bulk_sleep_s, BULK_PRIORITY)
+        with _daemons(url, processes=processes, operators=[BENCH_OPERATORS_MODULE]) as running:
+
+            def busy() -> bool:
+                pending, processing, _ = _states(conn, SLEEP_OPERATOR)
+                if not pending and not processing:
+                    raise BenchError("the bulk work finished before the daemon was seen busy")
+                return bool(pending and processing)
+
+            _wait_for(
+                busy,
+                running,
+                timeout_s=READY_TIMEOUT_S,
+                what="the daemon to be busy with the bulk work",
+                interval_s=BUSY_POLL_INTERVAL_S,
+            )
+            started = time.perf_counter()
+            for n in range(edits):
+                pause = started + n * interval_s - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)  # pacing the person, not waiting for a result
+                sheets.edit_cell(conn, sheet.id, source.id, n + 1, f"edit {n}", user_id=user_id)
+            _wait_for(
+                lambda: _scalar(conn, "bench_unfinished_count") == 0,
+                running,
+                timeout_s=RUN_TIMEOUT_BASE_S + bulk_tasks * RUN_TIMEOUT_PER_TASK_S,
+                what="the edits' robot tasks and the bulk work to finish",
+            )
+        rows = conn.execute(
+            QUERIES["bench_edit_task_latencies"],
+            {"task_type": EDIT_OPERATOR, "bulk_type": SLEEP_OPERATOR},
+        ).fetchall()
+        answered = _scalar(
+            conn,
+            "bench_robot_cells_answered",
+            {"source_column_id": source.id, "robot_column_id": robot.id},
+        )
+    latencies = sorted(float(r[0]) for r in rows if r[2])
+    if len(rows) != edits or not latencies:
+        raise BenchError(f"{len(rows)} robot tasks for {edits} edits, {len(latencies)} completed")
+    return EditPriority(
+        bulk_tasks=bulk_tasks,
+        edits=edits,
+        p50_ms=_percentile(latencies, 0.50),
+        p90_ms=_percentile(latencies, 0.90),
+        max_ms=latencies[-1],
+        priorities=sorted({int(r[1]) for r in rows}),
+        edits_completed=len(latencies),
+        edits_during_bulk=sum(1 for r in rows if r[3]),
+        robot_cells_answered=answered,
+    )
 
 
 _EXECUTION_TIME = re.compile(r"Execution Time: ([\d.]+) ms")
@@ -836,6 +1088,42 @@ def run_benchmark(
                 for name in ("p50", "p99", "max"):
                     collect.add(label, name, "ms", getattr(edits, f"{name}_ms"))
                 progress(f"cell edits: p50 {edits.p50_ms:.2f} ms, p99 {edits.p99_ms:.2f} ms")
+            for key, plain, count in (
+                ("async", False, options.async_tasks),
+                ("threaded", True, options.threaded_tasks),
+            ):
+                if key in selected:
+                    kind = "plain functions sleeping" if plain else "async tasks awaiting"
+                    label = f"{kind} {SLEEP_S * 1000:g} ms, worker defaults"
+                    result = measure_sleep_throughput(url, tasks=count, plain=plain)
+                    throughput(label, key, result)
+            if "memory" in selected:
+                mem = measure_memory(
+                    url,
+                    in_flight_per_process=options.memory_in_flight,
+                    sleep_s=options.memory_sleep_s,
+                )
+                keep("memory", mem)
+                label = f"worker process RSS, {mem.in_flight_per_process:,} tasks in flight each"
+                collect.add(label, f"max of {_plural(mem.processes, 'process')}", "MB", mem.max_mb)
+                collect.add(label, "mean", "MB", mem.mean_mb)
+                collect.add(label, "mean before any task", "MB", mem.idle_mean_mb)
+                progress(f"memory: max {mem.max_mb:.1f} MB, mean {mem.mean_mb:.1f} MB per process")
+            if "priority" in selected:
+                prio = measure_edit_priority(
+                    url, bulk_tasks=options.priority_bulk_tasks, edits=options.priority_edits
+                )
+                keep("priority", prio)
+                label = (
+                    f"edit -> robot answer, {prio.bulk_tasks:,} bulk tasks of"
+                    f" {SLEEP_S * 1000:g} ms queued"
+                )
+                for name in ("p50", "p90", "max"):
+                    collect.add(label, name, "ms", getattr(prio, f"{name}_ms"))
+                progress(f"edit under bulk work: p50 {prio.p50_ms:.1f}, max {prio.max_ms:.1f} ms")
+                problem = _priority_problem(prio)
+                if problem:
+                    report.problems.append(f"run {run}, edit under bulk work: {problem}")
         if "plan" in selected:
             progress(
                 f"claim plan: seeding {options.plan_finished:,} finished,"
@@ -862,11 +1150,24 @@ def _load_average() -> float | None:
         return None
 
 
+def _priority_problem(prio: EditPriority) -> str | None:
+    """What is wrong with a priority run's robot tasks, if anything."""
+    if prio.priorities != [EDIT_PRIORITY]:
+        return f"the edits' robot tasks had priorities {prio.priorities}, not {EDIT_PRIORITY}"
+    if prio.edits_completed != prio.edits or prio.robot_cells_answered != prio.edits:
+        return (
+            f"{prio.edits_completed} of {prio.edits} robot tasks completed,"
+            f" {prio.robot_cells_answered} robot cells hold their answer"
+        )
+    return None
+
+
 def _checks(report: Report) -> list[str]:
     checks = []
-    throughput_runs = sum(len(v) for k, v in report.runs.items() if k.startswith("noop"))
-    if throughput_runs:
-        checks.append(f"every queued task completed in each of {throughput_runs} no-op runs")
+    for prefix, what in (("noop", "no-op"), ("async", "async sleep"), ("threaded", "plain sleep")):
+        runs = sum(len(v) for k, v in report.runs.items() if k.startswith(prefix))
+        if runs:
+            checks.append(f"every queued task completed in each of {runs} {what} runs")
     cells = report.runs.get("cells", [])
     if cells and not report.problems:
         checks.append(
@@ -876,5 +1177,18 @@ def _checks(report: Report) -> list[str]:
         checks.append(
             f"cell edits via {edits.via}: {edits.edit_audit_rows} edit audit rows and"
             f" {edits.tasks_enqueued} tasks enqueued for {edits.edits} edits"
+        )
+    for mem in report.runs.get("memory", [])[:1]:
+        checks.append(
+            f"memory read with {mem.in_flight_per_process:,} tasks processing in each of"
+            f" {_plural(mem.processes, 'worker process')} (database count)"
+        )
+    priority = report.runs.get("priority", [])
+    if priority and not any(_priority_problem(p) for p in priority):
+        checks.append(
+            f"edits under bulk work: every edit's robot task had priority {EDIT_PRIORITY}"
+            f" (bulk {BULK_PRIORITY}), completed and wrote the upper-case answer; edits made"
+            f" before the last bulk task completed: "
+            + ", ".join(f"{p.edits_during_bulk} of {p.edits}" for p in priority)
         )
     return checks

@@ -143,3 +143,44 @@ SELECT name, parameter_types::text[] FROM pg_prepared_statements WHERE NOT from_
 -- name: bench_explain_execute
 -- EXPLAIN (ANALYZE, BUFFERS) of prepared statement {name} run with {arguments} (claim plan).
 EXPLAIN (ANALYZE, BUFFERS) EXECUTE {name}({arguments})
+
+-- name: bench_insert_sleep_tasks
+-- Queue %(count)s tasks of %(task_type)s that sleep %(sleep_s)s seconds, at %(priority)s (benchmark).
+INSERT INTO websurfing_task_queue (task_type, payload, priority)
+SELECT %(task_type)s, jsonb_build_object('sleep_s', %(sleep_s)s::float8, 'n', n), %(priority)s
+FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_task_states
+-- Pending, processing and completed tasks of one type (benchmark waits on these counts).
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       count(*) FILTER (WHERE status = 'completed') AS completed
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s
+
+-- name: bench_worker_pids
+-- The process ids of the registered worker processes, to read their memory (benchmark).
+SELECT pid FROM websurf.worker ORDER BY pid
+
+-- name: bench_edit_task_latencies
+-- Each robot task an edit queued: edit commit to robot answer committed (both database
+-- clock: created_at is the edit's transaction, completed_at the one that wrote the cell),
+-- its priority, whether it completed, and whether bulk work was still unfinished then.
+SELECT extract(epoch FROM t.completed_at - t.created_at) * 1000.0 AS latency_ms,
+       t.priority,
+       t.status = 'completed' AS completed,
+       t.created_at < (SELECT max(b.completed_at) FROM websurfing_task_queue AS b
+                       WHERE b.task_type = %(bulk_type)s) AS during_bulk
+FROM websurfing_task_queue AS t
+WHERE t.task_type = %(task_type)s
+ORDER BY t.created_at
+
+-- name: bench_robot_cells_answered
+-- Robot cells of a column holding the upper-case content of their source cell (benchmark).
+SELECT count(*)
+FROM websurfing_cell AS r
+JOIN websurfing_cell AS s
+  ON s.spreadsheet_id = r.spreadsheet_id AND s.row_number = r.row_number
+ AND s.column_id = %(source_column_id)s
+WHERE r.column_id = %(robot_column_id)s
+  AND r.content = upper(s.content)

@@ -157,6 +157,107 @@ def test_claim_plan_is_explained_without_claiming_anything(scratch: str) -> None
     )
 
 
+def _completed(url: str, task_type: str) -> int:
+    return int(
+        _one(
+            url,
+            "SELECT count(*) FROM websurfing_task_queue WHERE task_type = %s"
+            " AND status = 'completed'",
+            task_type,
+        )
+    )
+
+
+def test_async_sleeps_all_run_through_the_daemon(scratch: str) -> None:
+    result = benchmark.measure_sleep_throughput(scratch, tasks=200, processes=1)
+
+    assert (result.tasks, result.processes, result.workers_seen) == (200, 1, 1)
+    assert result.from_start_per_s > 0 and result.elapsed_s > 0
+    assert result.steady_per_s is None  # all 200 in flight at once: no steady state to report
+    assert _completed(scratch, "bench_sleep") == 200
+
+
+def test_plain_sleeps_all_run_in_the_thread_pool(scratch: str) -> None:
+    result = benchmark.measure_sleep_throughput(scratch, tasks=60, plain=True, processes=1)
+
+    assert (result.tasks, result.processes) == (60, 1)
+    assert result.from_start_per_s > 0
+    assert _completed(scratch, "bench_sleep_plain") == 60
+    assert _completed(scratch, "bench_sleep") == 0
+
+
+def test_memory_is_read_from_each_worker_process_with_its_tasks_in_flight(scratch: str) -> None:
+    result = benchmark.measure_memory(scratch, in_flight_per_process=30, processes=2, sleep_s=2.0)
+
+    assert (result.processes, result.in_flight_per_process) == (2, 30)
+    assert len(result.rss_mb) == 2 and len(result.idle_rss_mb) == 2
+    assert all(mb > 0 for mb in result.rss_mb + result.idle_rss_mb)
+    assert result.max_mb == max(result.rss_mb) >= result.mean_mb > 0
+    # the daemon stopped cleanly: the sleeps finished (or went back), nothing is processing
+    assert (
+        _completed(scratch, "bench_sleep")
+        + int(_one(scratch, "SELECT count(*) FROM websurfing_task_queue WHERE status = 'pending'"))
+        == 60
+    )
+    assert _one(scratch, "SELECT count(*) FROM websurf.worker") == 0
+
+
+def test_edits_under_bulk_work_get_priority_8_and_their_robot_answer(scratch: str) -> None:
+    result = benchmark.measure_edit_priority(
+        scratch, bulk_tasks=1100, edits=5, processes=1, bulk_sleep_s=0.5
+    )
+
+    assert (result.bulk_tasks, result.edits) == (1100, 5)
+    assert result.priorities == [8]
+    assert result.edits_completed == 5 and result.robot_cells_answered == 5
+    assert result.edits_during_bulk == 5  # the bulk work outlasts five edits 50 ms apart
+    assert 0 < result.p50_ms <= result.p90_ms <= result.max_ms
+    assert benchmark._priority_problem(result) is None
+    answers = _one(
+        scratch,
+        "SELECT array_agg(content ORDER BY row_number) FROM websurfing_cell c"
+        " JOIN websurfing_column col ON col.id = c.column_id WHERE col.operator_type = 'uppercase'",
+    )
+    assert answers == [f"EDIT {n}" for n in range(5)]
+    assert _completed(scratch, "bench_sleep") == 1100
+
+
+def test_run_benchmark_reports_the_waiting_robot_rows(pg_server: str) -> None:
+    options = BenchOptions(
+        runs=1,
+        async_tasks=100,
+        threaded_tasks=40,
+        memory_in_flight=20,
+        memory_sleep_s=2.0,
+        priority_bulk_tasks=2500,
+        priority_edits=3,
+        only=("async", "threaded", "memory", "priority"),
+    )
+
+    report = benchmark.run_benchmark(pg_server, options)
+
+    assert report.problems == []
+    # (no "steady" expected: a hundred sleeps may all complete in the same instant)
+    values = {(m.measurement, m.name): m.stat.median for m in report.metrics}
+    expected = {
+        ("async tasks awaiting 100 ms, worker defaults", "from worker start"),
+        ("plain functions sleeping 100 ms, worker defaults", "from worker start"),
+        ("worker process RSS, 20 tasks in flight each", "max of 2 processes"),
+        ("worker process RSS, 20 tasks in flight each", "mean"),
+        ("edit -> robot answer, 2,500 bulk tasks of 100 ms queued", "p50"),
+        ("edit -> robot answer, 2,500 bulk tasks of 100 ms queued", "max"),
+    }
+    assert expected <= set(values)
+    assert all(value > 0 for value in values.values())
+    checks = "\n".join(report.checks)
+    assert "every queued task completed in each of 1 async sleep runs" in checks
+    assert "every queued task completed in each of 1 plain sleep runs" in checks
+    assert "20 tasks processing in each of 2 worker processes" in checks
+    assert "priority 8" in checks
+    table = render(report)
+    assert "worker process RSS" in table and " MB" in table and "edit -> robot answer" in table
+
+
 def test_run_benchmark_reports_median_and_range_of_every_run(pg_server: str) -> None:
     before = _scratch_names(pg_server)
     options = BenchOptions(

@@ -1,21 +1,32 @@
-"""``bench_latency``: the benchmark's pickup-latency probe (``websurf bench`` only).
+"""The benchmark's operators (``websurf bench`` only).
 
-Not a built-in: the benchmark starts its worker daemon with ``--operators
-websurf.worker.operators.bench`` (see ``websurf.worker.benchmark``). The producer puts
-``t0 = time.time()``, taken just before its INSERT, in the payload; the handler's first
-act is to read the clock, and it appends the difference in milliseconds as one line to
-the payload's ``file`` (``O_APPEND``, so concurrent worker processes never interleave a
-line). It only writes to files named ``websurf-bench-*``, so a stray task cannot append
-to anything else. A task without ``file`` (the benchmark's warm-up) does nothing."""
+Not built-ins: the benchmark starts its worker daemon with ``--operators
+websurf.worker.operators.bench`` (see ``websurf.worker.benchmark``).
+
+* ``bench_latency``, the pickup-latency probe. The producer puts ``t0 = time.time()``,
+  taken just before its INSERT, in the payload; the handler's first act is to read the
+  clock, and it appends the difference in milliseconds as one line to the payload's
+  ``file`` (``O_APPEND``, so concurrent worker processes never interleave a line). It only
+  writes to files named ``websurf-bench-*``, so a stray task cannot append to anything
+  else. A task without ``file`` (the benchmark's warm-up) does nothing.
+* ``bench_sleep`` (``async def``, awaits ``asyncio.sleep``) and ``bench_sleep_plain`` (a
+  plain function, ``time.sleep`` in the worker's thread pool): a robot that waits
+  ``sleep_s`` seconds without using a CPU, like one waiting on a web page or a model."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from websurf.worker.benchmark import LATENCY_OPERATOR, PROBE_FILE_PREFIX
+from websurf.worker.benchmark import (
+    LATENCY_OPERATOR,
+    PROBE_FILE_PREFIX,
+    SLEEP_OPERATOR,
+    SLEEP_PLAIN_OPERATOR,
+)
 from websurf.worker.registry import Context, PermanentError, Task, operator
 
 
@@ -33,4 +44,20 @@ def bench_latency(task: Task, context: Context) -> Any:
         os.write(fd, line)
     finally:
         os.close(fd)
+    return None
+
+
+def _sleep_s(task: Task) -> float:
+    return float(task.payload.get("sleep_s", 0.0))
+
+
+@operator(SLEEP_OPERATOR, timeout_s=None, max_attempts=1)
+async def bench_sleep(task: Task, context: Context) -> Any:
+    await asyncio.sleep(_sleep_s(task))
+    return None
+
+
+@operator(SLEEP_PLAIN_OPERATOR, timeout_s=None, max_attempts=1)
+def bench_sleep_plain(task: Task, context: Context) -> Any:
+    time.sleep(_sleep_s(task))
     return None
