@@ -138,7 +138,10 @@ class Wakeup:
 
     def due_in(self, delay_s: float) -> None:
         """Remember that a task becomes due in ``delay_s`` (a retry, a delayed task)."""
-        self.due_at = min(self.due_at, time.monotonic() + delay_s)
+        due_at = time.monotonic() + delay_s
+        if due_at < self.due_at:
+            self.due_at = due_at
+            self.event.set()  # the loop may be sleeping past it: let it set a shorter wait
 
     async def wait(self, timeout_s: float) -> None:
         """Until a hint, a known due time or ``timeout_s``; a due time counts as a hint."""
