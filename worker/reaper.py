@@ -19,7 +19,7 @@ to go stale. The supervisor also knows which tasks' handler code the child was
 executing when it died (the running note: the async step on the event loop, and each
 busy handler thread): only those attempts count, and they fail with a message saying
 how the process died once the attempts are used up. The dead worker's other tasks
-(waiting on I/O, waiting for a slot, or finished but not yet recorded) go back
+(waiting on I/O, claimed and not yet started, or finished but not yet recorded) go back
 uncounted: a poison task burns its own attempts, never its neighbours'. A death while
 no handler code ran (the OOM killer, an operator's ``kill -9``) charges nobody; the
 supervisor's growing restart backoff bounds what a crash outside handlers can cost.

@@ -69,6 +69,7 @@ from websurf.worker.process.executor import Executor, error_text
 from websurf.worker.process.maintenance import Maintenance
 from websurf.worker.process.recorder import Recorder
 from websurf.worker.process.running import RunningNote
+from websurf.worker.process.slots import Slots
 from websurf.worker.process.wakeup import Wakeup
 from websurf.worker.queue import PENDING, Outcome
 from websurf.worker.registry import Operator, Registry, Task, load_operators
@@ -83,82 +84,6 @@ class BootError(RuntimeError):
     def __init__(self, message: str, *, database_unreachable: bool = False) -> None:
         super().__init__(message)
         self.database_unreachable = database_unreachable
-
-
-class Slots:
-    """Who may start now, and what the next claims may take."""
-
-    def __init__(self, capacity: int, threads: int, operators: dict[str, Operator]) -> None:
-        self.capacity = capacity
-        self.threads = threads
-        self.operators = operators
-        self.running = 0
-        self.plain_running = 0
-        self.per_operator = dict.fromkeys(operators, 0)
-
-    def free(self) -> int:
-        return self.capacity - self.running
-
-    def claims(self, stuck_threads: int, limit: int) -> tuple[list[tuple[list[str], int]], bool]:
-        """The claims to make now: (task types, how many), one per pool of slots; and
-        whether a pool had no room (its tasks must be claimed for when room frees).
-
-        Async operators share the process's free slots, plain ones its free threads,
-        and an operator with its own cap is a pool of its own. When the capped and
-        plain pools fit in the free slots, each pool claims what it can start (usually
-        there is only the async one: one claim), the async pool last, taking what the
-        others leave. When they compete for fewer slots, one claim over all of them
-        takes the highest priorities, and a task its pool cannot start is handed back
-        at once (see :meth:`can_start`): priority order holds across operators.
-        """
-        free = min(self.free(), limit)
-        if free <= 0:
-            return [], True
-        threads = self.threads - self.plain_running - stuck_threads
-        pools: dict[str, tuple[list[str], int]] = {}
-        starved = False
-        for name, op in sorted(self.operators.items()):
-            if op.concurrency is not None:
-                room = op.concurrency - self.per_operator[name]
-                if not op.is_async:
-                    room = min(room, threads)
-                if room > 0:
-                    pools[name] = ([name], room)
-                else:
-                    starved = True
-            elif op.is_async:
-                pools.setdefault("async", ([], free))[0].append(name)
-            elif threads > 0:
-                pools.setdefault("plain", ([], threads))[0].append(name)
-            else:
-                starved = True
-        shared = pools.pop("async", None)
-        claims = [(types, min(room, free)) for types, room in pools.values()]
-        if claims and sum(n for _, n in claims) >= free and (shared or len(claims) > 1):
-            every = [t for types, _ in claims for t in types] + (shared[0] if shared else [])
-            return [(sorted(every), free)], starved
-        if shared is not None:
-            claims.append(shared)  # last: it takes the free slots the others leave
-        return claims, starved
-
-    def can_start(self, op: Operator, stuck_threads: int) -> bool:
-        if self.free() <= 0:
-            return False
-        if op.concurrency is not None and self.per_operator[op.name] >= op.concurrency:
-            return False
-        return op.is_async or self.plain_running + stuck_threads < self.threads
-
-    def started(self, op: Operator) -> None:
-        self.running += 1
-        self.per_operator[op.name] += 1
-        if not op.is_async:
-            self.plain_running += 1
-
-    def finished(self, op: Operator) -> None:
-        self.running -= 1
-        self.per_operator[op.name] -= 1
-        if not op.is_async:
-            self.plain_running -= 1
 
 
 class Runner:

@@ -1,0 +1,68 @@
+"""Which claims a worker process may make: never more than it can start at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websurf.worker.process.slots import Slots
+from websurf.worker.registry import Context, Registry, Task
+
+
+async def _waits(task: Task, context: Context) -> Any:
+    return None
+
+
+def _blocks(task: Task, context: Context) -> Any:
+    return None
+
+
+def _slots(capacity: int = 100, threads: int = 4) -> Slots:
+    reg = Registry()
+    reg.register("a1", _waits)
+    reg.register("a2", _waits)
+    reg.register("capped", _waits, concurrency=3)
+    reg.register("p1", _blocks)
+    reg.register("p2", _blocks)
+    return Slots(capacity, threads, dict(reg.operators))
+
+
+def test_each_pool_claims_what_it_can_start_and_async_takes_the_rest() -> None:
+    slots = _slots()
+
+    claims, starved = slots.claims(stuck_threads=0, limit=500)
+
+    assert claims == [(["capped"], 3), (["p1", "p2"], 4), (["a1", "a2"], 100)]
+    assert not starved
+
+
+def test_busy_threads_and_a_full_cap_leave_their_pools_out_and_keep_the_loop_wanting() -> None:
+    slots = _slots()
+    ops = slots.operators
+    for _ in range(3):
+        slots.started(ops["capped"])
+    for _ in range(3):
+        slots.started(ops["p1"])
+
+    claims, starved = slots.claims(stuck_threads=1, limit=500)  # 3 running + 1 stuck = 4
+
+    assert claims == [(["a1", "a2"], 94)]
+    assert starved
+
+
+def test_pools_competing_for_few_slots_share_one_priority_ordered_claim() -> None:
+    slots = _slots(capacity=2)
+
+    claims, _ = slots.claims(stuck_threads=0, limit=500)
+
+    assert claims == [(["a1", "a2", "capped", "p1", "p2"], 2)]
+    assert slots.can_start(slots.operators["p1"], 0)
+
+
+def test_a_full_process_claims_nothing() -> None:
+    slots = _slots(capacity=1)
+    slots.started(slots.operators["a1"])
+
+    assert slots.claims(stuck_threads=0, limit=500) == ([], True)
+    assert not slots.can_start(slots.operators["a2"], 0)
+    slots.finished(slots.operators["a1"])
+    assert slots.can_start(slots.operators["a2"], 0)
