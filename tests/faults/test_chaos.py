@@ -183,7 +183,10 @@ def test_every_task_ends_exactly_once_under_chaos(
     # Half the tasks run as async handlers, many in flight per process beside the threads.
     enqueue_chaos(url, payloads(rng, cells, TASKS), async_share=0.5)
     side_effects = tmp_path / "side-effects"
-    daemon = start_daemon(url, *FAST, env={SIDE_EFFECTS_ENV: str(side_effects)})
+    # Durable claims: an immediate server stop must not forget a claim whose task then runs
+    # again under the same attempt (the default's documented trade-off; with hundreds of
+    # tasks in flight per process it would show up here as duplicate runs of one claim).
+    daemon = start_daemon(url, *FAST, "--durable-claims", env={SIDE_EFFECTS_ENV: str(side_effects)})
     wait_for("two workers", lambda: len(daemon.children()) == 2, timeout=30)
 
     chaos = Chaos(fault_server, url, daemon, rng)
