@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
@@ -151,8 +152,10 @@ def enqueue_many(
     last_of_key = {c[5]: i for i, c in enumerate(checked) if c[5] is not None}
     sent = [i for i, c in enumerate(checked) if c[5] is None or last_of_key[c[5]] == i]
     columns = list(zip(*(checked[i] for i in sent), strict=True))
+    # Without a key, a plain INSERT: INSERT privilege is all an enqueuing role needs.
+    coalesce = QUERIES["enqueue_coalesce"] if last_of_key else sql.SQL("")
     rows = conn.execute(
-        QUERIES["enqueue_tasks"],
+        QUERIES["enqueue_tasks"].format(coalesce=coalesce),
         {
             "task_types": list(columns[0]),
             "payloads": list(columns[1]),

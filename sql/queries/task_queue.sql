@@ -1,5 +1,5 @@
 -- name: enqueue_tasks
--- Insert tasks in one statement (one notification per type); a task whose unique_key a pending task holds updates that one instead (queue.enqueue, queue.enqueue_many; keys unique within the call).
+-- Insert tasks in one statement (one notification per type); {coalesce} is enqueue_coalesce when a task has a unique_key (a pending task holding it is updated instead) or empty (queue.enqueue, queue.enqueue_many; keys unique within the call).
 INSERT INTO websurfing_task_queue
     (task_type, payload, priority, max_attempts, scheduled_for, unique_key)
 SELECT t.task_type, t.payload, t.priority, t.max_attempts, COALESCE(t.scheduled_for, now()),
@@ -10,14 +10,18 @@ FROM unnest(%(task_types)b::text[], %(payloads)b::jsonb[], %(priorities)b::int[]
      WITH ORDINALITY AS t(task_type, payload, priority, max_attempts, scheduled_for,
                           unique_key, n)
 ORDER BY t.n
+{coalesce}
+-- xmax = 0 only in a row version this statement inserted (not one it updated).
+RETURNING id, xmax = 0 AS inserted
+
+-- name: enqueue_coalesce
+-- The ON CONFLICT clause of enqueue_tasks, only for batches with a unique key: DO UPDATE needs UPDATE on the queue, which the web app's role (0016) does not have (queue.enqueue_many).
 ON CONFLICT (unique_key) WHERE status = 'pending' DO UPDATE
 SET task_type = EXCLUDED.task_type,
     payload = EXCLUDED.payload,
     priority = EXCLUDED.priority,
     max_attempts = EXCLUDED.max_attempts,
     scheduled_for = EXCLUDED.scheduled_for
--- xmax = 0 only in a row version this statement inserted (not one it updated).
-RETURNING id, xmax = 0 AS inserted
 
 -- name: announce_coalesced_tasks
 -- Send new_task for pending tasks an enqueue coalesced into, which the INSERT trigger does not see (queue.enqueue, queue.enqueue_many).

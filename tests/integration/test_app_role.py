@@ -73,6 +73,11 @@ def test_the_web_app_works_with_only_the_app_role(
         " VALUES (gen_random_uuid(), 'x')",
         "UPDATE websurfing_robot_input_event SET success = true",
         "DELETE FROM websurfing_robot_input_event",
+        "INSERT INTO websurfing_cell_edit_event (cell_id, new_content)"  # only triggers do
+        " VALUES (gen_random_uuid(), 'x')",
+        "INSERT INTO websurfing_cell_position_event (cell_id, user_id, action, spreadsheet_id,"
+        " column_id, row_number) VALUES (gen_random_uuid(), 'u', 'deleted', gen_random_uuid(),"
+        " gen_random_uuid(), 1)",
         "UPDATE websurfing_cell_edit_event SET new_content = 'x'",
         "DELETE FROM websurfing_cell_edit_event",
         "UPDATE websurfing_cell_position_event SET content = 'x'",

@@ -83,7 +83,9 @@ def test_deleting_a_spreadsheet_cancels_its_pending_robot_tasks(
         sheets.edit_cell(conn, created.id, a.id, row, f"row {row}", user_id=user)
     assert conn.execute("SELECT count(*) FROM websurfing_task_queue").fetchone() == (4,)
 
-    conn.execute("DELETE FROM websurfing_spreadsheet WHERE id = %s", (created.id,))
+    with conn.transaction():  # deleting cells with content names its author (issue 11)
+        sheets.name_author(conn, user)
+        conn.execute("DELETE FROM websurfing_spreadsheet WHERE id = %s", (created.id,))
 
     rows = conn.execute("SELECT status, error_message FROM websurfing_task_queue").fetchall()
     assert [status for status, _ in rows] == ["cancelled"] * 4
@@ -138,6 +140,7 @@ def test_a_role_that_may_only_edit_cells_gets_audit_tasks_and_cancellation(
         assert sorted(tasks.fetchall()) == [("uppercase", "second"), ("word_count", "second")]
         assert conn.execute("SELECT count(*) FROM websurfing_cell_edit_event").fetchone() == (2,)
 
+        app.execute("SELECT set_config('websurf.user_id', %s, true)", (user,))  # issue 11
         app.execute("DELETE FROM websurfing_spreadsheet WHERE id = %s", (created.id,))
         app.commit()
         statuses = app.execute("SELECT DISTINCT status FROM websurfing_task_queue").fetchall()
