@@ -163,12 +163,15 @@ class Operator:
     permanent_errors: tuple[type[BaseException], ...] = ()
     concurrency: int | None = None  # tasks of this operator in flight per process, at most
 
-    @property
-    def is_async(self) -> bool:
-        """``async def`` handlers run on the event loop; the others in the thread pool."""
-        return inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(
-            getattr(self.handler, "__call__", None)  # noqa: B004 (an async callable object)
+    # ``async def`` handlers run on the event loop; the others in the thread pool.
+    is_async: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        call = getattr(self.handler, "__call__", None)  # noqa: B004 (an async callable object)
+        asynchronous = inspect.iscoroutinefunction(self.handler) or (
+            call is not None and inspect.iscoroutinefunction(call)
         )
+        object.__setattr__(self, "is_async", asynchronous)  # frozen: set once, here
 
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, (PermanentError, *self.permanent_errors))

@@ -33,7 +33,7 @@ from uuid import uuid4
 import pytest
 import structlog
 
-from websurf.worker.operators import web
+from websurf.worker.operators import web, web_fetch
 from websurf.worker.operators.web import FetchFailed, FetchPolicy, FetchRefused, fetch
 from websurf.worker.registry import Context, PermanentError, Result, Snooze, Task, registry
 
@@ -381,8 +381,10 @@ def test_the_socket_factory_refuses_what_slips_past_the_resolver(
     site: Site, monkeypatch: pytest.MonkeyPatch, no_connections: list[Any]
 ) -> None:
     """A backstop: even with the DNS check broken, no socket opens to a refused address."""
-    monkeypatch.setattr(
-        web, "check_addresses", lambda host, found, policy: [web._parse_address(a) for a in found]
+    monkeypatch.setattr(  # where the fetching code looks it up (web.py re-exports it)
+        web_fetch,
+        "check_addresses",
+        lambda host, found, policy: [web._parse_address(a) for a in found],
     )
 
     with pytest.raises(FetchRefused, match=r"refusing to connect to 10\.0\.0\.1"):

@@ -31,7 +31,7 @@ from websurf.worker.registry import Context, PermanentError, Task, operator
 
 
 @operator(LATENCY_OPERATOR, timeout_s=None, max_attempts=1)
-def bench_latency(task: Task, context: Context) -> Any:
+async def bench_latency(task: Task, context: Context) -> Any:
     now = time.time()
     path = task.payload.get("file")
     if path is None:

@@ -69,10 +69,13 @@ class Recorder:
         self._give_up_at: Callable[[], float] = forever
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
         self._writer: asyncio.Task[None] | None = None
+        self._writing = 0
+        self.on_recorded: Callable[[], None] = lambda: None
 
     @property
-    def waiting(self) -> int:
-        return len(self._buffer)
+    def backlog(self) -> int:
+        """Outcomes not yet recorded: their tasks still hold a claim, and a slot."""
+        return len(self._buffer) + self._writing
 
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="recorder")
@@ -105,6 +108,7 @@ class Recorder:
                     await asyncio.wait_for(self._full.wait(), self.flush_after_s)
             batch = self._buffer[: self.flush_count]
             del self._buffer[: self.flush_count]
+            self._writing = len(batch)
             if len(self._buffer) < self.flush_count:
                 self._full.clear()
             if not self._buffer:
@@ -121,8 +125,10 @@ class Recorder:
                     reason="the database stayed away past the shutdown deadline; the reaper"
                     " recovers these tasks",
                 )
+            self._writing = 0
             if not self._buffer:
                 self._idle.set()
+            self.on_recorded()
 
     # -- on the recorder's thread -----------------------------------------------------------
 

@@ -320,6 +320,7 @@ class Runner:
             metrics=self.metrics,
         )
         self.counts = self.recorder.counts
+        self.recorder.on_recorded = self._recorded
         self.recorder.start()
         self.wakeup = Wakeup(
             self._connect_listener,
@@ -463,10 +464,22 @@ class Runner:
             self.metrics.claimed(rows)
             return queue.tasks_from_rows(rows)
 
+        if self.slots.running == 0 and self.slots.unrecorded == 0:
+            # Idle: nothing else on the loop can be kept waiting, so claim right here and
+            # save the thread hand-off (a tenth of a millisecond off every idle pickup).
+            # Only one try: waiting out the database happens on the claim thread, where
+            # it cannot block the loop (and the stop signal it serves).
+            with contextlib.suppress(psycopg.OperationalError):
+                return claim()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._claim_thread, lambda: self.retry("claim", claim, until_stop=True)
         )
+
+    def _recorded(self) -> None:
+        self.slots.unrecorded = self.recorder.backlog
+        if self._want_claim:
+            self.wakeup.event.set()
 
     def _start(self, task: Task, op: Operator | None) -> None:
         run = asyncio.get_running_loop().create_task(self._run(task, op))
@@ -480,6 +493,7 @@ class Runner:
             if op is not None:
                 self.slots.finished(op)
         self.recorder.add(outcome)
+        self.slots.unrecorded = self.recorder.backlog
         if outcome.run_at is not None:
             self.wakeup.due_in(outcome.run_at.timestamp() - time.time())
         if self._want_claim:

@@ -4,7 +4,8 @@ Async handlers share the process's ``tasks_per_process`` slots, plain ones also 
 free thread, and an operator with ``concurrency=N`` is capped on its own. The claim
 loop asks :meth:`Slots.claims` what to claim so it never claims a task it cannot start
 at once (tasks claimed and left waiting in memory would hold their claim for nothing
-and time out in the reaper's eyes).
+and time out in the reaper's eyes). A finished task keeps its slot until its outcome is
+recorded, so a slow database slows claiming instead of piling up outcomes in memory.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ class Slots:
         self.threads = threads
         self.operators = operators
         self.running = 0
+        self.unrecorded = 0  # finished, outcome not yet written: still holds its claim
         self.plain_running = 0
         self.per_operator = dict.fromkeys(operators, 0)
 
     def free(self) -> int:
-        return self.capacity - self.running
+        return self.capacity - self.running - self.unrecorded
 
     def claims(self, stuck_threads: int, limit: int) -> tuple[list[tuple[list[str], int]], bool]:
         """The claims to make now: (task types, how many), one per pool of slots; and
