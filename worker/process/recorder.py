@@ -70,7 +70,7 @@ class Recorder:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
         self._writer: asyncio.Task[None] | None = None
         self._writing = 0
-        self.on_recorded: Callable[[], None] = lambda: None
+        self.on_recorded: Callable[[list[Outcome]], None] = lambda batch: None
 
     @property
     def backlog(self) -> int:
@@ -128,11 +128,15 @@ class Recorder:
             self._writing = 0
             if not self._buffer:
                 self._idle.set()
-            self.on_recorded()
+            self.on_recorded(batch)
 
     # -- on the recorder's thread -----------------------------------------------------------
 
     def _record(self, outcomes: list[Outcome]) -> None:
+        # One outcome per task: the same claim twice in a batch (a claim the database
+        # forgot in a crash, made again by this process) would pass the fence twice.
+        if len({o.task.id for o in outcomes}) < len(outcomes):
+            outcomes = list({o.task.id: o for o in outcomes}.values())
         try:
             recorded = self.retry(
                 "finish", lambda: self._write(outcomes), give_up_at=lambda: self._give_up_at()

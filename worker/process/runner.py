@@ -127,6 +127,7 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_changed: asyncio.Event | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._held: set[Any] = set()  # ids of tasks started here whose outcome is not recorded
         self._want_claim = True
         self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self.recycle_reason: str | None = None
@@ -445,6 +446,11 @@ class Runner:
             tasks = await self._claim(types, limit)
             full = full or len(tasks) >= limit
             for task in tasks:
+                if task.id in self._held:
+                    # Already running here: the database forgot our claim (a crash with
+                    # asynchronous claim commits) and we made it again. The first run's
+                    # outcome finishes it under the same claim; never run it twice.
+                    continue
                 op = self.operators.get(task.task_type)
                 if op is None or task.malformed is not None:
                     self._start(task, None)  # fails at once with the reason
@@ -476,12 +482,14 @@ class Runner:
             self._claim_thread, lambda: self.retry("claim", claim, until_stop=True)
         )
 
-    def _recorded(self) -> None:
+    def _recorded(self, batch: list[Outcome]) -> None:
+        self._held.difference_update(o.task.id for o in batch)
         self.slots.unrecorded = self.recorder.backlog
         if self._want_claim:
             self.wakeup.event.set()
 
     def _start(self, task: Task, op: Operator | None) -> None:
+        self._held.add(task.id)
         run = asyncio.get_running_loop().create_task(self._run(task, op))
         self._running.add(run)
         run.add_done_callback(self._running.discard)
