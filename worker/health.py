@@ -269,10 +269,10 @@ class _Listener:
                     assert isinstance(sock, socket.socket)
                     if sock is self._sock:
                         self._accept()
-                    elif events & selectors.EVENT_READ:
-                        self._receive(sock)
-                    elif events & selectors.EVENT_WRITE:
-                        self._send(sock)
+                    elif sock not in self._open:
+                        continue  # closed earlier in this round (the cap evicted it)
+                    else:
+                        self._serve_one(sock, events)
                 now = time.monotonic()
                 for sock in [s for s, c in self._open.items() if c.deadline <= now]:
                     self._close(sock)
@@ -284,6 +284,18 @@ class _Listener:
                 self._close(sock)
             self._selector.close()
             self._sock.close()
+
+    def _serve_one(self, sock: socket.socket, events: int) -> None:
+        """One client's turn; whatever goes wrong with it closes it, never the server."""
+        try:
+            if events & selectors.EVENT_READ:
+                self._receive(sock)
+            elif events & selectors.EVENT_WRITE:
+                self._send(sock)
+        except Exception as exc:
+            log.warning("health_connection_failed", error=f"{type(exc).__name__}: {exc}")
+            if sock in self._open:
+                self._close(sock)
 
     def _accept(self) -> None:
         while True:
