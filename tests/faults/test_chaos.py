@@ -207,11 +207,19 @@ def test_every_task_ends_exactly_once_under_chaos(
         injector.join()
         watcher.join()
     # LISTEN was resumed after the faults: each live worker holds a listening connection
-    wait_for(
-        "both workers to LISTEN again",
-        lambda: listeners(fault_server.dsn) == 2,
-        timeout=30,
-    )
+    try:
+        wait_for(
+            "both workers to LISTEN again",
+            lambda: listeners(fault_server.dsn) == 2,
+            timeout=30,
+        )
+    except AssertionError:
+        held = query(
+            fault_server.dsn,
+            "SELECT application_name, state, backend_start, query FROM pg_stat_activity"
+            " WHERE application_name LIKE 'websurf-listen%%'",
+        )
+        raise AssertionError(f"listening connections: {held}") from None
     assert daemon.stop() == 0
     assert query(url, "SELECT count(*) FROM websurf.worker") == [(0,)]  # all deregistered
 

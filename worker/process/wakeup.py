@@ -47,6 +47,8 @@ class Wakeup:
         self.hints = 0  # notifications and timers seen so far (a claim compares before/after)
         self.due_at = float("inf")  # monotonic time of the earliest known future task
         self._conn: psycopg.Connection[Any] | None = None
+        self._fd = -1  # the LISTEN socket as registered with the loop (kept: a lost
+        # connection can no longer tell its own descriptor)
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -60,15 +62,18 @@ class Wakeup:
 
     def _attach(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
-        asyncio.get_running_loop().add_reader(conn.fileno(), self._readable)
+        self._fd = conn.fileno()
+        asyncio.get_running_loop().add_reader(self._fd, self._readable)
 
     def _detach(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(conn.fileno())
-        conn.close()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(fd)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _readable(self) -> None:
         conn = self._conn
@@ -77,7 +82,7 @@ class Wakeup:
         try:
             for notice in conn.notifies(timeout=0):
                 self._hint(notice.payload)
-        except (psycopg.OperationalError, OSError, ValueError):
+        except Exception:  # the connection is gone, however it says so
             self._lost()
 
     def _lost(self) -> None:
