@@ -212,7 +212,19 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
         depth = sample(text, "websurf_queue_depth", task_type="elsewhere")
         return text if done == 3 and depth == 2 else None
 
-    text = wait_for(scraped, "all tasks finished and a queue-depth sample")
+    try:
+        text = wait_for(scraped, "all tasks finished and a queue-depth sample")
+    except AssertionError as exc:  # say what was seen: this once timed out in CI, unexplained
+        status, body = get(port, "/metrics")
+        rows = conn.execute(
+            "SELECT task_type, status, count(*) FROM websurfing_task_queue GROUP BY 1, 2"
+        ).fetchall()
+        seen = [
+            line for line in (body or "").splitlines() if "fails_once" in line or "depth" in line
+        ]
+        raise AssertionError(
+            f"{exc}; /metrics {status}: {seen}; queue: {rows}; log: {log.read_text()[-3000:]}"
+        ) from None
     assert text is not None
 
     def finished(task_type: str, outcome: str) -> float | None:
