@@ -125,6 +125,8 @@ class Recorder:
                     reason="the database stayed away past the shutdown deadline; the reaper"
                     " recovers these tasks",
                 )
+            except Exception as exc:  # never let the writer die: later batches still need it
+                self.log.exception("outcomes_not_recorded", tasks=len(batch), error=error_text(exc))
             self._writing = 0
             if not self._buffer:
                 self._idle.set()
@@ -162,7 +164,10 @@ class Recorder:
                 written.append(actual)
             outcomes = written  # count what was written, not what the handler returned
         self._count(outcomes, recorded)
-        self.metrics.finished(outcomes, recorded, [o.duration_ms / 1000 for o in outcomes])
+        try:
+            self.metrics.finished(outcomes, recorded, [o.duration_ms / 1000 for o in outcomes])
+        except Exception as exc:  # the outcomes are written: a metrics fault must not undo that
+            self.log.warning("metrics_failed", error=error_text(exc))
 
     def _write(self, outcomes: list[Outcome]) -> set[UUID]:
         conn = self.connection.get()
