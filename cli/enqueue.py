@@ -14,6 +14,7 @@ from websurf.cli.options import (
     option,
     parse_duration,
     runtime,
+    task_type_options,
 )
 from websurf.sql.database import connect
 from websurf.worker.payloads import PayloadError, parse_object
@@ -42,19 +43,7 @@ from websurf.worker.registry import OperatorError, load_operators
     help="At most one pending task per key: a pending task with this key takes this"
     " task's payload instead (its id is printed).",
 )
-@option(
-    "--operators",
-    "operator_modules",
-    multiple=True,
-    default=(),
-    help="Module that registers operators, to know their task types (repeatable).",
-)
-@option(
-    "--allow-unknown-type",
-    is_flag=True,
-    default=False,
-    help="Accept a task type no operator here handles (for other workers).",
-)
+@task_type_options
 @click.pass_context
 def enqueue_command(
     ctx: click.Context,

@@ -142,6 +142,23 @@ direct_url_option = click.option(
 )
 
 
+def task_type_options(func: F) -> F:
+    """``--operators`` and ``--allow-unknown-type``: for commands that enqueue a task type."""
+    func = option(
+        "--allow-unknown-type",
+        is_flag=True,
+        default=False,
+        help="Accept a task type no operator here handles (for other workers).",
+    )(func)
+    return option(
+        "--operators",
+        "operator_modules",
+        multiple=True,
+        default=(),
+        help="Module that registers operators, to know their task types (repeatable).",
+    )(func)
+
+
 def runtime(
     ctx: click.Context,
     database_url: str | None,

@@ -24,6 +24,7 @@ from websurf.cli.options import (
     option,
     parse_duration,
     runtime,
+    task_type_options,
 )
 from websurf.sql.database import connect
 from websurf.worker import refresh, schedules, sheets
@@ -136,19 +137,7 @@ def schedules_group() -> None:
     default="once",
     help="Ticks missed while no worker ran: run the latest once, or skip them.",
 )
-@option(
-    "--operators",
-    "operator_modules",
-    multiple=True,
-    default=(),
-    help="Module that registers operators, to know their task types (repeatable).",
-)
-@option(
-    "--allow-unknown-type",
-    is_flag=True,
-    default=False,
-    help="Accept a task type no operator here handles (for other workers).",
-)
+@task_type_options
 @click.pass_context
 def add_command(
     ctx: click.Context,
