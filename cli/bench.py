@@ -20,7 +20,13 @@ from websurf.cli.options import (
     sigterm_as_interrupt,
 )
 from websurf.sql.database import describe, scrub
-from websurf.worker.benchmark import MEASUREMENTS, BenchError, BenchOptions, Report, run_benchmark
+from websurf.worker.bench.benchmark import (
+    MEASUREMENTS,
+    BenchError,
+    BenchOptions,
+    Report,
+    run_benchmark,
+)
 
 EXIT_INTERRUPTED = 130
 

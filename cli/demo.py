@@ -39,10 +39,11 @@ from websurf.cli.sheets import render_audit, render_sheet
 from websurf.sql import QUERIES
 from websurf.sql.database import connect
 from websurf.sql.migrate import pending_migrations
-from websurf.worker import queue, sheets, transformers
-from websurf.worker.operators.web import ALLOW_ENV
-from websurf.worker.queue import NewTask
-from websurf.worker.registry import load_operators
+from websurf.worker.app import sheets, transformers
+from websurf.worker.app.operators.web import ALLOW_ENV
+from websurf.worker.core import queue
+from websurf.worker.core.queue import NewTask
+from websurf.worker.core.registry import load_operators
 
 DEMO_EMAIL = "demo@websurf.invalid"
 DEMO_NAME = "Demo User"

@@ -17,9 +17,9 @@ from websurf.cli.options import (
     task_type_options,
 )
 from websurf.sql.database import connect
-from websurf.worker.payloads import PayloadError, parse_object
-from websurf.worker.queue import INT32_MAX, INT32_MIN, PRIORITY, EnqueueError, enqueue
-from websurf.worker.registry import OperatorError, load_operators
+from websurf.worker.core.payloads import PayloadError, parse_object
+from websurf.worker.core.queue import INT32_MAX, INT32_MIN, PRIORITY, EnqueueError, enqueue
+from websurf.worker.core.registry import OperatorError, load_operators
 
 
 @click.command("enqueue")

@@ -17,7 +17,7 @@ from websurf.cli.options import (
     runtime,
 )
 from websurf.sql.database import connect
-from websurf.worker import pruner
+from websurf.worker.maintenance import pruner
 
 
 @click.command("prune")

@@ -1,7 +1,7 @@
 """``websurf schedules add|list|pause|resume|remove|refresh``: recurring tasks.
 
-Thin: the work is done by :mod:`websurf.worker.schedules` and
-:mod:`websurf.worker.refresh`; a :class:`ScheduleError` becomes a one-line error.
+Thin: the work is done by :mod:`websurf.worker.core.schedules` and
+:mod:`websurf.worker.app.refresh`; a :class:`ScheduleError` becomes a one-line error.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from websurf.cli.options import (
     task_type_options,
 )
 from websurf.sql.database import connect
-from websurf.worker import refresh, schedules, sheets
-from websurf.worker.queue import PRIORITY
-from websurf.worker.registry import OperatorError, load_operators
-from websurf.worker.schedules import ScheduleError, Spec
-from websurf.worker.sheets import SheetError
+from websurf.worker.app import refresh, sheets
+from websurf.worker.app.sheets import SheetError
+from websurf.worker.core import schedules
+from websurf.worker.core.queue import PRIORITY
+from websurf.worker.core.registry import OperatorError, load_operators
+from websurf.worker.core.schedules import ScheduleError, Spec
 
 EXIT_USAGE = 2
 

@@ -12,10 +12,10 @@ import psycopg
 
 from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
 from websurf.sql.database import connect
-from websurf.worker import transformers
-from websurf.worker.payloads import PayloadError, parse_object
-from websurf.worker.registry import OperatorError, load_operators
-from websurf.worker.transformers import STATES, Session, SessionError
+from websurf.worker.app import transformers
+from websurf.worker.app.transformers import STATES, Session, SessionError
+from websurf.worker.core.payloads import PayloadError, parse_object
+from websurf.worker.core.registry import OperatorError, load_operators
 
 _operators_option = option(
     "--operators",

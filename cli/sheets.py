@@ -11,10 +11,10 @@ import psycopg
 
 from websurf.cli.options import CommandError, common_options, database_errors, echo, option, runtime
 from websurf.sql.database import connect
-from websurf.worker import sheets
-from websurf.worker.payloads import PayloadError, parse_object
-from websurf.worker.registry import OperatorError, load_operators
-from websurf.worker.sheets import Sheet, SheetError, UnknownOperatorError
+from websurf.worker.app import sheets
+from websurf.worker.app.sheets import Sheet, SheetError, UnknownOperatorError
+from websurf.worker.core.payloads import PayloadError, parse_object
+from websurf.worker.core.registry import OperatorError, load_operators
 
 CELL_WIDTH_MAX = 28
 SHOW_ROWS_MAX = 10_000  # one page of `sheets show`

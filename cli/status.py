@@ -28,8 +28,8 @@ from websurf.cli.options import (
 from websurf.cli.schedules import last_run
 from websurf.sql import QUERIES
 from websurf.sql.database import connect, resolve_paths
-from websurf.worker.metrics import last_run_succeeded
-from websurf.worker.schedules import list_schedules
+from websurf.worker.core.schedules import list_schedules
+from websurf.worker.daemon.metrics import last_run_succeeded
 
 FINISHED_WINDOW_S = 3600.0  # finished and failed tasks are counted over this window
 THROUGHPUT_WINDOWS_S = {"1m": 60.0, "5m": 300.0, "15m": 900.0}

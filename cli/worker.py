@@ -17,7 +17,7 @@ from websurf.cli.options import (
 )
 from websurf.worker import config as defaults
 from websurf.worker.config import WorkerConfig
-from websurf.worker.supervisor import EXIT_BOOT_FAILURE, Supervisor
+from websurf.worker.daemon.supervisor import EXIT_BOOT_FAILURE, Supervisor
 
 
 def _module_exists(name: str) -> bool:

@@ -1,1 +1,10 @@
-"""The worker daemon and the queue: enqueue, claim, operators, supervisor, maintenance."""
+"""The worker daemon and the queue, by concern (the README's Development section has the map).
+
+core/ the model, operators, enqueue and claim, admin · process/ one worker process ·
+maintenance/ reaper, pruner, schedule ticks · daemon/ supervisor, health, metrics ·
+app/ spreadsheets, sessions, built-in operators · bench/ the shipped benchmark.
+"""
+
+from websurf.worker import moved
+
+moved.install()

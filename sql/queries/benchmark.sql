@@ -1,5 +1,5 @@
 -- name: bench_create_database
--- Create the benchmark's scratch database {name} (websurf.worker.benchmark.scratch_database).
+-- Create the benchmark's scratch database {name} (websurf.worker.bench.benchmark.scratch_database).
 CREATE DATABASE {name}
 
 -- name: bench_drop_database

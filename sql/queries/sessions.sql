@@ -1,5 +1,5 @@
 -- name: insert_session
--- Start a transformer session at step 1 (websurf.worker.transformers.start_session).
+-- Start a transformer session at step 1 (websurf.worker.app.transformers.start_session).
 INSERT INTO websurfing_transformer_session (session_name, initial_input, current_step,
                                             total_steps, step_data)
 VALUES (%(session_name)s, %(initial_input)s, 1, %(total_steps)s, '{}'::jsonb)

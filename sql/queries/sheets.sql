@@ -1,5 +1,5 @@
 -- name: insert_spreadsheet
--- Create a spreadsheet row (websurf.worker.sheets.create_spreadsheet).
+-- Create a spreadsheet row (websurf.worker.app.sheets.create_spreadsheet).
 INSERT INTO websurfing_spreadsheet (name, description, owner_id, is_public, default_columns,
                                     default_rows)
 VALUES (%(name)s, %(description)s, %(owner_id)s, %(is_public)s, %(default_columns)s,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from websurf.worker.registry import Context, Result, Task, operator
+from websurf.worker.core.registry import Context, Result, Task, operator
 
 # A claim whose reply is lost when the pooler drops the connection leaves its task
 # `processing` under a live worker: the reaper takes it back after timeout + grace.

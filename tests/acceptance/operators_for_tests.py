@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from websurf.worker.registry import Context, Result, Task, operator
+from websurf.worker.core.registry import Context, Result, Task, operator
 
 
 @operator("test_sleep", timeout_s=None, max_attempts=3)

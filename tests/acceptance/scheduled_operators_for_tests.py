@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from websurf.worker.schedules import schedule
+from websurf.worker.core.schedules import schedule
 
 schedule(None, "noop", name="code-tick", every=timedelta(seconds=1), payload={"from": "code"})

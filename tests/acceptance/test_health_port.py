@@ -26,8 +26,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from websurf.worker import supervisor
 from websurf.worker.config import WorkerConfig
+from websurf.worker.daemon import supervisor
 
 Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
 IDLE_CONNECTIONS = 150

@@ -22,8 +22,8 @@ from typing import Any
 
 import psycopg
 
-from websurf.worker import schedules
-from websurf.worker.schedules import Spec
+from websurf.worker.core import schedules
+from websurf.worker.core.schedules import Spec
 
 Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
 EVERY = timedelta(seconds=2)

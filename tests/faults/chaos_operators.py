@@ -18,7 +18,7 @@ import signal
 import time
 from typing import Any
 
-from websurf.worker.registry import Backoff, Context, Result, Task, operator
+from websurf.worker.core.registry import Backoff, Context, Result, Task, operator
 
 TIMEOUT_S = 1.0
 MAX_ATTEMPTS = 3

@@ -17,8 +17,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from websurf.worker import queue, sheets, transformers
-from websurf.worker.operators import text  # noqa: F401  (registers word_stats)
+from websurf.worker.app import sheets, transformers
+from websurf.worker.app.operators import text  # noqa: F401  (registers word_stats)
+from websurf.worker.core import queue
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ import pytest
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
-from websurf.worker import queue, sheets
-from websurf.worker.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.app import sheets
+from websurf.worker.core import queue
+from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
 
 WORKER = "test/guard"
 

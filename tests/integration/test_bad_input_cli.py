@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from websurf.cli.main import cli
-from websurf.worker import sheets
+from websurf.worker.app import sheets
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 LONG_NAME = "n" * 256

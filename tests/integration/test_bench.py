@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from websurf.cli.bench import render
-from websurf.worker import benchmark
-from websurf.worker.benchmark import BenchError, BenchOptions
+from websurf.worker.bench import benchmark
+from websurf.worker.bench.benchmark import BenchError, BenchOptions
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 DEADLINE_S = 30.0

@@ -22,9 +22,10 @@ import pytest
 import structlog
 from psycopg import errors, sql
 
-from websurf.worker import queue, sheets
-from websurf.worker.queue import COMPLETED, FAILED, Outcome
-from websurf.worker.registry import Context, Result, load_operators
+from websurf.worker.app import sheets
+from websurf.worker.core import queue
+from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.registry import Context, Result, load_operators
 
 AUTHOR_MESSAGE = (
     "cell edits must name their author: run SET LOCAL websurf.user_id = '<user id>'"

@@ -21,8 +21,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from websurf.worker.queue import COMPLETED, PENDING, Outcome, claim, finish, record_robot_events
-from websurf.worker.registry import Task
+from websurf.worker.core.queue import (
+    COMPLETED,
+    PENDING,
+    Outcome,
+    claim,
+    finish,
+    record_robot_events,
+)
+from websurf.worker.core.registry import Task
 
 WORKER = "test-host/0/latest"
 ROWS = 15_000  # two columns: 30,000 cells

@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import conninfo
 
-from websurf.worker.health import HealthServer
-from websurf.worker.metrics import DURATION_BUCKETS_S, _add_observations
+from websurf.worker.daemon.health import HealthServer
+from websurf.worker.daemon.metrics import DURATION_BUCKETS_S, _add_observations
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 DEADLINE_S = 30.0
@@ -39,7 +39,7 @@ PASSWORD = "not-a-real-secret-4711"  # trust auth ignores it; it must not show i
 T = TypeVar("T")
 
 OPERATORS = """
-from websurf.worker.registry import Backoff, PermanentError, operator
+from websurf.worker.core.registry import Backoff, PermanentError, operator
 
 @operator("always_fails", max_attempts=1)
 def always_fails(task, context):

@@ -22,7 +22,7 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from websurf.sql.migrate import migrate, shipped_migrations
-from websurf.worker import reaper
+from websurf.worker.maintenance import reaper
 
 NOT_OBJECTS = ["[1]", '"text"', "1", "null", "true"]
 PAYLOAD_CHECK_VERSION = 14

@@ -26,7 +26,7 @@ from websurf.sql.database import (
     set_up_session,
     with_settings,
 )
-from websurf.worker import pruner, reaper
+from websurf.worker.maintenance import pruner, reaper
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 CLAIM_SETTINGS = {"synchronous_commit": "off"}

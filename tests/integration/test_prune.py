@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from websurf.cli.prune import prune_command
-from websurf.worker import pruner
+from websurf.worker.maintenance import pruner
 
 WEEK = timedelta(days=7)
 

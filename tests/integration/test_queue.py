@@ -15,7 +15,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
-from websurf.worker.queue import (
+from websurf.worker.core.queue import (
     COMPLETED,
     FAILED,
     PENDING,
@@ -28,7 +28,7 @@ from websurf.worker.queue import (
     finish,
     record_robot_events,
 )
-from websurf.worker.registry import Context, Registry, Task
+from websurf.worker.core.registry import Context, Registry, Task
 
 WORKER = "test-host/0/abc"
 NOTIFY_WAIT_S = 5.0

@@ -18,9 +18,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from websurf.worker import queue, reaper
-from websurf.worker.queue import COMPLETED, Outcome
-from websurf.worker.registry import Task
+from websurf.worker.core import queue
+from websurf.worker.core.queue import COMPLETED, Outcome
+from websurf.worker.core.registry import Task
+from websurf.worker.maintenance import reaper
 
 STALE_AFTER_S = 2
 LONG_AGO = "1 hour"

@@ -22,9 +22,11 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from websurf.worker import queue, refresh, scheduler, schedules, sheets
-from websurf.worker.queue import COMPLETED, FAILED, Outcome
-from websurf.worker.schedules import ScheduleError
+from websurf.worker.app import refresh, sheets
+from websurf.worker.core import queue, schedules
+from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.schedules import ScheduleError
+from websurf.worker.maintenance import scheduler
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 A booted worker registers, refreshes its heartbeat, re-registers if the registry forgot
 it (presumed dead), and removes its row when it stops cleanly. The process is the one the
-supervisor starts (``python -m websurf.worker.child``), fed its settings on stdin.
+supervisor starts (``python -m websurf.worker.daemon.child``), fed its settings on stdin.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def start_child(database_url: str) -> Iterator[Callable[[], Child]]:
         log_path = log_dir / f"{len(started)}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "websurf.worker.child"],
+                [sys.executable, "-m", "websurf.worker.daemon.child"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_file,

@@ -12,10 +12,10 @@ import pytest
 import structlog
 from psycopg import conninfo, sql
 
-from websurf.worker import sheets
-from websurf.worker.operators.text import uppercase, word_count
-from websurf.worker.queue import COMPLETED, Outcome, claim, finish, record_robot_events
-from websurf.worker.registry import Context
+from websurf.worker.app import sheets
+from websurf.worker.app.operators.text import uppercase, word_count
+from websurf.worker.core.queue import COMPLETED, Outcome, claim, finish, record_robot_events
+from websurf.worker.core.registry import Context
 
 WORKER = "test-host/0/robots"
 HANDLERS = {"uppercase": uppercase, "word_count": word_count}

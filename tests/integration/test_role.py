@@ -29,7 +29,7 @@ import pytest
 from psycopg import conninfo, errors, sql
 
 from websurf.cli import status
-from websurf.worker import pruner
+from websurf.worker.maintenance import pruner
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 DEADLINE_S = 30.0

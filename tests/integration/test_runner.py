@@ -22,9 +22,17 @@ from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
 from websurf.worker.config import WorkerConfig
+from websurf.worker.core.queue import NewTask, enqueue, enqueue_many
+from websurf.worker.core.registry import (
+    Backoff,
+    Context,
+    PermanentError,
+    Registry,
+    Result,
+    Snooze,
+    Task,
+)
 from websurf.worker.process.runner import BootError, Runner
-from websurf.worker.queue import NewTask, enqueue, enqueue_many
-from websurf.worker.registry import Backoff, Context, PermanentError, Registry, Result, Snooze, Task
 
 RETRY = Backoff(base_s=10.0, factor=2.0, max_s=300.0, jitter=0.25)
 DEADLINE_S = 30.0

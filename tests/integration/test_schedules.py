@@ -22,9 +22,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from websurf.worker import scheduler, schedules
-from websurf.worker.registry import Registry
-from websurf.worker.schedules import ScheduleError, ScheduleRegistry, Spec
+from websurf.worker.core import schedules
+from websurf.worker.core.registry import Registry
+from websurf.worker.core.schedules import ScheduleError, ScheduleRegistry, Spec
+from websurf.worker.maintenance import scheduler
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 T0 = datetime(2026, 1, 5, 12, 0, 0, 500_000, tzinfo=UTC)  # a Monday, half a second past noon

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from websurf.worker import sheets
-from websurf.worker.sheets import SheetError
+from websurf.worker.app import sheets
+from websurf.worker.app.sheets import SheetError
 
 
 def _titles(conn: psycopg.Connection[Any], sheet_id: Any) -> list[str]:

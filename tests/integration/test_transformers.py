@@ -11,11 +11,12 @@ import structlog
 from click.testing import CliRunner
 
 from websurf.cli.main import cli
-from websurf.worker import queue, transformers
-from websurf.worker.operators import text  # noqa: F401  (registers word_stats, run alone too)
-from websurf.worker.queue import COMPLETED, FAILED, Outcome
-from websurf.worker.registry import Context, PermanentError, load_operators
-from websurf.worker.transformers import SessionError, StepInput
+from websurf.worker.app import transformers
+from websurf.worker.app.operators import text  # noqa: F401  (registers word_stats, run alone too)
+from websurf.worker.app.transformers import SessionError, StepInput
+from websurf.worker.core import queue
+from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.registry import Context, PermanentError, load_operators
 
 CALLS: dict[str, int] = {"once": 0}
 FLAKY = {"broken": True}

@@ -33,9 +33,9 @@ from uuid import uuid4
 import pytest
 import structlog
 
-from websurf.worker.operators import web, web_fetch
-from websurf.worker.operators.web import FetchFailed, FetchPolicy, FetchRefused, fetch
-from websurf.worker.registry import Context, PermanentError, Result, Snooze, Task, registry
+from websurf.worker.app.operators import web, web_fetch
+from websurf.worker.app.operators.web import FetchFailed, FetchPolicy, FetchRefused, fetch
+from websurf.worker.core.registry import Context, PermanentError, Result, Snooze, Task, registry
 
 LOOPBACK = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 BIG_BYTES = 2 * 1024 * 1024

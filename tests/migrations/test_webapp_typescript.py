@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from websurf.worker import sheets
+from websurf.worker.app import sheets
 
 pytestmark = pytest.mark.node
 

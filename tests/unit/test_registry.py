@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from websurf.worker.registry import (
+from websurf.worker.core.registry import (
     BACKOFF_MAX_S,
     MAX_ATTEMPTS,
     TIMEOUT_S,

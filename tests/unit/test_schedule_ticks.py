@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from websurf.worker.schedules import latest_tick, next_tick
+from websurf.worker.core.schedules import latest_tick, next_tick
 
 PARIS = "Europe/Paris"
 

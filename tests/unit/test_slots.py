@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from websurf.worker.core.registry import Context, Registry, Task
 from websurf.worker.process.slots import Slots
-from websurf.worker.registry import Context, Registry, Task
 
 
 async def _waits(task: Task, context: Context) -> Any:

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from websurf.worker.operators import web
-from websurf.worker.operators.web import FetchPolicy
-from websurf.worker.registry import PermanentError
+from websurf.worker.app.operators import web
+from websurf.worker.app.operators.web import FetchPolicy
+from websurf.worker.core.registry import PermanentError
 
 STRICT = FetchPolicy()
 

@@ -1,6 +1,6 @@
 """The process's database plumbing: dedicated connections and retries while it is away.
 
-The queue's operations (``websurf.worker.queue``) are plain synchronous psycopg code,
+The queue's operations (``websurf.worker.core.queue``) are plain synchronous psycopg code,
 shared by the CLI, the reaper and the worker. The worker's event loop calls them on
 dedicated threads, one connection each (the claimer's, the recorder's), so there is
 one implementation of every query and the loop never blocks on the network.

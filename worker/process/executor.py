@@ -36,9 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from websurf.worker.core.queue import COMPLETED, FAILED, PENDING, Outcome
+from websurf.worker.core.registry import Context, Operator, Result, Snooze, Task
 from websurf.worker.process.running import LOOP_LINE, RunningNote, line_for
-from websurf.worker.queue import COMPLETED, FAILED, PENDING, Outcome
-from websurf.worker.registry import Context, Operator, Result, Snooze, Task
 
 ERROR_MESSAGE_MAX = 2000
 NO_TIMEOUT_S = 1e9

@@ -22,11 +22,11 @@ from psycopg_pool import ConnectionPool
 
 from websurf.sql import QUERIES
 from websurf.sql.database import scrub
-from websurf.worker import metrics as metrics_module
-from websurf.worker import pruner, reaper, recurring
 from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
+from websurf.worker.core.registry import Registry
+from websurf.worker.daemon import metrics as metrics_module
+from websurf.worker.maintenance import pruner, reaper, recurring
 from websurf.worker.process.executor import error_text
-from websurf.worker.registry import Registry
 
 PREDECESSOR_TRIES = 5  # then the stale-heartbeat reaper recovers them instead
 PREDECESSOR_RETRY_S = 0.5

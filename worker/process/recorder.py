@@ -29,11 +29,11 @@ from uuid import UUID
 
 import psycopg
 
-from websurf.worker import metrics as metrics_module
-from websurf.worker import queue
+from websurf.worker.core import queue
+from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.daemon import metrics as metrics_module
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection, forever
 from websurf.worker.process.executor import error_text
-from websurf.worker.queue import COMPLETED, FAILED, Outcome
 
 FLUSH_COUNT = 500  # outcomes per transaction, at most
 FLUSH_AFTER_S = 0.003  # an outcome waits at most this long for others to share its commit

@@ -62,8 +62,11 @@ from websurf.sql.database import (
     with_settings,
 )
 from websurf.sql.migrate import pending_migrations
-from websurf.worker import metrics, queue
 from websurf.worker.config import WorkerConfig
+from websurf.worker.core import queue
+from websurf.worker.core.queue import PENDING, Outcome
+from websurf.worker.core.registry import Operator, Registry, Task, load_operators
+from websurf.worker.daemon import metrics
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection
 from websurf.worker.process.executor import Executor, error_text
 from websurf.worker.process.maintenance import Maintenance
@@ -71,8 +74,6 @@ from websurf.worker.process.recorder import Recorder
 from websurf.worker.process.running import RunningNote
 from websurf.worker.process.slots import Slots
 from websurf.worker.process.wakeup import Wakeup
-from websurf.worker.queue import PENDING, Outcome
-from websurf.worker.registry import Operator, Registry, Task, load_operators
 
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
 RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back

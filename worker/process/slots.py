@@ -10,7 +10,7 @@ recorded, so a slow database slows claiming instead of piling up outcomes in mem
 
 from __future__ import annotations
 
-from websurf.worker.registry import Operator
+from websurf.worker.core.registry import Operator
 
 
 class Slots:

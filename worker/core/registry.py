@@ -262,7 +262,7 @@ def load_operators(
 ) -> Registry:
     """Import the modules that register operators (and the entry-point group's)."""
     log = structlog.get_logger("websurf.operators")
-    targets = ["websurf.worker.operators"]
+    targets = ["websurf.worker.app.operators"]
     if use_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.value not in targets:

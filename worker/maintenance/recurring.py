@@ -1,8 +1,8 @@
 """The recurring-work chore a worker process runs on each maintenance turn.
 
 Stores the code's schedules once (at the first turn after boot), then on every turn
-claims due ticks (:mod:`websurf.worker.scheduler`) and feeds the columns' refresh
-rounds (:mod:`websurf.worker.refresh`), and now and then samples the schedules for
+claims due ticks (:mod:`websurf.worker.maintenance.scheduler`) and feeds the columns' refresh
+rounds (:mod:`websurf.worker.app.refresh`), and now and then samples the schedules for
 the metrics. Every step is safe to run in every process on every host at once.
 """
 
@@ -14,8 +14,10 @@ from typing import Any, Protocol
 import psycopg
 import structlog
 
-from websurf.worker import refresh, scheduler, schedules
-from websurf.worker.registry import Registry
+from websurf.worker.app import refresh
+from websurf.worker.core import schedules
+from websurf.worker.core.registry import Registry
+from websurf.worker.maintenance import scheduler
 
 METRICS_INTERVAL_S = 10.0  # how often the schedule gauges are sampled
 

@@ -74,8 +74,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from websurf.worker.operators.web import ALLOW_ENV, FETCH_TIMEOUT_S
-from websurf.worker.registry import (
+from websurf.worker.app.operators.web import ALLOW_ENV, FETCH_TIMEOUT_S
+from websurf.worker.core.registry import (
     Context,
     PermanentError,
     Result,

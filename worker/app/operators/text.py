@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from websurf.worker.registry import Context, Result, Task, operator
-from websurf.worker.transformers import Ask, StepInput, register_transformer
+from websurf.worker.app.transformers import Ask, StepInput, register_transformer
+from websurf.worker.core.registry import Context, Result, Task, operator
 
 TEXT_TIMEOUT_S = 5.0
 

@@ -17,7 +17,7 @@ Design note
 * One transaction per tick: a schedule that cannot run (a row written by hand with a
   bad expression) is logged and skipped; the others run.
 * A robot column's tick starts a refresh round instead of enqueuing one task
-  (:mod:`websurf.worker.refresh`), claimed the same way.
+  (:mod:`websurf.worker.app.refresh`), claimed the same way.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import structlog
 from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
-from websurf.worker import queue
-from websurf.worker.registry import Registry
-from websurf.worker.schedules import (
+from websurf.worker.core import queue
+from websurf.worker.core.registry import Registry
+from websurf.worker.core.schedules import (
     LATE_GRACE,
     ScheduleError,
     database_now,

@@ -24,8 +24,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
-from websurf.worker import payloads
-from websurf.worker.registry import MAX_ATTEMPTS, Registry, Task
+from websurf.worker.core import payloads
+from websurf.worker.core.registry import MAX_ATTEMPTS, Registry, Task
 
 PRIORITY = 5
 TASK_TYPE_MAX_LENGTH = 100

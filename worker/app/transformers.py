@@ -41,8 +41,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
-from websurf.worker import payloads, queue
-from websurf.worker.registry import (
+from websurf.worker.core import payloads, queue
+from websurf.worker.core.registry import (
     MAX_ATTEMPTS,
     TIMEOUT_S,
     Backoff,

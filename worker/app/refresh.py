@@ -7,7 +7,7 @@ Design note
   keeps those rows in step with the columns (added, re-timed, dropped) on every turn.
 * A tick of such a schedule does not enqueue one task: it starts a *round*
   (``refresh_after_row = 0``), claimed with the same compare-and-set as any tick
-  (:mod:`websurf.worker.scheduler`). A tick that falls due while the previous round is
+  (:mod:`websurf.worker.maintenance.scheduler`). A tick that falls due while the previous round is
   still running waits for it to end and then runs once.
 * A round walks the rows in order and keeps at most ``window`` of its tasks pending or
   running at once (a sliding window: each turn tops it up with the next filled rows),
@@ -48,9 +48,9 @@ import structlog
 from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
-from websurf.worker import queue
-from websurf.worker.queue import NewTask
-from websurf.worker.schedules import ScheduleError, database_now
+from websurf.worker.core import queue
+from websurf.worker.core.queue import NewTask
+from websurf.worker.core.schedules import ScheduleError, database_now
 
 REFRESH_PRIORITY = 1  # below the default (5) and a person's edit (8)
 REFRESH_WINDOW = 1000  # tasks of one column's round pending or running at once, at most

@@ -1,7 +1,7 @@
 """The benchmark's operators (``websurf bench`` only).
 
 Not built-ins: the benchmark starts its worker daemon with ``--operators
-websurf.worker.operators.bench`` (see ``websurf.worker.benchmark``).
+websurf.worker.bench.operators`` (see ``websurf.worker.bench.benchmark``).
 
 * ``bench_latency``, the pickup-latency probe. The producer puts ``t0 = time.time()``,
   taken just before its INSERT, in the payload; the handler's first act is to read the
@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from websurf.worker.benchmark import (
+from websurf.worker.bench.benchmark import (
     LATENCY_OPERATOR,
     PROBE_FILE_PREFIX,
     SLEEP_OPERATOR,
     SLEEP_PLAIN_OPERATOR,
 )
-from websurf.worker.registry import Context, PermanentError, Task, operator
+from websurf.worker.core.registry import Context, PermanentError, Task, operator
 
 
 @operator(LATENCY_OPERATOR, timeout_s=None, max_attempts=1)

@@ -22,8 +22,8 @@ from typing import Any
 import structlog
 
 from websurf.worker.config import WorkerConfig
+from websurf.worker.core.registry import OperatorError
 from websurf.worker.logs import configure_logging
-from websurf.worker.registry import OperatorError
 
 EXIT_OK = 0
 EXIT_BOOT_CONFIG = 78  # cannot boot and never will: bad operator module, schema behind

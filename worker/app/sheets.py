@@ -32,8 +32,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
-from websurf.worker import payloads
-from websurf.worker.registry import Registry
+from websurf.worker.core import payloads
+from websurf.worker.core.registry import Registry
 
 DEFAULT_COLUMNS = 2  # the plan's websurfing_spreadsheet.default_columns
 DEFAULT_ROWS = 8  # the plan's websurfing_spreadsheet.default_rows
@@ -354,7 +354,7 @@ def _check_operator_known(
     conn: psycopg.Connection[Any], operator_type: str, registry: Registry | None
 ) -> None:
     if registry is None:
-        from websurf.worker.registry import load_operators  # imports the operator modules
+        from websurf.worker.core.registry import load_operators  # imports the operator modules
 
         registry = load_operators(())
     live = {

@@ -3,7 +3,7 @@
 Design note
 -----------
 * ``/metrics``: the children's samples (multiprocess files, see
-  ``websurf.worker.metrics``) plus what only the supervisor knows: how many worker
+  ``websurf.worker.daemon.metrics``) plus what only the supervisor knows: how many worker
   processes are up.
 * ``/healthz`` (liveness): the supervisor's loop went round recently. It stays true
   while the daemon drains at shutdown, so a probe never kills a draining worker.
@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from websurf.worker.metrics import DATABASE_OK_METRIC, MULTIPROC_ENV
+from websurf.worker.daemon.metrics import DATABASE_OK_METRIC, MULTIPROC_ENV
 
 LIVENESS_WINDOW_S = 10.0  # the supervisor's loop wakes at least once a second
 READY_WINDOW_MIN_S = 15.0

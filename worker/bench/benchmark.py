@@ -15,7 +15,7 @@ Design note
   cadence does not enter the numbers.
 * Pickup latency: a producer inserts one task at a time at a steady rate with
   ``t0 = time.time()`` in its payload, taken just before the INSERT; the
-  ``bench_latency`` operator (``websurf.worker.operators.bench``, loaded only into the
+  ``bench_latency`` operator (``websurf.worker.bench.operators``, loaded only into the
   benchmark's daemon) records ``time.time() - t0`` at the start of its body. Producer
   and worker share the machine's clock.
 * Robots that wait (``async``, ``threaded``): tasks that each sleep 100 ms without using a
@@ -65,14 +65,14 @@ from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
 from websurf.sql.migrate import migrate
-from websurf.worker import sheets
+from websurf.worker.app import sheets
 from websurf.worker.config import BATCH_MAX, CONCURRENCY, TASKS_PER_PROCESS
-from websurf.worker.queue import NewTask, enqueue, enqueue_many
+from websurf.worker.core.queue import NewTask, enqueue, enqueue_many
 
 SCRATCH_PREFIX = "websurf_bench_"
 # The latency probe's operator lives in its own module, imported only by the benchmark's
 # daemon, so importing this module never registers it anywhere else.
-BENCH_OPERATORS_MODULE = "websurf.worker.operators.bench"
+BENCH_OPERATORS_MODULE = "websurf.worker.bench.operators"
 LATENCY_OPERATOR = "bench_latency"
 SLEEP_OPERATOR = "bench_sleep"  # async def, awaits asyncio.sleep(payload sleep_s)
 SLEEP_PLAIN_OPERATOR = "bench_sleep_plain"  # a plain function calling time.sleep
@@ -596,7 +596,7 @@ def measure_pickup_latency(
 
 
 def measure_cell_edits(url: str, *, edits: int) -> CellEdits:
-    """A person's edit committed with websurf.worker.sheets.edit_cell: the new content,
+    """A person's edit committed with websurf.worker.app.sheets.edit_cell: the new content,
     its audit row (trigger) and the task of the robot column it feeds, in one transaction."""
     with _scratch_connection(url) as conn:
         _reset(conn)
@@ -613,7 +613,7 @@ def measure_cell_edits(url: str, *, edits: int) -> CellEdits:
         durations.sort()
         return CellEdits(
             edits=edits,
-            via="websurf.worker.sheets.edit_cell",
+            via="websurf.worker.app.sheets.edit_cell",
             p50_ms=_percentile(durations, 0.50),
             p99_ms=_percentile(durations, 0.99),
             max_ms=durations[-1],

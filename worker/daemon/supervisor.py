@@ -48,9 +48,9 @@ from typing import IO, Any
 
 import structlog
 
-from websurf.worker.child import EXIT_BOOT_CONFIG, EXIT_BOOT_DATABASE, EXIT_RECYCLE
 from websurf.worker.config import RESTART_BACKOFF_MAX_S, WorkerConfig
-from websurf.worker.health import (
+from websurf.worker.daemon.child import EXIT_BOOT_CONFIG, EXIT_BOOT_DATABASE, EXIT_RECYCLE
+from websurf.worker.daemon.health import (
     LIVENESS_WINDOW_S,
     READY_HEARTBEATS,
     READY_WINDOW_MIN_S,
@@ -128,7 +128,7 @@ class Supervisor:
         os.pwrite(slot.running_file.fileno(), bytes(size), 0)
         settings["running_task_fd"] = slot.running_file.fileno()
         process = subprocess.Popen(
-            [sys.executable, "-m", "websurf.worker.child"],
+            [sys.executable, "-m", "websurf.worker.daemon.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=self.child_env,

@@ -11,16 +11,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from websurf.worker.registry import Context, Result, Task, on_stop, operator
+from websurf.worker.core.registry import Context, Result, Task, on_stop, operator
 
 FETCH_TIMEOUT_S = 10.0  # one fetch, whole: lookups, connects, every hop, every byte
 ALLOW_ENV = "WEBSURF_FETCH_ALLOW"  # read without importing the client (the demo sets it)
-_FETCH_MODULE = "websurf.worker.operators.web_fetch"
+_FETCH_MODULE = "websurf.worker.app.operators.web_fetch"
 
 
 @operator("web_title", timeout_s=FETCH_TIMEOUT_S + 5.0)
 async def web_title(task: Task, context: Context) -> Result:
-    from websurf.worker.operators import web_fetch
+    from websurf.worker.app.operators import web_fetch
 
     return await web_fetch.web_title(task, context)
 
@@ -34,6 +34,6 @@ async def close_sessions() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    from websurf.worker.operators import web_fetch
+    from websurf.worker.app.operators import web_fetch
 
     return getattr(web_fetch, name)

@@ -7,8 +7,8 @@ Design note
   priority; and ``next_run_at``, the tick it waits for. Rows come from code
   (:func:`schedule`, upserted by every worker at boot with :func:`sync_code_schedules`),
   from ``websurf schedules add`` (or plain SQL), and from robot columns with a
-  ``refresh_every`` (:mod:`websurf.worker.refresh`). The ticks themselves are claimed
-  and enqueued by :mod:`websurf.worker.scheduler`.
+  ``refresh_every`` (:mod:`websurf.worker.app.refresh`). The ticks themselves are claimed
+  and enqueued by :mod:`websurf.worker.maintenance.scheduler`.
 * A cron expression's ticks follow its time zone's wall clock, with Debian cron's
   rules at daylight-saving changes (cronsim): a 02:30 job runs once on the day 02:30
   does not exist (at 03:00), and once on the day it exists twice. An interval's ticks
@@ -36,8 +36,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
-from websurf.worker.queue import PRIORITY, TASK_TYPE_MAX_LENGTH
-from websurf.worker.registry import Registry
+from websurf.worker.core.queue import PRIORITY, TASK_TYPE_MAX_LENGTH
+from websurf.worker.core.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -5,7 +5,7 @@ Design note
 * Multiprocess mode: each child writes its samples into memory-mapped files in the
   directory named by ``PROMETHEUS_MULTIPROC_DIR`` (the supervisor creates it and sets
   the variable for its children only); the supervisor's ``/metrics`` reads them all
-  (``websurf.worker.health``). Counters and histograms of a child that died stay in
+  (``websurf.worker.daemon.health``). Counters and histograms of a child that died stay in
   the sum; its ``live*`` gauges are removed when the supervisor reaps it.
 * Cost: the claim loop runs tens of thousands of tasks a second, and one
   ``Histogram.observe`` costs about 2 µs. So nothing here runs per task on the
@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:  # queue imports psycopg; the supervisor imports this module
-    from websurf.worker.queue import Outcome
+    from websurf.worker.core.queue import Outcome
 
-COMPLETED = "completed"  # websurf.worker.queue's status names
+COMPLETED = "completed"  # websurf.worker.core.queue's status names
 FAILED = "failed"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from websurf.worker.registry import Context, Result, Task, operator
+from websurf.worker.core.registry import Context, Result, Task, operator
 
 
 @operator("noop", timeout_s=None)

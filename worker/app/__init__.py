@@ -1,0 +1,1 @@
+"""The spreadsheet: sheets, cells, transformer sessions, column refresh, built-in operators."""

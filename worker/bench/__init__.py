@@ -1,0 +1,1 @@
+"""The shipped benchmark (``websurf bench``): harness, measurements, plan analysis, report."""

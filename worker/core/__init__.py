@@ -1,0 +1,1 @@
+"""The queue's core: the model, the operator registry, enqueue/claim/finish, schedules, admin."""

@@ -1,0 +1,1 @@
+"""The daemon: the supervisor, the child process it starts, health and metrics endpoints."""

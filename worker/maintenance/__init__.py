@@ -1,0 +1,1 @@
+"""Maintenance services, each a ``run_once``: the reaper, the pruner, the schedule ticks."""
