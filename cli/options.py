@@ -80,6 +80,12 @@ class Runtime:
             )
         return direct
 
+    def inherit(self, parent: Runtime | None) -> None:
+        """Take the database URLs a parent command (a group) was given where none is set."""
+        if parent is not None:
+            self.database_url_option = self.database_url_option or parent.database_url_option
+            self.direct_url_option = self.direct_url_option or parent.direct_url_option
+
     def close(self) -> None:
         self._stack.close()
 
@@ -105,6 +111,9 @@ def _embedded_target() -> Iterator[DatabaseTarget]:
         yield DatabaseTarget(dsn, "embedded")
     finally:
         server.stop()
+
+
+SHARED_OPTIONS = ("database_url", "log_level", "log_format")  # what common_options adds
 
 
 def common_options(func: F) -> F:
@@ -171,13 +180,9 @@ def pass_runtime(func: Callable[Concatenate[Runtime, P], R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def command(*args: P.args, **kwargs: P.kwargs) -> R:
-        rt = runtime(
-            click.get_current_context(),
-            kwargs.pop("database_url"),
-            kwargs.pop("log_level"),
-            kwargs.pop("log_format"),
-            kwargs.pop("direct_database_url", None),
-        )
+        shared: dict[str, Any] = {name: kwargs.pop(name) for name in SHARED_OPTIONS}
+        direct: str | None = kwargs.pop("direct_database_url", None)  # type: ignore[assignment]
+        rt = runtime(click.get_current_context(), **shared, direct_database_url=direct)
         return func(rt, *args, **kwargs)
 
     return common_options(command)
@@ -210,7 +215,7 @@ def open_db(
     end; a database that cannot be reached is a one-line error with exit code 3."""
     from websurf.sql.database import connect
 
-    retry = {} if retry_for_s is None else {"retry_for_s": retry_for_s}
+    retry: dict[str, Any] = {} if retry_for_s is None else {"retry_for_s": retry_for_s}
     with database_errors(), connect(url or rt.database().url, autocommit=True, **retry) as conn:
         yield conn
 

@@ -53,7 +53,8 @@ def task_detail(task: TaskDetail) -> list[str]:
         outcome = "ok" if e.success else f"failed: {e.error_message or '-'}"
         took = e.processing_time_ms if e.processing_time_ms is not None else "-"
         lines.append(
-            f"  {timestamp(e.created_at)}  cell {e.cell_id}  {e.operator_type}  {took} ms  {outcome}"
+            f"  {timestamp(e.created_at)}  cell {e.cell_id}  {e.operator_type}"
+            f"  {took} ms  {outcome}"
         )
     return lines
 
