@@ -26,18 +26,10 @@ from typing import Any
 import click
 import psycopg
 
-from websurf.cli.options import (
-    CommandError,
-    common_options,
-    database_errors,
-    echo,
-    option,
-    runtime,
-    sigterm_as_interrupt,
-)
-from websurf.cli.sheets import render_audit, render_sheet
+from websurf.cli.options import Runtime, open_db, option, pass_runtime, sigterm_as_interrupt
+from websurf.cli.render import CommandError, echo, echo_lines
+from websurf.cli.render.sheets import render_audit, render_sheet
 from websurf.sql import QUERIES
-from websurf.sql.database import connect
 from websurf.sql.migrate import pending_migrations
 from websurf.worker.app import sheets, transformers
 from websurf.worker.app.operators.web import ALLOW_ENV
@@ -148,107 +140,97 @@ def _counts(conn: psycopg.Connection[Any], since: datetime) -> dict[str, int]:
     return {r[0]: r[1] for r in conn.execute(QUERIES["task_counts_since"], {"since": since})}
 
 
-def run_demo(url: str, *, tasks: int, concurrency: int) -> None:
-    """The demo itself (the click command only sets up and maps errors)."""
+def run_demo(conn: psycopg.Connection[Any], url: str, *, tasks: int, concurrency: int) -> None:
+    """The demo itself, on a connection to the database at url (which its worker is given);
+    the click command only sets up and maps errors."""
     load_operators(())
-    with connect(url, autocommit=True) as conn:
-        pending = pending_migrations(conn)
-        if pending:
-            raise CommandError(f"the database needs `websurf migrate` first ({pending[0].name})")
-        started_at = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
-        user = sheets.ensure_user(conn, DEMO_EMAIL, DEMO_NAME)
-        sheet = sheets.create_spreadsheet(
-            conn, user, f"Demo {started_at:%Y-%m-%d %H:%M:%S}", columns=0, rows=3
+    pending = pending_migrations(conn)
+    if pending:
+        raise CommandError(f"the database needs `websurf migrate` first ({pending[0].name})")
+    started_at = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+    user = sheets.ensure_user(conn, DEMO_EMAIL, DEMO_NAME)
+    sheet = sheets.create_spreadsheet(
+        conn, user, f"Demo {started_at:%Y-%m-%d %H:%M:%S}", columns=0, rows=3
+    )
+    for title in ("Text", "UPPERCASE", "Words", "URL", "Page title"):
+        sheets.add_column(conn, sheet.id, title)
+    column = {c.title: c for c in sheets.list_columns(conn, sheet.id)}
+    for target, operator, source in (
+        ("UPPERCASE", "uppercase", "Text"),
+        ("Words", "word_count", "Text"),
+        ("Page title", "web_title", "URL"),
+    ):
+        sheets.set_column_operator(
+            conn, column[target].id, operator, source_column_id=column[source].id
         )
-        for title in ("Text", "UPPERCASE", "Words", "URL", "Page title"):
-            sheets.add_column(conn, sheet.id, title)
-        column = {c.title: c for c in sheets.list_columns(conn, sheet.id)}
-        for target, operator, source in (
-            ("UPPERCASE", "uppercase", "Text"),
-            ("Words", "word_count", "Text"),
-            ("Page title", "web_title", "URL"),
-        ):
-            sheets.set_column_operator(
-                conn, column[target].id, operator, source_column_id=column[source].id
+        echo(f"robot column {target!r} <- {operator}({source})")
+    echo(f"spreadsheet {sheet.name!r} ({sheet.id}) owned by {DEMO_EMAIL}")
+
+    with _page_server() as base, _worker(url, concurrency) as worker:
+        _wait_for(
+            "the worker to register",
+            lambda: (conn.execute(QUERIES["live_workers"]).fetchone() or (0,))[0] > 0,
+            WORKER_START_TIMEOUT_S,
+            worker,
+        )
+        echo(f"worker ready (pid {worker.pid}, {concurrency} processes)")
+        for title, row, content in EDITS:
+            value = base + content if title == "URL" else content
+            t0 = time.perf_counter()
+            sheets.edit_cell(conn, sheet.id, column[title].id, row, value, user_id=user)
+            ms = (time.perf_counter() - t0) * 1000
+            echo(f"edit {title}{row} = {value!r} as {DEMO_EMAIL} ({ms:.1f} ms: audit + tasks)")
+        queue.enqueue_many(conn, [NewTask("noop", {"demo": n}) for n in range(tasks)])
+        echo(f"enqueued {tasks} noop tasks in one statement")
+        session = transformers.start_session(
+            conn, "word_stats", {"text": "the robots read the cells the people write"}
+        )
+        echo(f"transformer session {session.id} (word_stats) started")
+
+        def progressed() -> bool:
+            counts = _counts(conn, started_at)
+            done = counts.get("completed", 0) + counts.get("failed", 0)
+            total = sum(counts.values())
+            echo(
+                f"tasks: {done}/{total} done ({counts.get('completed', 0)} completed,"
+                f" {counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending,"
+                f" {counts.get('processing', 0)} processing)"
             )
-            echo(f"robot column {target!r} <- {operator}({source})")
-        echo(f"spreadsheet {sheet.name!r} ({sheet.id}) owned by {DEMO_EMAIL}")
+            state = transformers.get_session(conn, session.id)
+            if state.state == "waiting":
+                echo(f"session asks {state.user_input_prompt!r}; the demo user answers 'the'")
+                transformers.resume_session(conn, session.id, "the")
+                return False
+            return done == total and state.state in ("completed", "failed", "cancelled")
 
-        with _page_server() as base, _worker(url, concurrency) as worker:
-            _wait_for(
-                "the worker to register",
-                lambda: (conn.execute(QUERIES["live_workers"]).fetchone() or (0,))[0] > 0,
-                WORKER_START_TIMEOUT_S,
-                worker,
-            )
-            echo(f"worker ready (pid {worker.pid}, {concurrency} processes)")
-            for title, row, content in EDITS:
-                value = base + content if title == "URL" else content
-                t0 = time.perf_counter()
-                sheets.edit_cell(conn, sheet.id, column[title].id, row, value, user_id=user)
-                ms = (time.perf_counter() - t0) * 1000
-                echo(f"edit {title}{row} = {value!r} as {DEMO_EMAIL} ({ms:.1f} ms: audit + tasks)")
-            queue.enqueue_many(conn, [NewTask("noop", {"demo": n}) for n in range(tasks)])
-            echo(f"enqueued {tasks} noop tasks in one statement")
-            session = transformers.start_session(
-                conn, "word_stats", {"text": "the robots read the cells the people write"}
-            )
-            echo(f"transformer session {session.id} (word_stats) started")
+        deadline = time.monotonic() + FINISH_TIMEOUT_S
+        while not progressed():
+            if worker.poll() is not None:
+                raise CommandError(f"the worker exited early (code {worker.returncode})")
+            if time.monotonic() > deadline:
+                raise CommandError(f"tasks still unfinished after {FINISH_TIMEOUT_S:g}s")
+            time.sleep(PROGRESS_INTERVAL_S)
 
-            def progressed() -> bool:
-                counts = _counts(conn, started_at)
-                done = counts.get("completed", 0) + counts.get("failed", 0)
-                total = sum(counts.values())
-                echo(
-                    f"tasks: {done}/{total} done ({counts.get('completed', 0)} completed,"
-                    f" {counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending,"
-                    f" {counts.get('processing', 0)} processing)"
-                )
-                state = transformers.get_session(conn, session.id)
-                if state.state == "waiting":
-                    echo(f"session asks {state.user_input_prompt!r}; the demo user answers 'the'")
-                    transformers.resume_session(conn, session.id, "the")
-                    return False
-                return done == total and state.state in ("completed", "failed", "cancelled")
-
-            deadline = time.monotonic() + FINISH_TIMEOUT_S
-            while not progressed():
-                if worker.poll() is not None:
-                    raise CommandError(f"the worker exited early (code {worker.returncode})")
-                if time.monotonic() > deadline:
-                    raise CommandError(f"tasks still unfinished after {FINISH_TIMEOUT_S:g}s")
-                time.sleep(PROGRESS_INTERVAL_S)
-
-        echo()
-        for line in render_sheet(sheets.read_sheet(conn, sheet.id)):
-            echo(line)
-        echo()
-        echo("audit trail (newest first):")
-        for line in render_audit(sheets.audit_trail(conn, sheet.id, 30)):
-            echo("  " + line)
-        done = transformers.get_session(conn, session.id)
-        echo()
-        echo(f"transformer session {done.id}: {done.state}, step_data {done.step_data}")
+    echo()
+    echo_lines(render_sheet(sheets.read_sheet(conn, sheet.id)))
+    echo()
+    echo("audit trail (newest first):")
+    for line in render_audit(sheets.audit_trail(conn, sheet.id, 30)):
+        echo("  " + line)
+    done = transformers.get_session(conn, session.id)
+    echo()
+    echo(f"transformer session {done.id}: {done.state}, step_data {done.step_data}")
 
 
 @click.command("demo")
-@common_options
+@pass_runtime
 @option("--tasks", type=click.IntRange(0, 100_000), default=NOOP_TASKS, help="Noop tasks to add.")
 @option("--concurrency", type=click.IntRange(1, 16), default=2, help="Worker processes.")
-@click.pass_context
-def demo_command(
-    ctx: click.Context,
-    database_url: str | None,
-    log_level: str,
-    log_format: str,
-    tasks: int,
-    concurrency: int,
-) -> None:
+def demo_command(rt: Runtime, tasks: int, concurrency: int) -> None:
     """Show websurf at work: robot columns filling in, tasks completing, the audit trail."""
-    rt = runtime(ctx, database_url, log_level, log_format)
-    with sigterm_as_interrupt(), database_errors():
-        url = rt.database().url
+    with sigterm_as_interrupt():
         try:
-            run_demo(url, tasks=tasks, concurrency=concurrency)
+            with open_db(rt) as conn:
+                run_demo(conn, rt.database().url, tasks=tasks, concurrency=concurrency)
         except KeyboardInterrupt:
             raise CommandError("interrupted; the worker was stopped", EXIT_INTERRUPTED) from None

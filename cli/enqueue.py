@@ -7,23 +7,21 @@ from datetime import datetime
 import click
 
 from websurf.cli.options import (
-    CommandError,
-    common_options,
-    database_errors,
-    echo,
+    Runtime,
+    duration_option_value,
+    open_db,
     option,
-    parse_duration,
-    runtime,
+    pass_runtime,
     task_type_options,
 )
-from websurf.sql.database import connect
+from websurf.cli.render import EXIT_USAGE, CommandError, echo, one_line_errors
 from websurf.worker.core.payloads import PayloadError, parse_object
 from websurf.worker.core.queue import INT32_MAX, INT32_MIN, PRIORITY, EnqueueError, enqueue
 from websurf.worker.core.registry import OperatorError, load_operators
 
 
 @click.command("enqueue")
-@common_options
+@pass_runtime
 @click.argument("task_type")
 @option("--payload", default="{}", help="The task's payload, a JSON object.")
 @option(
@@ -44,12 +42,8 @@ from websurf.worker.core.registry import OperatorError, load_operators
     " task's payload instead (its id is printed).",
 )
 @task_type_options
-@click.pass_context
 def enqueue_command(
-    ctx: click.Context,
-    database_url: str | None,
-    log_level: str,
-    log_format: str,
+    rt: Runtime,
     task_type: str,
     payload: str,
     priority: int,
@@ -61,47 +55,36 @@ def enqueue_command(
     allow_unknown_type: bool,
 ) -> None:
     """Add a task of TASK_TYPE to the queue and print its id."""
-    rt = runtime(ctx, database_url, log_level, log_format)
-    try:
+    with one_line_errors(PayloadError, exit_code=EXIT_USAGE, prefix="--payload "):
         body = parse_object(payload)
-    except PayloadError as exc:
-        raise CommandError(f"--payload {exc}", 2) from None
     if not INT32_MIN <= priority <= INT32_MAX:
-        raise CommandError(f"--priority must be between {INT32_MIN} and {INT32_MAX}", 2)
+        raise CommandError(f"--priority must be between {INT32_MIN} and {INT32_MAX}", EXIT_USAGE)
     if max_attempts is not None and not 1 <= max_attempts <= INT32_MAX:
-        raise CommandError(f"--max-attempts must be between 1 and {INT32_MAX}", 2)
+        raise CommandError(f"--max-attempts must be between 1 and {INT32_MAX}", EXIT_USAGE)
     if delay and at:
-        raise CommandError("give --delay or --at, not both", 2)
+        raise CommandError("give --delay or --at, not both", EXIT_USAGE)
     when = None
     if at:
         try:
             when = datetime.fromisoformat(at)
         except ValueError:
-            raise CommandError(f"--at {at!r} is not an ISO 8601 time", 2) from None
+            raise CommandError(f"--at {at!r} is not an ISO 8601 time", EXIT_USAGE) from None
         if when.tzinfo is None:
-            raise CommandError("--at needs a time zone, e.g. 2026-01-01T09:00:00+00:00", 2)
-    try:
-        wait = parse_duration(delay) if delay else None
-    except click.BadParameter as exc:
-        raise CommandError(f"--delay {exc.message}", 2) from None
-    try:
+            raise CommandError("--at needs a time zone, e.g. 2026-01-01T09:00:00+00:00", EXIT_USAGE)
+    wait = duration_option_value("--delay", delay) if delay else None
+    with one_line_errors(OperatorError, exit_code=EXIT_USAGE):
         registry = load_operators(operator_modules)
-    except OperatorError as exc:
-        raise CommandError(str(exc), 2) from None
-    with database_errors(), connect(rt.database().url, autocommit=True) as conn:
-        try:
-            task_id = enqueue(
-                conn,
-                task_type,
-                body,
-                priority=priority,
-                max_attempts=max_attempts,
-                scheduled_for=when,
-                delay=wait,
-                registry=registry,
-                allow_unknown_type=allow_unknown_type,
-                unique_key=unique_key,
-            )
-        except EnqueueError as exc:
-            raise CommandError(str(exc), 2) from None
+    with open_db(rt) as conn, one_line_errors(EnqueueError, exit_code=EXIT_USAGE):
+        task_id = enqueue(
+            conn,
+            task_type,
+            body,
+            priority=priority,
+            max_attempts=max_attempts,
+            scheduled_for=when,
+            delay=wait,
+            registry=registry,
+            allow_unknown_type=allow_unknown_type,
+            unique_key=unique_key,
+        )
     echo(str(task_id))

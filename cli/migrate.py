@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import click
 import psycopg
 import structlog
 
-from websurf.cli.options import (
+from websurf.cli.options import Runtime, direct_url_option, open_db, option, pass_runtime
+from websurf.cli.render import (
     EXIT_FAILURE,
     EXIT_USAGE,
     CommandError,
-    Runtime,
-    common_options,
-    database_errors,
-    direct_url_option,
-    echo,
-    option,
-    runtime,
+    echo_lines,
+    first_line,
+    one_line_errors,
 )
+from websurf.cli.render.migrations import migration_lines, plan_lines, state_lines
 from websurf.sql import migrate as migrator
-from websurf.sql.database import CONNECT_RETRY_FOR_S, connect, describe, pooler_between
+from websurf.sql.database import CONNECT_RETRY_FOR_S, describe, pooler_between
 
 log = structlog.get_logger("websurf.cli")
 
@@ -35,14 +32,9 @@ connect_retry_option = option(
 )
 
 
-@contextmanager
-def _sql_errors() -> Iterator[None]:
+def _sql_errors() -> AbstractContextManager[None]:
     """Turn a database error outside any migration file into a one-line error."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CommandError(f"database error: {detail}") from None
+    return one_line_errors(psycopg.Error, prefix="database error: ", detail=first_line)
 
 
 def _session_url(rt: Runtime) -> tuple[str, bool]:
@@ -63,7 +55,7 @@ def _refuse_pooler(conn: psycopg.Connection[Any], url: str) -> None:
 
 
 @click.group("migrate", invoke_without_command=True)
-@common_options
+@pass_runtime
 @direct_url_option
 @option("--dry-run", is_flag=True, default=False, help="Print what would run; change nothing.")
 @option(
@@ -73,28 +65,14 @@ def _refuse_pooler(conn: psycopg.Connection[Any], url: str) -> None:
     help="Seconds a DDL statement may wait for a table lock before the migration fails.",
 )
 @connect_retry_option
-@click.pass_context
-def migrate_command(
-    ctx: click.Context,
-    database_url: str | None,
-    log_level: str,
-    log_format: str,
-    direct_database_url: str | None,
-    dry_run: bool,
-    lock_timeout: float,
-    connect_retry: float,
-) -> None:
+def migrate_command(rt: Runtime, dry_run: bool, lock_timeout: float, connect_retry: float) -> None:
     """Apply the pending SQL migrations, in order (on the direct URL when one is set)."""
+    ctx = click.get_current_context()
     if ctx.invoked_subcommand is not None:
-        ctx.obj = (database_url, log_level, log_format, direct_database_url)
+        ctx.obj = rt  # the subcommand takes the database URLs given here
         return
-    rt = runtime(ctx, database_url, log_level, log_format, direct_database_url)
     url, direct = _session_url(rt)
-    with (
-        database_errors(),
-        _sql_errors(),
-        connect(url, autocommit=True, retry_for_s=connect_retry) as conn,
-    ):
+    with _sql_errors(), open_db(rt, url, retry_for_s=connect_retry) as conn:
         if not direct:
             _refuse_pooler(conn, url)
         elif pooler_between(conn):
@@ -104,74 +82,21 @@ def migrate_command(
                 message="the direct URL goes through a connection pooler: fine in session mode"
                 " (one server connection per client), not in transaction mode",
             )
-        try:
+        with one_line_errors(migrator.MigrationError):
             result = migrator.migrate(conn, dry_run=dry_run, lock_timeout_s=lock_timeout)
-        except migrator.MigrationError as exc:
-            raise CommandError(str(exc)) from None
-    if dry_run:
-        if not result.pending_before:
-            echo("nothing to apply: the schema is up to date")
-        if result.collisions:
-            echo(
-                f"would first try to adopt existing tables ({', '.join(result.collisions[:5])}"
-                f"{', …' if len(result.collisions) > 5 else ''}): verified against a scratch"
-                " database built from the migrations, refused if they differ"
-            )
-        for migration in result.pending_before:
-            mode = "" if migration.transactional else "  (outside a transaction)"
-            echo(f"would apply {migration.name}{mode}")
-        return
-    if not result.applied and not result.adopted:
-        echo("nothing to apply: the schema is up to date")
-    for migration, duration_ms in result.adopted:
-        echo(
-            f"adopted {migration.name} in {duration_ms} ms"
-            " (its tables were already there; added what they lacked)"
-        )
-    for migration, duration_ms in result.applied:
-        echo(f"applied {migration.name} in {duration_ms} ms")
+    echo_lines(plan_lines(result) if dry_run else migration_lines(result))
 
 
 @migrate_command.command("status")
-@common_options
+@pass_runtime
 @direct_url_option
 @connect_retry_option
-@click.pass_context
-def status_command(
-    ctx: click.Context,
-    database_url: str | None,
-    log_level: str,
-    log_format: str,
-    direct_database_url: str | None,
-    connect_retry: float,
-) -> None:
+def status_command(rt: Runtime, connect_retry: float) -> None:
     """List applied and pending migrations; exit 1 when any is pending."""
-    parent = ctx.obj or (None, "info", "auto", None)
-    rt = runtime(
-        ctx, database_url or parent[0], log_level, log_format, direct_database_url or parent[3]
-    )
+    rt.inherit(click.get_current_context().obj)
     url, _ = _session_url(rt)
-    with (
-        database_errors(),
-        _sql_errors(),
-        connect(url, autocommit=True, retry_for_s=connect_retry) as conn,
-    ):
+    with _sql_errors(), open_db(rt, url, retry_for_s=connect_retry) as conn:
         states = migrator.migration_states(conn)
-    pending = 0
-    for state in states:
-        recorded = state.applied.name if state.applied else "?"
-        name = state.migration.name if state.migration else recorded
-        if state.applied is None:
-            pending += 1
-            echo(f"pending  {name}")
-        elif state.migration is None:
-            echo(f"applied  {name}  (not shipped with this version of websurf)")
-        elif state.changed:
-            echo(f"CHANGED  {name}  (edited after it was applied)")
-        else:
-            echo(f"applied  {name}  {state.applied.applied_at:%Y-%m-%d %H:%M:%S%z}")
-    if pending:
-        echo(f"{pending} pending: run `websurf migrate`")
-        ctx.exit(EXIT_FAILURE)
-    if any(s.changed for s in states):
-        ctx.exit(EXIT_FAILURE)
+    echo_lines(state_lines(states))
+    if any(s.applied is None or s.changed for s in states):
+        click.get_current_context().exit(EXIT_FAILURE)

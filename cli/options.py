@@ -1,20 +1,29 @@
-"""Options shared by every command, each with its WEBSURF_<OPTION> environment variable."""
+"""Options shared by the commands, each defined once with its WEBSURF_<OPTION> variable.
+
+A command that works on the database is decorated with :func:`pass_runtime`: it gets a
+:class:`Runtime` (logging set up, the database to use) instead of the shared options,
+and opens its connection with :func:`open_db`.
+"""
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 import structlog
 
+from websurf.cli.render import EXIT_DATABASE_UNAVAILABLE, EXIT_USAGE, one_line_errors
+from websurf.cli.render import EXIT_FAILURE as EXIT_FAILURE  # cli/bench.py imports these here
+from websurf.cli.render import CommandError as CommandError
+from websurf.cli.render import echo as echo
 from websurf.sql.target import (
     DIRECT_URL_ENV_VARS,
     DatabaseTarget,
@@ -24,12 +33,12 @@ from websurf.sql.target import (
 )
 from websurf.worker.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:  # psycopg is imported when a command connects: `websurf worker` never does
+    import psycopg
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_DATABASE_UNAVAILABLE = 3
+F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
@@ -39,17 +48,6 @@ def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     kwargs.setdefault("show_envvar", True)
     kwargs.setdefault("show_default", True)
     return click.option(*decls, **kwargs)
-
-
-class CommandError(click.ClickException):
-    """A one-line error shown as ``error: …`` with a chosen exit code."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
 
 
 @dataclass
@@ -82,6 +80,12 @@ class Runtime:
             )
         return direct
 
+    def inherit(self, parent: Runtime | None) -> None:
+        """Take the database URLs a parent command (a group) was given where none is set."""
+        if parent is not None:
+            self.database_url_option = self.database_url_option or parent.database_url_option
+            self.direct_url_option = self.direct_url_option or parent.direct_url_option
+
     def close(self) -> None:
         self._stack.close()
 
@@ -107,6 +111,9 @@ def _embedded_target() -> Iterator[DatabaseTarget]:
         yield DatabaseTarget(dsn, "embedded")
     finally:
         server.stop()
+
+
+SHARED_OPTIONS = ("database_url", "log_level", "log_format")  # what common_options adds
 
 
 def common_options(func: F) -> F:
@@ -142,21 +149,43 @@ direct_url_option = click.option(
 )
 
 
+def operators_option(help: str) -> Callable[[F], F]:
+    """``--operators``: modules that register operators (each command says what for)."""
+    return option("--operators", "operator_modules", multiple=True, default=(), help=help)
+
+
+def allow_unknown_type_option(help: str) -> Callable[[F], F]:
+    """``--allow-unknown-type``: accept a task type no operator here handles."""
+    return option("--allow-unknown-type", is_flag=True, default=False, help=help)
+
+
 def task_type_options(func: F) -> F:
     """``--operators`` and ``--allow-unknown-type``: for commands that enqueue a task type."""
-    func = option(
-        "--allow-unknown-type",
-        is_flag=True,
-        default=False,
-        help="Accept a task type no operator here handles (for other workers).",
+    func = allow_unknown_type_option(
+        "Accept a task type no operator here handles (for other workers)."
     )(func)
-    return option(
-        "--operators",
-        "operator_modules",
-        multiple=True,
-        default=(),
-        help="Module that registers operators, to know their task types (repeatable).",
+    return operators_option(
+        "Module that registers operators, to know their task types (repeatable)."
     )(func)
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """``--json``: print JSON instead of text (the command gets ``as_json``)."""
+    return option("--json", "as_json", is_flag=True, default=False, help=help)
+
+
+def pass_runtime(func: Callable[Concatenate[Runtime, P], R]) -> Callable[P, R]:
+    """The shared options (:func:`common_options`, and ``--direct-database-url`` when the
+    command declares it below): the command gets them as its Runtime, its first argument."""
+
+    @functools.wraps(func)
+    def command(*args: P.args, **kwargs: P.kwargs) -> R:
+        shared: dict[str, Any] = {name: kwargs.pop(name) for name in SHARED_OPTIONS}
+        direct: str | None = kwargs.pop("direct_database_url", None)  # type: ignore[assignment]
+        rt = runtime(click.get_current_context(), **shared, direct_database_url=direct)
+        return func(rt, *args, **kwargs)
+
+    return common_options(command)
 
 
 def runtime(
@@ -173,18 +202,35 @@ def runtime(
     return rt
 
 
-@contextmanager
-def database_errors() -> Iterator[None]:
+def database_errors() -> AbstractContextManager[None]:
     """Turn DatabaseUnavailable into a one-line error with exit code 3."""
-    try:
-        yield
-    except DatabaseUnavailable as exc:
-        raise CommandError(str(exc), EXIT_DATABASE_UNAVAILABLE) from None
+    return one_line_errors(DatabaseUnavailable, exit_code=EXIT_DATABASE_UNAVAILABLE)
+
+
+@contextmanager
+def open_db(
+    rt: Runtime, url: str | None = None, *, retry_for_s: float | None = None
+) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the command's database (or to ``url``), closed at the
+    end; a database that cannot be reached is a one-line error with exit code 3."""
+    from websurf.sql.database import connect
+
+    retry: dict[str, Any] = {} if retry_for_s is None else {"retry_for_s": retry_for_s}
+    with database_errors(), connect(url or rt.database().url, autocommit=True, **retry) as conn:
+        yield conn
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 MAX_DURATION = timedelta(days=36_500)  # a century: longer is a typo, and overflows dates
+
+
+def duration_option_value(name: str, text: str) -> timedelta:
+    """The duration an option was given, or a one-line usage error naming the option."""
+    try:
+        return parse_duration(text)
+    except click.BadParameter as exc:
+        raise CommandError(f"{name} {exc.message}", EXIT_USAGE) from None
 
 
 def parse_duration(text: str) -> timedelta:
@@ -210,7 +256,3 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def echo(text: str = "") -> None:
-    click.echo(text, file=sys.stdout)

@@ -8,13 +8,14 @@ import sys
 import click
 
 from websurf.cli.options import (
-    CommandError,
-    common_options,
+    Runtime,
     direct_url_option,
+    operators_option,
     option,
     parse_duration,
-    runtime,
+    pass_runtime,
 )
+from websurf.cli.render import EXIT_USAGE, CommandError
 from websurf.worker import config as defaults
 from websurf.worker.config import WorkerConfig
 from websurf.worker.daemon.supervisor import EXIT_BOOT_FAILURE, Supervisor
@@ -28,7 +29,7 @@ def _module_exists(name: str) -> bool:
 
 
 @click.command("worker")
-@common_options
+@pass_runtime
 @direct_url_option
 @option(
     "--concurrency",
@@ -50,13 +51,7 @@ def _module_exists(name: str) -> bool:
     default=defaults.THREADS_PER_PROCESS,
     help="Threads per process for plain (non-async) handlers.",
 )
-@option(
-    "--operators",
-    "operator_modules",
-    multiple=True,
-    default=(),
-    help="Module that registers operators (repeatable).",
-)
+@operators_option("Module that registers operators (repeatable).")
 @option(
     "--shutdown-timeout",
     type=click.FloatRange(0),
@@ -148,13 +143,8 @@ def _module_exists(name: str) -> bool:
     default="1h",
     help="How often the daemon prunes, when --prune-older-than is given.",
 )
-@click.pass_context
 def worker_command(
-    ctx: click.Context,
-    database_url: str | None,
-    log_level: str,
-    log_format: str,
-    direct_database_url: str | None,
+    rt: Runtime,
     concurrency: int,
     tasks_per_process: int,
     threads_per_process: int,
@@ -176,7 +166,6 @@ def worker_command(
     prune_interval: str,
 ) -> None:
     """Run the worker daemon: N processes claiming and running tasks."""
-    rt = runtime(ctx, database_url, log_level, log_format, direct_database_url)
     direct = rt.direct_database()
     # Fail fast on a module that does not exist, without importing it here: the
     # processes import the operators themselves, and one that fails to import stops
@@ -215,7 +204,7 @@ def worker_command(
             log_format=rt.log_format,
         ).validate()
     except ValueError as exc:
-        raise CommandError(str(exc), 2) from None
+        raise CommandError(str(exc), EXIT_USAGE) from None
     supervisor = Supervisor(config)
     try:
         code = supervisor.run()

@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, errors, sql
 
-from websurf.cli import status
+from websurf.worker.core.snapshot import status_snapshot
 from websurf.worker.maintenance import pruner
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
@@ -168,7 +168,7 @@ def test_the_worker_role_reads_status_and_prunes(
     )
     with psycopg.connect(worker_url, autocommit=True) as worker:
         assert pruner.run_once(worker, timedelta(days=7)).deleted == 1
-        assert status.gather(worker).types == {}
+        assert status_snapshot(worker).types == {}
 
 
 @pytest.mark.parametrize(

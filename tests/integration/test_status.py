@@ -18,7 +18,9 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from websurf.cli import status
+from websurf.cli.render.status import status_report
 from websurf.sql import QUERIES
+from websurf.worker.core.snapshot import Failures, status_snapshot
 
 FINISHED_ROWS = 200_000
 MAX_PAGES_TOUCHED = 60  # the table has thousands of pages; its finished index hundreds
@@ -82,7 +84,7 @@ def busy_queue(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 
 def test_counts_waits_throughput_failures_and_workers(busy_queue: psycopg.Connection[Any]) -> None:
-    found = status.gather(busy_queue)
+    found = status_snapshot(busy_queue)
 
     fetch, noop = found.types["fetch"], found.types["noop"]
     assert (fetch.due, fetch.scheduled, fetch.processing) == (2, 1, 0)
@@ -92,14 +94,14 @@ def test_counts_waits_throughput_failures_and_workers(busy_queue: psycopg.Connec
     assert found.throughput_per_s["1m"] == pytest.approx(1.0, abs=0.05)
     assert found.throughput_per_s["15m"] == pytest.approx(600 / 900, abs=0.01)
     assert found.failures == [
-        {
-            "task_type": "fetch",
-            "failed": 2,
-            "last_failed_at": found.failures[0]["last_failed_at"],
-            "last_error": "TimeoutError: slow site",
-        }
+        Failures(
+            task_type="fetch",
+            failed=2,
+            last_failed_at=found.failures[0].last_failed_at,
+            last_error="TimeoutError: slow site",
+        )
     ]
-    assert [(w["id"], w["stale"]) for w in found.workers] == [("host/0/abc", False)]
+    assert [(w.id, w.stale) for w in found.workers] == [("host/0/abc", False)]
 
 
 def test_status_command_prints_text_and_json(
@@ -118,10 +120,10 @@ def test_status_command_prints_text_and_json(
 
 
 def test_an_empty_queue_reads_as_empty(conn: psycopg.Connection[Any]) -> None:
-    found = status.gather(conn)
+    found = status_snapshot(conn)
 
     assert found.types == {} and found.oldest_due_age_s is None and found.workers == []
-    assert "no tasks pending" in status.render(found)
+    assert "no tasks pending" in status_report(found)
 
 
 def test_pending_tasks_that_no_live_worker_handles_are_named(
@@ -145,10 +147,10 @@ def test_pending_tasks_that_no_live_worker_handles_are_named(
         " SELECT t, '{}' FROM unnest('{uppercase,uppercsae,uppercsae,web_title}'::text[]) AS t",
     )
 
-    found = status.gather(conn)
+    found = status_snapshot(conn)
 
     assert found.unhandled == {"uppercsae": 2, "web_title": 1}
-    text = status.render(found)
+    text = status_report(found)
     assert "no live worker handles" in text and "uppercsae" in text
 
 

@@ -1,0 +1,195 @@
+"""The queue's admin operations on single tasks: list, show, retry, cancel.
+
+What ``websurf tasks`` does, callable from Python with a psycopg connection (autocommit:
+each operation is one statement, or a read). Results are frozen dataclasses; a request
+that cannot be done raises a :class:`TaskError` saying why.
+
+Retry keeps the count: ``attempts`` goes on saying how many times the task really ran
+(each attempt also has its audit row), and ``max_attempts`` is raised to ``attempts +
+N`` (default 1), so a retried task gets exactly N more runs before it fails again. The
+last error message stays until a new attempt replaces it. Only a pending task can be
+cancelled: a running one is in a handler's hands.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+
+from websurf.sql import QUERIES
+from websurf.worker.core.model import Status
+
+LIST_LIMIT = 50
+RETRY_ATTEMPTS = 1
+
+
+class TaskError(Exception):
+    """An admin operation on a task could not be done; the message says why."""
+
+
+class InvalidRequest(TaskError, ValueError):
+    """The request itself is wrong (not a task id, no attempts): nothing was looked up."""
+
+
+class TaskNotFound(TaskError):
+    """No task has this id (never had, or it was pruned)."""
+
+
+class WrongState(TaskError):
+    """The task exists but its state does not allow the operation."""
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One line of ``websurf tasks list`` (fields in the order JSON shows them)."""
+
+    id: uuid.UUID
+    task_type: str
+    status: Status
+    priority: int
+    attempts: int
+    max_attempts: int
+    scheduled_for: datetime
+    created_at: datetime
+    updated_at: datetime
+    worker_id: str | None
+    error_message: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """The audit row one attempt of a task wrote (cell, operator, outcome)."""
+
+    id: uuid.UUID
+    cell_id: uuid.UUID
+    operator_type: str
+    success: bool
+    processing_time_ms: int | None
+    error_message: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    """One task as ``websurf tasks show`` prints it, with its attempts' audit rows."""
+
+    id: uuid.UUID
+    task_type: str
+    payload: dict[str, Any]
+    status: Status
+    priority: int
+    attempts: int
+    max_attempts: int
+    scheduled_for: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    error_message: str | None
+    worker_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    robot_events: tuple[AttemptRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
+
+@dataclass(frozen=True)
+class Retried:
+    """A task put back in the queue: how often it ran so far, and how often it may now."""
+
+    id: uuid.UUID
+    task_type: str
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A pending task that will not run."""
+
+    id: uuid.UUID
+    task_type: str
+
+
+def parse_task_id(text: str) -> uuid.UUID:
+    """A task id as a UUID, or InvalidRequest naming what is wrong."""
+    try:
+        return uuid.UUID(text.strip())
+    except ValueError:
+        raise InvalidRequest(f"{text!r} is not a task id (task ids are UUIDs)") from None
+
+
+def list_tasks(
+    conn: psycopg.Connection[Any],
+    *,
+    status: Status | None = None,
+    task_type: str | None = None,
+    limit: int = LIST_LIMIT,
+) -> list[TaskSummary]:
+    """The newest tasks, newest first, filtered by status and/or type.
+
+    Running tasks are found through the registered workers (a dead worker's tasks show
+    again once the reaper hands them back).
+    """
+    with conn.cursor(row_factory=class_row(TaskSummary)) as cur:
+        return cur.execute(
+            QUERIES["list_tasks"], {"status": status, "task_type": task_type, "limit": limit}
+        ).fetchall()
+
+
+def show_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> TaskDetail:
+    """One task with the audit rows of its attempts, oldest first; TaskNotFound if none."""
+    task = _get_task(conn, task_id)
+    with conn.cursor(row_factory=class_row(AttemptRecord)) as cur:
+        events = cur.execute(QUERIES["list_task_robot_events"], {"id": task_id}).fetchall()
+    return replace(task, robot_events=tuple(events))
+
+
+def retry_task(
+    conn: psycopg.Connection[Any], task_id: uuid.UUID, *, attempts: int = RETRY_ATTEMPTS
+) -> Retried:
+    """Put a failed or cancelled task back in the queue, due now, with ``attempts`` more runs.
+
+    The workers are woken on ``new_task``. WrongState for any other task.
+    """
+    if attempts < 1:
+        raise InvalidRequest("a retry needs at least 1 more attempt")
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            QUERIES["retry_task"], {"id": task_id, "more_attempts": attempts}
+        ).fetchone()
+    if row is None:
+        raise WrongState(
+            f"task {task_id} is {_get_task(conn, task_id).status}:"
+            " only a failed or cancelled task can be retried"
+        )
+    return Retried(row["id"], row["task_type"], row["attempts"], row["max_attempts"])
+
+
+def cancel_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> Cancelled:
+    """Cancel a pending task; WrongState when it is running or finished."""
+    with conn.cursor(row_factory=class_row(Cancelled)) as cur:
+        cancelled = cur.execute(QUERIES["cancel_task"], {"id": task_id}).fetchone()
+    if cancelled is None:
+        raise WrongState(
+            f"task {task_id} is {_get_task(conn, task_id).status}:"
+            " only a pending task can be cancelled"
+        )
+    return cancelled
+
+
+def _get_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> TaskDetail:
+    with conn.cursor(row_factory=class_row(TaskDetail)) as cur:
+        task = cur.execute(QUERIES["get_task"], {"id": task_id}).fetchone()
+    if task is None:
+        raise TaskNotFound(f"no task with id {task_id}")
+    return task
