@@ -20,13 +20,10 @@ from websurf.cli.options import (
     sigterm_as_interrupt,
 )
 from websurf.sql.database import describe, scrub
-from websurf.worker.bench.benchmark import (
-    MEASUREMENTS,
-    BenchError,
-    BenchOptions,
-    Report,
-    run_benchmark,
-)
+from websurf.worker.bench.harness import BenchError
+from websurf.worker.bench.options import MEASUREMENTS, BenchOptions
+from websurf.worker.bench.report import render
+from websurf.worker.bench.runner import run_benchmark
 
 EXIT_INTERRUPTED = 130
 
@@ -106,62 +103,3 @@ def bench_command(
     )
     if report.problems:
         raise CommandError("checks failed: " + "; ".join(report.problems), EXIT_FAILURE)
-
-
-DECIMALS = {"ms": 2, "MB": 1}  # of a unit in the table; counts and rates have none
-
-
-def _number(value: float, unit: str) -> str:
-    return f"{value:,.{DECIMALS.get(unit, 0)}f}"
-
-
-def render(report: Report) -> str:
-    """The report as a readable table."""
-    m, s = report.machine, report.server
-    revision = f" ({report.source_revision})" if report.source_revision else ""
-    lines = [
-        f"websurf bench: websurf {report.websurf_version}{revision},"
-        f" {report.started_at}, took {report.duration_s:,.0f} s",
-        f"machine     {m.cpu_model}, {m.cores} cores, {m.ram_gib:g} GiB RAM, {m.system},"
-        f" Python {m.python}",
-        f"PostgreSQL  {s.server_version} at {report.database}: synchronous_commit="
-        f"{s.synchronous_commit}, fsync={s.fsync}, full_page_writes={s.full_page_writes},"
-        f" shared_buffers={s.shared_buffers}, max_connections={s.max_connections}",
-        f"runs        {report.options.runs} (median, min-max of the runs);"
-        f" {report.options.tasks:,} tasks per throughput run",
-    ]
-    if report.load_at_start is not None:
-        lines.append(
-            f"load        {report.load_at_start:g} at the start, {report.load_at_end:g} at the end"
-            f" (1-minute load average; on {m.cores} cores, other work skews the figures)"
-        )
-    lines.append("")
-    rows = [("measurement", "metric", "median", "min-max", "unit")]
-    previous = ""
-    for metric in report.metrics:
-        st = metric.stat
-        rows.append(
-            (
-                metric.measurement if metric.measurement != previous else "",
-                metric.name,
-                _number(st.median, metric.unit),
-                f"{_number(st.low, metric.unit)}-{_number(st.high, metric.unit)}",
-                metric.unit,
-            )
-        )
-        previous = metric.measurement
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for n, row in enumerate(rows):
-        cells = [
-            row[i].rjust(widths[i]) if i in (2, 3) else row[i].ljust(widths[i]) for i in range(5)
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    if report.claim_plan is not None:
-        lines += ["", f"claim query at scale: {report.claim_plan.summary}"]
-    if report.checks:
-        lines += ["", "checks:", *(f"  ok  {check}" for check in report.checks)]
-    if report.problems:
-        lines += ["", "problems:", *(f"  FAILED  {problem}" for problem in report.problems)]
-    return "\n".join(lines)

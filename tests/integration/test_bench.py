@@ -19,9 +19,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from websurf.cli.bench import render
-from websurf.worker.bench import benchmark
-from websurf.worker.bench.benchmark import BenchError, BenchOptions
+from websurf.worker.bench import harness, latency, memory, producer, throughput
+from websurf.worker.bench.harness import BenchError
+from websurf.worker.bench.options import BenchOptions
+from websurf.worker.bench.plan import measure_claim_plan
+from websurf.worker.bench.report import render
+from websurf.worker.bench.runner import run_benchmark
+from websurf.worker.bench.throughput import CellTasks
 
 WEBSURF = str(Path(sys.executable).with_name("websurf"))
 DEADLINE_S = 30.0
@@ -52,14 +56,14 @@ def _one(url: str, query: str, *params: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def scratch(pg_server: str) -> Iterator[str]:
-    with benchmark.scratch_database(pg_server) as url:
+    with harness.scratch_database(pg_server) as url:
         yield url
 
 
 def test_scratch_database_is_migrated_and_dropped_afterwards(pg_server: str) -> None:
     before = _scratch_names(pg_server)
 
-    with benchmark.scratch_database(pg_server) as url:
+    with harness.scratch_database(pg_server) as url:
         name = _one(url, "SELECT current_database()")
         applied = _one(url, "SELECT count(*) FROM websurf.schema_migrations")
         assert name.startswith("websurf_bench_")
@@ -75,13 +79,13 @@ def test_measurements_refuse_a_database_that_is_not_a_scratch_one(
     conn.execute("INSERT INTO websurfing_task_queue (task_type, payload) VALUES ('noop', '{}')")
 
     with pytest.raises(BenchError, match="scratch database"):
-        benchmark.measure_enqueue(database_url, bulk=10, single=1)
+        producer.measure_enqueue(database_url, bulk=10, single=1)
 
     assert _one(database_url, "SELECT count(*) FROM websurfing_task_queue") == 1
 
 
 def test_noop_throughput_runs_every_task_through_the_daemon(scratch: str) -> None:
-    result = benchmark.measure_throughput(scratch, tasks=300, processes=1)
+    result = throughput.measure_throughput(scratch, tasks=300, processes=1)
 
     assert result.tasks == 300
     assert (result.processes, result.daemons, result.workers_seen) == (1, 1, 1)
@@ -93,7 +97,7 @@ def test_noop_throughput_runs_every_task_through_the_daemon(scratch: str) -> Non
 
 
 def test_two_daemons_share_one_queue(scratch: str) -> None:
-    result = benchmark.measure_throughput(scratch, tasks=400, processes=1, daemons=2)
+    result = throughput.measure_throughput(scratch, tasks=400, processes=1, daemons=2)
 
     assert (result.tasks, result.daemons) == (400, 2)
     statuses = _one(scratch, "SELECT array_agg(DISTINCT status) FROM websurfing_task_queue")
@@ -103,7 +107,7 @@ def test_two_daemons_share_one_queue(scratch: str) -> None:
 
 
 def test_audited_cell_tasks_leave_one_robot_row_each_and_write_the_cells(scratch: str) -> None:
-    result = benchmark.measure_cell_tasks(scratch, tasks=150, processes=1)
+    result = throughput.measure_cell_tasks(scratch, tasks=150, processes=1)
 
     assert result.throughput.tasks == 150
     assert result.robot_rows == 150
@@ -112,8 +116,27 @@ def test_audited_cell_tasks_leave_one_robot_row_each_and_write_the_cells(scratch
     assert _one(scratch, "SELECT count(*) FROM websurfing_cell WHERE content = 'x'") == 150
 
 
+def test_run_benchmark_keeps_each_audited_cell_run_whole_and_reports_its_rates(
+    pg_server: str,
+) -> None:
+    options = BenchOptions(runs=2, tasks=120, cell_processes=1, only=("cells",))
+
+    report = run_benchmark(pg_server, options)
+
+    # one entry per run, the whole result (its audit counts, not only its rates): the runner
+    # used to append the run's Throughput and then overwrite that entry with the CellTasks
+    cells = report.runs["cells"]
+    assert [type(run) for run in cells] == [CellTasks, CellTasks]
+    assert all(run.robot_rows == 120 and run.cells_not_written == 0 for run in cells)
+    (rates,) = [m for m in report.metrics if m.name == "from worker start"]
+    assert rates.measurement == "audited cell tasks, 1 process"
+    assert rates.stat.values == [run.throughput.from_start_per_s for run in cells]
+    assert report.problems == []
+    assert "every audited cell task left exactly one success robot row" in "\n".join(report.checks)
+
+
 def test_enqueue_rates_count_every_task_queued(scratch: str) -> None:
-    result = benchmark.measure_enqueue(scratch, bulk=500, single=40)
+    result = producer.measure_enqueue(scratch, bulk=500, single=40)
 
     assert (result.bulk_tasks, result.single_tasks) == (500, 40)
     assert result.bulk_per_s > 0 and result.single_per_s > 0
@@ -121,7 +144,7 @@ def test_enqueue_rates_count_every_task_queued(scratch: str) -> None:
 
 
 def test_pickup_latency_has_one_sample_per_probe_task(scratch: str) -> None:
-    result = benchmark.measure_pickup_latency(scratch, rate_per_s=50, duration_s=0.4, processes=1)
+    result = latency.measure_pickup_latency(scratch, rate_per_s=50, duration_s=0.4, processes=1)
 
     assert result.tasks == 20
     assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms <= result.max_ms
@@ -134,7 +157,7 @@ def test_pickup_latency_has_one_sample_per_probe_task(scratch: str) -> None:
 
 
 def test_cell_edits_are_audited_and_enqueue_their_robot_task(scratch: str) -> None:
-    result = benchmark.measure_cell_edits(scratch, edits=40)
+    result = producer.measure_cell_edits(scratch, edits=40)
 
     assert result.edits == 40
     assert result.edit_audit_rows == 40
@@ -143,7 +166,7 @@ def test_cell_edits_are_audited_and_enqueue_their_robot_task(scratch: str) -> No
 
 
 def test_claim_plan_is_explained_without_claiming_anything(scratch: str) -> None:
-    plan = benchmark.measure_claim_plan(scratch, finished=3000, future=300, due=40, limit=25)
+    plan = measure_claim_plan(scratch, finished=3000, future=300, due=40, limit=25)
 
     assert (plan.finished_rows, plan.future_rows, plan.due_rows, plan.limit) == (3000, 300, 40, 25)
     for text in (plan.plan, plan.generic_plan):
@@ -169,7 +192,7 @@ def _completed(url: str, task_type: str) -> int:
 
 
 def test_async_sleeps_all_run_through_the_daemon(scratch: str) -> None:
-    result = benchmark.measure_sleep_throughput(scratch, tasks=200, processes=1)
+    result = throughput.measure_sleep_throughput(scratch, tasks=200, processes=1)
 
     assert (result.tasks, result.processes, result.workers_seen) == (200, 1, 1)
     assert result.from_start_per_s > 0 and result.elapsed_s > 0
@@ -178,7 +201,7 @@ def test_async_sleeps_all_run_through_the_daemon(scratch: str) -> None:
 
 
 def test_plain_sleeps_all_run_in_the_thread_pool(scratch: str) -> None:
-    result = benchmark.measure_sleep_throughput(scratch, tasks=60, plain=True, processes=1)
+    result = throughput.measure_sleep_throughput(scratch, tasks=60, plain=True, processes=1)
 
     assert (result.tasks, result.processes) == (60, 1)
     assert result.from_start_per_s > 0
@@ -187,7 +210,7 @@ def test_plain_sleeps_all_run_in_the_thread_pool(scratch: str) -> None:
 
 
 def test_memory_is_read_from_each_worker_process_with_its_tasks_in_flight(scratch: str) -> None:
-    result = benchmark.measure_memory(scratch, in_flight_per_process=30, processes=2, sleep_s=2.0)
+    result = memory.measure_memory(scratch, in_flight_per_process=30, processes=2, sleep_s=2.0)
 
     assert (result.processes, result.in_flight_per_process) == (2, 30)
     assert len(result.rss_mb) == 2 and len(result.idle_rss_mb) == 2
@@ -203,7 +226,7 @@ def test_memory_is_read_from_each_worker_process_with_its_tasks_in_flight(scratc
 
 
 def test_edits_under_bulk_work_get_priority_8_and_their_robot_answer(scratch: str) -> None:
-    result = benchmark.measure_edit_priority(
+    result = latency.measure_edit_priority(
         scratch, bulk_tasks=1100, edits=5, processes=1, bulk_sleep_s=0.5
     )
 
@@ -212,7 +235,7 @@ def test_edits_under_bulk_work_get_priority_8_and_their_robot_answer(scratch: st
     assert result.edits_completed == 5 and result.robot_cells_answered == 5
     assert result.edits_during_bulk == 5  # the bulk work outlasts five edits 50 ms apart
     assert 0 < result.p50_ms <= result.p90_ms <= result.max_ms
-    assert benchmark._priority_problem(result) is None
+    assert latency.priority_problem(result) is None
     answers = _one(
         scratch,
         "SELECT array_agg(content ORDER BY row_number) FROM websurfing_cell c"
@@ -234,7 +257,7 @@ def test_run_benchmark_reports_the_waiting_robot_rows(pg_server: str) -> None:
         only=("async", "threaded", "memory", "priority"),
     )
 
-    report = benchmark.run_benchmark(pg_server, options)
+    report = run_benchmark(pg_server, options)
 
     assert report.problems == []
     # (no "steady" expected: a hundred sleeps may all complete in the same instant)
@@ -265,7 +288,7 @@ def test_run_benchmark_reports_median_and_range_of_every_run(pg_server: str) -> 
     )
     lines: list[str] = []
 
-    report = benchmark.run_benchmark(pg_server, options, progress=lines.append)
+    report = run_benchmark(pg_server, options, progress=lines.append)
 
     assert len(report.runs["enqueue"]) == 2 and len(report.runs["edits"]) == 2
     names = {(m.measurement, m.name) for m in report.metrics}

@@ -1,7 +1,8 @@
 """The benchmark's operators (``websurf bench`` only).
 
 Not built-ins: the benchmark starts its worker daemon with ``--operators
-websurf.worker.bench.operators`` (see ``websurf.worker.bench.benchmark``).
+websurf.worker.bench.operators`` (see ``websurf.worker.bench.harness``). The names it
+shares with the benchmark come from ``websurf.worker.bench.names``, never from the harness.
 
 * ``bench_latency``, the pickup-latency probe. The producer puts ``t0 = time.time()``,
   taken just before its INSERT, in the payload; the handler's first act is to read the
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from websurf.worker.bench.benchmark import (
+from websurf.worker.bench.names import (
     LATENCY_OPERATOR,
     PROBE_FILE_PREFIX,
     SLEEP_OPERATOR,

@@ -1,0 +1,10 @@
+"""Names the benchmark and its operators share; imports nothing, so the operators module
+(loaded into the benchmark's worker daemons) never pulls in the harness."""
+
+# The operators live in their own module, imported only by the benchmark's daemon, so
+# importing the harness never registers them anywhere else.
+BENCH_OPERATORS_MODULE = "websurf.worker.bench.operators"
+LATENCY_OPERATOR = "bench_latency"
+SLEEP_OPERATOR = "bench_sleep"  # async def, awaits asyncio.sleep(payload sleep_s)
+SLEEP_PLAIN_OPERATOR = "bench_sleep_plain"  # a plain function calling time.sleep
+PROBE_FILE_PREFIX = "websurf-bench-"  # the only files bench_latency appends to

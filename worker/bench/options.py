@@ -1,0 +1,69 @@
+"""What ``websurf bench`` measures, and how much: the measurement names ``--only`` selects
+and the counts of each run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from websurf.worker.config import TASKS_PER_PROCESS
+
+SLEEP_S = 0.1  # how long each robot of the async, threaded and priority runs waits
+MEMORY_SLEEP_S = 10.0  # long enough for every task to be in flight when memory is read
+# In the order they run; "plan" runs once, after the repeated runs of the others.
+MEASUREMENTS = (
+    "noop",
+    "cells",
+    "enqueue",
+    "latency",
+    "edits",
+    "async",
+    "threaded",
+    "memory",
+    "priority",
+    "plan",
+)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    runs: int = 3
+    tasks: int = 20_000  # no-op and audited cell tasks per run
+    concurrencies: tuple[int, ...] = (1, 2, 4)
+    daemons: int = 2  # the multi-daemon run: this many daemons of daemon_processes each
+    daemon_processes: int = 2
+    cell_processes: int = 2
+    bulk_tasks: int = 10_000
+    single_tasks: int = 2_000
+    latency_rate_per_s: float = 50.0
+    latency_duration_s: float = 20.0
+    latency_processes: int = 2
+    edits: int = 1_000
+    async_tasks: int = 10_000
+    threaded_tasks: int = 2_000
+    memory_in_flight: int = TASKS_PER_PROCESS  # per process
+    memory_sleep_s: float = MEMORY_SLEEP_S
+    priority_bulk_tasks: int = 4_000
+    priority_edits: int = 40
+    plan_finished: int = 1_000_000
+    plan_future: int = 100_000
+    plan_due: int = 1_000
+    only: tuple[str, ...] = MEASUREMENTS
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchOptions:
+        """Small counts, one run, no claim plan: a check that everything works."""
+        settings: dict[str, Any] = {
+            "runs": 1,
+            "tasks": 2_000,
+            "bulk_tasks": 2_000,
+            "single_tasks": 300,
+            "latency_duration_s": 3.0,
+            "edits": 200,
+            "async_tasks": 2_000,
+            "threaded_tasks": 500,
+            "priority_edits": 10,
+            "only": tuple(m for m in MEASUREMENTS if m != "plan"),
+        }
+        settings.update(overrides)
+        return cls(**settings)
