@@ -64,7 +64,7 @@ from websurf.sql.database import (
 from websurf.sql.migrate import pending_migrations
 from websurf.worker.config import WorkerConfig
 from websurf.worker.core import queue
-from websurf.worker.core.queue import PENDING, Outcome
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Operator, Registry, Task, load_operators
 from websurf.worker.daemon import metrics
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection
@@ -459,7 +459,7 @@ class Runner:
                     self.slots.started(op)
                     self._start(task, op)
                 else:  # its pool filled up within this claim: back it goes, uncounted
-                    self.recorder.add(Outcome(task, PENDING, op.name, handed_back=True))
+                    self.recorder.add(Outcome(task, Status.PENDING, op.name, handed_back=True))
                     full = True
         return full
 
@@ -469,7 +469,7 @@ class Runner:
             with with_settings(conn, self._claim_settings, pooled=self._pooled):
                 rows = queue.claim_rows(conn, self.worker_id, types, limit)
             self.metrics.claimed(rows)
-            return queue.tasks_from_rows(rows)
+            return [row.task for row in rows]
 
         if self.slots.running == 0 and self.slots.unrecorded == 0:
             # Idle: nothing else on the loop can be kept waiting, so claim right here and
