@@ -21,7 +21,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, scalar_row
+from psycopg.rows import RowMaker, class_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
@@ -191,11 +191,19 @@ def enqueue_many(
     return [ids[last_of_key.get(c.unique_key, i)] for i, c in enumerate(checked)]
 
 
+def _claimed_row(cursor: Any) -> RowMaker[ClaimedRow]:  # a psycopg row factory
+    """claim_tasks rows as ClaimedRow: names checked once per result, not once per row."""
+    names = tuple(column.name for column in cursor.description or ())
+    if names != ClaimedRow._fields:
+        raise psycopg.ProgrammingError(f"claim_tasks returned {names}, not {ClaimedRow._fields}")
+    return ClaimedRow._make
+
+
 def claim_rows(
     conn: psycopg.Connection[Any], worker_id: str, task_types: Sequence[str], limit: int
 ) -> list[ClaimedRow]:
     """Claim up to ``limit`` due tasks; the rows of ``claim_tasks`` (for metrics, too)."""
-    with conn.cursor(row_factory=class_row(ClaimedRow)) as cur:
+    with conn.cursor(row_factory=_claimed_row) as cur:
         return cur.execute(
             QUERIES["claim_tasks"],
             {"task_types": list(task_types), "limit": limit, "worker_id": worker_id},
