@@ -103,7 +103,7 @@ WITH doomed AS (
     WHERE t.id = doomed.id
     RETURNING t.id
 )
-SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM detached)
+SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM detached) AS detached
 
 -- name: prune_cancelled_tasks
 -- Delete one batch of cancelled tasks created and cancelled before the cutoff (pruner).
@@ -127,7 +127,7 @@ WITH doomed AS (
     WHERE t.id = doomed.id
     RETURNING t.id
 )
-SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM detached)
+SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM detached) AS detached
 
 -- name: database_now
 -- The database server's clock (pruner cutoff, so hosts with skewed clocks agree).

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from websurf.worker.app import sheets
 from websurf.worker.core import queue
-from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.model import Outcome, Status
 
 WORKER = "test/guard"
 
@@ -95,15 +95,15 @@ def test_a_robot_row_needs_a_task_this_transaction_ended_for_that_cell(
         _robot_row(conn, cell.id, task.id)
     # ended here, but its payload names another cell
     with pytest.raises(errors.CheckViolation, match="must belong to a task"), conn.transaction():
-        queue.finish(conn, WORKER, [Outcome(task, COMPLETED, "alpha")])
+        queue.finish(conn, WORKER, [Outcome(task, Status.COMPLETED, "alpha")])
         _robot_row(conn, other.id, task.id)
     # a failed attempt's row does not excuse a write of the cell
     with pytest.raises(errors.CheckViolation, match="must name their author"), conn.transaction():
-        queue.finish(conn, WORKER, [Outcome(task, FAILED, "alpha", error="x")])
-        queue.record_robot_events(conn, [Outcome(task, FAILED, "alpha", error="x")])
+        queue.finish(conn, WORKER, [Outcome(task, Status.FAILED, "alpha", error="x")])
+        queue.record_robot_events(conn, [Outcome(task, Status.FAILED, "alpha", error="x")])
         conn.execute("UPDATE websurfing_cell SET content = 'forged' WHERE id = %s", (cell.id,))
     # the worker's own path: finish, then its robot row and the write, in one transaction
-    done = Outcome(task, COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
+    done = Outcome(task, Status.COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
     with conn.transaction():
         assert queue.finish(conn, WORKER, [done]) == {task.id}
         assert queue.record_robot_events(conn, [done]) == 1
@@ -118,7 +118,7 @@ def test_robot_rows_cannot_be_rewritten_only_detached(
 ) -> None:
     _user, _created, _column, cell = sheet
     task = _claim(conn, {"cell_id": str(cell.id)})
-    done = Outcome(task, COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
+    done = Outcome(task, Status.COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
     with conn.transaction():
         queue.finish(conn, WORKER, [done])
         queue.record_robot_events(conn, [done])
@@ -225,7 +225,7 @@ def test_a_robot_row_only_from_the_worker_role(
             worker.execute("UPDATE websurfing_cell SET row_number = 5 WHERE id = %s", (cell.id,))
         with pytest.raises(errors.InsufficientPrivilege):
             worker.execute("DELETE FROM websurfing_cell WHERE id = %s", (cell.id,))
-        done = Outcome(task, COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
+        done = Outcome(task, Status.COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
         with worker.transaction():
             assert queue.finish(worker, WORKER, [done]) == {task.id}
             assert queue.record_robot_events(worker, [done]) == 1

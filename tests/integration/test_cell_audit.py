@@ -24,7 +24,7 @@ from psycopg import errors, sql
 
 from websurf.worker.app import sheets
 from websurf.worker.core import queue
-from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Context, Result, load_operators
 
 AUTHOR_MESSAGE = (
@@ -53,13 +53,13 @@ def drain(url: str, worker_id: str = "test/audit") -> int:
                 try:
                     value = op.handler(task, ctx)
                 except Exception as exc:
-                    outcomes.append(Outcome(task, FAILED, op.name, error=str(exc)))
+                    outcomes.append(Outcome(task, Status.FAILED, op.name, error=str(exc)))
                     continue
                 result = value if isinstance(value, Result) else Result(output=value)
                 outcomes.append(
                     Outcome(
                         task,
-                        COMPLETED,
+                        Status.COMPLETED,
                         op.name,
                         output=result.output,
                         writes_cell=result.writes_cell,

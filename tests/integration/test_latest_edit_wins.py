@@ -21,14 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from websurf.worker.core.queue import (
-    COMPLETED,
-    PENDING,
-    Outcome,
-    claim,
-    finish,
-    record_robot_events,
-)
+from websurf.worker.core.model import Outcome, Status
+from websurf.worker.core.queue import claim, finish, record_robot_events
 from websurf.worker.core.registry import Task
 
 WORKER = "test-host/0/latest"
@@ -102,7 +96,7 @@ def _robot_contents(conn: psycopg.Connection[Any], sheet: Sheet) -> dict[int, st
 def _shout(task: Task) -> Outcome:
     text = str(task.payload["input"]).upper()
     return Outcome(
-        task, COMPLETED, OPERATOR, output={"text": text}, writes_cell=True, cell_content=text
+        task, Status.COMPLETED, OPERATOR, output={"text": text}, writes_cell=True, cell_content=text
     )
 
 
@@ -213,7 +207,7 @@ def test_a_retried_older_task_never_overwrites_the_newer_result(
 ) -> None:
     older, newer = _two_rounds(conn, sheet)
     # The older attempts fail and are retried; meanwhile the newer results land.
-    _record(conn, [Outcome(t, PENDING, OPERATOR, error="timeout") for t in older])
+    _record(conn, [Outcome(t, Status.PENDING, OPERATOR, error="timeout") for t in older])
     _record(conn, [_shout(t) for t in newer])
     retried = claim(conn, WORKER, [OPERATOR], 1000)
     assert sorted(t.id for t in retried) == sorted(t.id for t in older)

@@ -15,13 +15,10 @@ import pytest
 from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.queue import (
-    COMPLETED,
-    FAILED,
-    PENDING,
     EnqueueError,
     NewTask,
-    Outcome,
     claim,
     enqueue,
     enqueue_many,
@@ -359,7 +356,7 @@ def _claim_one(conn: psycopg.Connection[Any], payload: dict[str, Any] | None = N
 def test_finish_completes_the_claim_it_holds(conn: psycopg.Connection[Any]) -> None:
     task = _claim_one(conn)
 
-    recorded = finish(conn, WORKER, [Outcome(task, COMPLETED, "alpha", output={"x": 1})])
+    recorded = finish(conn, WORKER, [Outcome(task, Status.COMPLETED, "alpha", output={"x": 1})])
 
     assert recorded == {task.id}
     row = _task_row(conn, task.id)
@@ -372,9 +369,9 @@ def test_finish_with_a_stale_claim_changes_nothing(conn: psycopg.Connection[Any]
     task = _claim_one(conn)
     before = _task_row(conn, task.id)
 
-    other_worker = finish(conn, "someone-else", [Outcome(task, COMPLETED, "alpha")])
+    other_worker = finish(conn, "someone-else", [Outcome(task, Status.COMPLETED, "alpha")])
     stale = Task(task.id, task.task_type, task.payload, task.attempt - 1, task.max_attempts)
-    old_attempt = finish(conn, WORKER, [Outcome(stale, FAILED, "alpha", error="late")])
+    old_attempt = finish(conn, WORKER, [Outcome(stale, Status.FAILED, "alpha", error="late")])
 
     assert other_worker == set()
     assert old_attempt == set()
@@ -392,7 +389,7 @@ def test_finish_after_the_task_was_taken_away_changes_nothing(
     [again] = claim(conn, "new-worker", ["alpha"], 1)
     assert again.attempt == 2
 
-    assert finish(conn, WORKER, [Outcome(task, COMPLETED, "alpha")]) == set()
+    assert finish(conn, WORKER, [Outcome(task, Status.COMPLETED, "alpha")]) == set()
     row = _task_row(conn, task.id)
     assert (row["status"], row["worker_id"], row["attempts"]) == ("processing", "new-worker", 2)
 
@@ -401,7 +398,9 @@ def test_retry_goes_back_to_pending_later_with_the_error(conn: psycopg.Connectio
     task = _claim_one(conn)
     run_at = datetime.now(UTC) + timedelta(seconds=40)
 
-    recorded = finish(conn, WORKER, [Outcome(task, PENDING, "alpha", error="boom", run_at=run_at)])
+    recorded = finish(
+        conn, WORKER, [Outcome(task, Status.PENDING, "alpha", error="boom", run_at=run_at)]
+    )
 
     assert recorded == {task.id}
     row = _task_row(conn, task.id)
@@ -415,7 +414,7 @@ def test_retry_goes_back_to_pending_later_with_the_error(conn: psycopg.Connectio
 def test_failed_keeps_the_error(conn: psycopg.Connection[Any]) -> None:
     task = _claim_one(conn)
 
-    finish(conn, WORKER, [Outcome(task, FAILED, "alpha", error="it broke")])
+    finish(conn, WORKER, [Outcome(task, Status.FAILED, "alpha", error="it broke")])
 
     row = _task_row(conn, task.id)
     assert (row["status"], row["error_message"]) == ("failed", "it broke")
@@ -426,7 +425,7 @@ def test_failed_keeps_the_error(conn: psycopg.Connection[Any]) -> None:
 def test_hand_back_does_not_count_the_attempt(conn: psycopg.Connection[Any]) -> None:
     task = _claim_one(conn)
 
-    recorded = finish(conn, WORKER, [Outcome(task, PENDING, "alpha", handed_back=True)])
+    recorded = finish(conn, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
 
     assert recorded == {task.id}
     row = _task_row(conn, task.id)
@@ -440,10 +439,10 @@ def test_finish_records_a_mixed_batch_in_one_statement(conn: psycopg.Connection[
     tasks = {t.id: t for t in claim(conn, WORKER, ["alpha"], 10)}
     later = datetime.now(UTC) + timedelta(minutes=1)
     outcomes = [
-        Outcome(tasks[ids[0]], COMPLETED, "alpha"),
-        Outcome(tasks[ids[1]], PENDING, "alpha", error="retry me", run_at=later),
-        Outcome(tasks[ids[2]], FAILED, "alpha", error="dead"),
-        Outcome(tasks[ids[3]], PENDING, "alpha", handed_back=True),
+        Outcome(tasks[ids[0]], Status.COMPLETED, "alpha"),
+        Outcome(tasks[ids[1]], Status.PENDING, "alpha", error="retry me", run_at=later),
+        Outcome(tasks[ids[2]], Status.FAILED, "alpha", error="dead"),
+        Outcome(tasks[ids[3]], Status.PENDING, "alpha", handed_back=True),
     ]
 
     assert finish(conn, WORKER, outcomes) == set(ids)
@@ -488,17 +487,17 @@ def test_robot_events_and_cell_writes_commit_with_the_finish(
     outcomes = [
         Outcome(
             tasks[ids[0]],
-            COMPLETED,
+            Status.COMPLETED,
             "alpha",
             output={"title": "Hi"},
             duration_ms=12,
             writes_cell=True,
             cell_content="Hi",
         ),
-        Outcome(tasks[ids[1]], FAILED, "alpha", error="nope", duration_ms=3),
-        Outcome(tasks[ids[2]], COMPLETED, "alpha", output=[1, 2]),  # output only, no write
-        Outcome(tasks[ids[3]], PENDING, "alpha", handed_back=True),
-        Outcome(tasks[ids[4]], COMPLETED, "alpha", output="done"),
+        Outcome(tasks[ids[1]], Status.FAILED, "alpha", error="nope", duration_ms=3),
+        Outcome(tasks[ids[2]], Status.COMPLETED, "alpha", output=[1, 2]),  # output only, no write
+        Outcome(tasks[ids[3]], Status.PENDING, "alpha", handed_back=True),
+        Outcome(tasks[ids[4]], Status.COMPLETED, "alpha", output="done"),
     ]
     _notifications(listener, conn)  # drop the new_task notices
 
@@ -534,7 +533,7 @@ def test_robot_events_roll_back_with_the_finish(
 ) -> None:
     cell = make_cell()
     task = _claim_one(conn, {"cell_id": cell})
-    outcome = Outcome(task, COMPLETED, "alpha", writes_cell=True, cell_content="x")
+    outcome = Outcome(task, Status.COMPLETED, "alpha", writes_cell=True, cell_content="x")
 
     with pytest.raises(RuntimeError), conn.transaction():
         finish(conn, WORKER, [outcome])
@@ -553,7 +552,9 @@ def test_a_task_whose_cell_was_deleted_while_it_ran_is_cancelled(
     ids = enqueue_many(conn, [NewTask("alpha", {"cell_id": c}) for c in (cell, kept)])
     tasks = claim(conn, WORKER, ["alpha"], 10)
     conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (cell,))
-    outcomes = [Outcome(t, COMPLETED, "alpha", writes_cell=True, cell_content="x") for t in tasks]
+    outcomes = [
+        Outcome(t, Status.COMPLETED, "alpha", writes_cell=True, cell_content="x") for t in tasks
+    ]
 
     with conn.transaction():
         finish(conn, WORKER, outcomes)
@@ -655,7 +656,9 @@ def test_a_retry_behind_a_newer_pending_task_is_cancelled_as_superseded(
     run_at = datetime.now(UTC) + timedelta(seconds=30)
 
     # The worker's retry does not fail on the unique index: the old task steps aside.
-    assert finish(conn, WORKER, [Outcome(task, PENDING, "alpha", error="boom", run_at=run_at)])
+    assert finish(
+        conn, WORKER, [Outcome(task, Status.PENDING, "alpha", error="boom", run_at=run_at)]
+    )
 
     rows = {row[0]: row for row in _tasks(conn, "s")}
     assert rows[task.id][1] == "cancelled"
@@ -667,7 +670,7 @@ def test_a_retry_alone_gives_its_key_up(conn: psycopg.Connection[Any]) -> None:
     enqueue(conn, "alpha", {"k": "g", "v": 1}, unique_key="g")
     [task] = claim(conn, WORKER, ["alpha"], 10)
 
-    finish(conn, WORKER, [Outcome(task, PENDING, "alpha", handed_back=True)])
+    finish(conn, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
     newer = enqueue(conn, "alpha", {"k": "g", "v": 2}, unique_key="g")
 
     rows = {row[0]: row for row in _tasks(conn, "g")}
@@ -681,7 +684,7 @@ def test_admin_retry_of_a_failed_keyed_task_never_collides(
 
     enqueue(conn, "alpha", {"k": "f", "v": 1}, unique_key="f")
     [task] = claim(conn, WORKER, ["alpha"], 10)
-    finish(conn, WORKER, [Outcome(task, FAILED, "alpha", error="gave up")])
+    finish(conn, WORKER, [Outcome(task, Status.FAILED, "alpha", error="gave up")])
     newer = enqueue(conn, "alpha", {"k": "f", "v": 2}, unique_key="f")
 
     conn.execute(QUERIES["retry_task"], {"id": task.id, "more_attempts": 1})
@@ -705,7 +708,7 @@ def test_a_retry_racing_an_uncommitted_insert_of_its_key_never_fails(
         # A newer request, not committed yet: invisible to the retry's check.
         newer = enqueue(inserting, "alpha", {"k": "race", "v": 2}, unique_key="race")
 
-        finish(retrying, WORKER, [Outcome(task, PENDING, "alpha", handed_back=True)])
+        finish(retrying, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
         retrying.commit()
         inserting.commit()
 

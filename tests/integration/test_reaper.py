@@ -19,7 +19,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from websurf.worker.core import queue
-from websurf.worker.core.queue import COMPLETED, Outcome
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Task
 from websurf.worker.maintenance import reaper
 
@@ -273,14 +273,14 @@ def test_a_late_worker_cannot_overwrite_the_newer_attempt(
     assert (claimed.id, claimed.attempt) == (task_id, 2)
 
     stale = Task(task_id, "chaos", payload, attempt=1, max_attempts=3)
-    late = Outcome(stale, COMPLETED, "chaos", writes_cell=True, cell_content="stale")
+    late = Outcome(stale, Status.COMPLETED, "chaos", writes_cell=True, cell_content="stale")
     with conn.transaction():
         recorded = queue.finish(conn, dead, [late])
         queue.record_robot_events(conn, [o for o in [late] if o.task.id in recorded])
     assert recorded == set()
     assert task_row(conn, task_id)["status"] == "processing"
 
-    fresh = Outcome(claimed, COMPLETED, "chaos", writes_cell=True, cell_content="fresh")
+    fresh = Outcome(claimed, Status.COMPLETED, "chaos", writes_cell=True, cell_content="fresh")
     with conn.transaction():
         recorded = queue.finish(conn, newer, [fresh])
         queue.record_robot_events(conn, [fresh])

@@ -24,7 +24,7 @@ import pytest
 
 from websurf.worker.app import refresh, sheets
 from websurf.worker.core import queue, schedules
-from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.schedules import ScheduleError
 from websurf.worker.maintenance import scheduler
 
@@ -60,7 +60,7 @@ def refresh_tasks(conn: psycopg.Connection[Any], *statuses: str) -> int:
     return int(row[0])
 
 
-def work(conn: psycopg.Connection[Any], limit: int, status: str = COMPLETED) -> list[Any]:
+def work(conn: psycopg.Connection[Any], limit: int, status: str = Status.COMPLETED) -> list[Any]:
     """Play a worker: claim up to ``limit`` due tasks in queue order and finish them."""
     claimed = queue.claim(conn, WORKER, ["noop"], limit)
     queue.finish(conn, WORKER, [Outcome(t, status, t.task_type) for t in claimed])
@@ -156,7 +156,7 @@ def test_only_filled_rows_refresh_and_the_round_reports_its_failures(
     scheduler.run_once(conn, T0 + HOUR)
     refresh.run_once(conn, T0 + HOUR)
     assert refresh_tasks(conn, "pending") == 5
-    work(conn, 2, FAILED)
+    work(conn, 2, Status.FAILED)
     work(conn, 10)
     # The next tick is due, but the round has not ended yet: it waits for the round.
     assert scheduler.run_once(conn, T0 + 2 * HOUR).rounds_started == 0

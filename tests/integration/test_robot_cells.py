@@ -14,7 +14,8 @@ from psycopg import conninfo, sql
 
 from websurf.worker.app import sheets
 from websurf.worker.app.operators.text import uppercase, word_count
-from websurf.worker.core.queue import COMPLETED, Outcome, claim, finish, record_robot_events
+from websurf.worker.core.model import Outcome, Status
+from websurf.worker.core.queue import claim, finish, record_robot_events
 from websurf.worker.core.registry import Context
 
 WORKER = "test-host/0/robots"
@@ -33,7 +34,7 @@ def _run_pending(conn: psycopg.Connection[Any]) -> None:
         outcomes.append(
             Outcome(
                 task,
-                COMPLETED,
+                Status.COMPLETED,
                 task.task_type,
                 output=result.output,
                 writes_cell=result.writes_cell,

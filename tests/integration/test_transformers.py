@@ -15,7 +15,7 @@ from websurf.worker.app import transformers
 from websurf.worker.app.operators import text  # noqa: F401  (registers word_stats, run alone too)
 from websurf.worker.app.transformers import SessionError, StepInput
 from websurf.worker.core import queue
-from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Context, PermanentError, load_operators
 
 CALLS: dict[str, int] = {"once": 0}
@@ -56,10 +56,10 @@ def drain(url: str, worker_id: str = "test/transformers") -> list[Any]:
                 try:
                     output = op.handler(task, ctx)
                 except Exception as exc:
-                    outcomes.append(Outcome(task, FAILED, op.name, error=str(exc)))
+                    outcomes.append(Outcome(task, Status.FAILED, op.name, error=str(exc)))
                     outputs.append({"error": str(exc)})
                     continue
-                outcomes.append(Outcome(task, COMPLETED, op.name, output=output))
+                outcomes.append(Outcome(task, Status.COMPLETED, op.name, output=output))
                 outputs.append(output)
             with conn.transaction():
                 queue.finish(conn, worker_id, outcomes)

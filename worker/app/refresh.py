@@ -45,17 +45,18 @@ from uuid import UUID
 
 import psycopg
 import structlog
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, scalar_row
 
 from websurf.sql import QUERIES
 from websurf.worker.core import queue
+from websurf.worker.core.model import Status
 from websurf.worker.core.queue import NewTask
 from websurf.worker.core.schedules import ScheduleError, database_now
 
 REFRESH_PRIORITY = 1  # below the default (5) and a person's edit (8)
 REFRESH_WINDOW = 1000  # tasks of one column's round pending or running at once, at most
 REFRESH_MIN_EVERY = timedelta(minutes=1)  # the column_refresh_every_minimum CHECK
-UNFINISHED = ("pending", "processing")
+UNFINISHED = (Status.PENDING, Status.PROCESSING)
 
 log = structlog.get_logger("websurf.refresh")
 
@@ -67,13 +68,13 @@ def set_column_refresh(
     if every is not None and every < REFRESH_MIN_EVERY:
         raise ScheduleError("a column refreshes at most once a minute")
     try:
-        with conn.transaction():
-            row = conn.execute(
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            column = cur.execute(
                 QUERIES["set_column_refresh"], {"id": str(column_id), "every": every}
             ).fetchone()
-            if row is None:
+            if column is None:
                 raise ScheduleError(f"no column {column_id}")
-            if every is not None and row[1] is None:
+            if every is not None and column["operator_type"] is None:
                 raise ScheduleError("only a robot column (one with an operator) can refresh")
     except psycopg.errors.InvalidTextRepresentation:
         raise ScheduleError(f"{column_id!r} is not a column id") from None
@@ -109,7 +110,8 @@ def run_once(
     ).fetchone()
     assert row is not None
     counts.columns_added, counts.columns_changed, counts.columns_dropped = row
-    rounds = [r[0] for r in conn.execute(QUERIES["refreshing_schedules"]).fetchall()]
+    with conn.cursor(row_factory=scalar_row) as cur:
+        rounds = cur.execute(QUERIES["refreshing_schedules"]).fetchall()
     for schedule_id in rounds:
         _step(conn, schedule_id, window, counts)
     if counts.enqueued or counts.rounds_finished or any(row):
@@ -141,7 +143,7 @@ def _step(
             ):
                 if status in UNFINISHED:
                     still.append(task_id)
-                elif status == "failed":
+                elif status == Status.FAILED:
                     failed += 1
         room = window - len(still)
         cells: list[dict[str, Any]] = []
@@ -158,8 +160,8 @@ def _step(
             ).fetchall()
         version = None
         if cells:
-            row = conn.execute(QUERIES["refresh_input_version"]).fetchone()
-            version = row[0] if row else None
+            with conn.cursor(row_factory=scalar_row) as versions:
+                version = versions.execute(QUERIES["refresh_input_version"]).fetchone()
         new_ids = queue.enqueue_many(conn, [_task(state, cell, version) for cell in cells])
         done = room > 0 and not cells and not still
         conn.execute(

@@ -28,7 +28,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
@@ -296,12 +296,12 @@ def add_column(
         if not 0 <= at <= len(existing):
             raise SheetError(f"position must be between 0 and {len(existing)}")
         free = max((c.position for c in columns), default=-1) + 1  # collides with none
-        row = conn.execute(
-            QUERIES["insert_columns"],
-            {"spreadsheet_id": sid, "positions": [free], "titles": [title], "widths": [width]},
-        ).fetchone()
-        assert row is not None
-        new_id: UUID = row[0]
+        with conn.cursor(row_factory=scalar_row) as cur:
+            new_id: UUID | None = cur.execute(
+                QUERIES["insert_columns"],
+                {"spreadsheet_id": sid, "positions": [free], "titles": [title], "widths": [width]},
+            ).fetchone()
+        assert new_id is not None
         _reorder(conn, sid, [*existing[:at], new_id, *existing[at:]])
         return get_column(conn, new_id)
 
@@ -357,11 +357,10 @@ def _check_operator_known(
         from websurf.worker.core.registry import load_operators  # imports the operator modules
 
         registry = load_operators(())
+    with conn.cursor(row_factory=dict_row) as cur:
+        workers = cur.execute(QUERIES["list_workers"]).fetchall()
     live = {
-        task_type
-        for row in conn.execute(QUERIES["list_workers"])
-        if not row[6]  # stale
-        for task_type in row[3]
+        task_type for worker in workers if not worker["stale"] for task_type in worker["task_types"]
     }
     if operator_type not in set(registry.names()) | live:
         known = ", ".join(sorted(set(registry.names()) | live)) or "none"
@@ -423,8 +422,9 @@ def set_column_operator(
 
 
 def _last_row(conn: psycopg.Connection[Any], sheet: Spreadsheet) -> int:
-    row = conn.execute(QUERIES["last_cell_row"], {"spreadsheet_id": sheet.id}).fetchone()
-    return max(sheet.default_rows, row[0] if row and row[0] is not None else 0)
+    with conn.cursor(row_factory=scalar_row) as cur:
+        last = cur.execute(QUERIES["last_cell_row"], {"spreadsheet_id": sheet.id}).fetchone()
+    return max(sheet.default_rows, last or 0)
 
 
 def read_sheet(

@@ -32,16 +32,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
 from websurf.worker.core import payloads, queue
+from websurf.worker.core.model import retry_or_fail
 from websurf.worker.core.registry import (
     MAX_ATTEMPTS,
     TIMEOUT_S,
@@ -244,16 +245,17 @@ def start_session(conn: psycopg.Connection[Any], name: str, initial_input: Any) 
     if reason:
         raise SessionError(f"the initial input {reason}")
     with conn.transaction():
-        row = conn.execute(
-            QUERIES["insert_session"],
-            {
-                "session_name": name,
-                "initial_input": Jsonb(initial_input),
-                "total_steps": len(transformer.steps),
-            },
-        ).fetchone()
-        assert row is not None
-        session = _fetch(conn, "get_session", row[0])
+        with conn.cursor(row_factory=scalar_row) as cur:
+            session_id = cur.execute(
+                QUERIES["insert_session"],
+                {
+                    "session_name": name,
+                    "initial_input": Jsonb(initial_input),
+                    "total_steps": len(transformer.steps),
+                },
+            ).fetchone()
+        assert session_id is not None
+        session = _fetch(conn, "get_session", session_id)
         assert session is not None
         _enqueue_step(conn, transformer, session)
     return session
@@ -365,7 +367,14 @@ def _step_handler(
         try:
             result = transformer.steps[step - 1](given, context)
         except Exception as exc:
-            if isinstance(exc, permanent) or task.attempt >= task.max_attempts:
+            # The worker decides by the same rule whether this attempt was the last.
+            decision = retry_or_fail(
+                task.attempt,
+                task.max_attempts,
+                now=datetime.now(UTC),
+                permanent=isinstance(exc, permanent),
+            )
+            if not decision.retries:
                 _record_failure(context, session.id, step, exc)
             raise
         try:

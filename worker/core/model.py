@@ -1,8 +1,22 @@
-"""The queue's model: the words every part of websurf uses for a task and what became of it."""
+"""The queue's model: the words every part of websurf uses for a task and what became of it.
+
+* :class:`Status`: a task's ``status`` column.
+* :class:`Outcome`: how one claimed attempt ended (what the recorder writes), and
+  :class:`OutcomeKind`, the one classification of it that logs and metrics count.
+* :func:`retry_or_fail`: the one rule for what a failed (or snoozed) attempt becomes.
+* :class:`ClaimedRow`: a row of ``claim_tasks``, read by the claim and by the metrics.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Container
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from websurf.worker.core.registry import Backoff, Task
 
 
 class Status(StrEnum):
@@ -24,3 +38,114 @@ class Status(StrEnum):
 
 
 FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+
+class OutcomeKind(StrEnum):
+    """How a claimed attempt ended, as the worker's counts and metrics name it."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"  # for good
+    RETRIED = "retried"  # pending again, after a backoff
+    HANDED_BACK = "handed_back"  # pending again, attempt not counted (shutdown, snooze)
+    DISCARDED = "discarded"  # not recorded: the claim had been taken away (the fence)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one claimed attempt ended, and what to record for it."""
+
+    task: Task
+    status: Status  # completed | pending (retry or hand-back) | failed
+    operator_type: str
+    output: Any = None
+    error: str | None = None
+    run_at: datetime | None = None  # for a retry or a snooze
+    handed_back: bool = False  # not counted against max_attempts, no audit row
+    duration_ms: int = 0  # how long the handler ran (measured once, by the executor)
+    writes_cell: bool = False
+    cell_content: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status == Status.COMPLETED
+
+    @property
+    def duration_s(self) -> float:
+        return self.duration_ms / 1000
+
+    def kind(self, recorded: Container[UUID]) -> OutcomeKind:
+        """How the attempt ended, given the task ids the fenced finish let through."""
+        if self.task.id not in recorded:
+            return OutcomeKind.DISCARDED
+        if self.handed_back:
+            return OutcomeKind.HANDED_BACK
+        if self.status == Status.COMPLETED:
+            return OutcomeKind.COMPLETED
+        if self.status == Status.FAILED:
+            return OutcomeKind.FAILED
+        return OutcomeKind.RETRIED
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a failed or snoozed attempt becomes: its status, and when it is due again."""
+
+    status: Status  # PENDING (due again at run_at) or FAILED
+    run_at: datetime | None = None
+    delay_s: float | None = None
+    handed_back: bool = False  # a snooze: the attempt is not counted
+
+    @property
+    def retries(self) -> bool:
+        return self.status == Status.PENDING
+
+
+def retry_or_fail(
+    attempt: int,
+    max_attempts: int,
+    *,
+    now: datetime,
+    permanent: bool = False,
+    backoff: Backoff | None = None,
+    snooze_s: float | None = None,
+) -> Decision:
+    """The one rule for an attempt that did not complete.
+
+    A snooze (``snooze_s``) puts the task back, due in that long, without spending the
+    attempt. A permanent error, or a failure of the last attempt, fails the task for
+    good. Any other failure (a timeout included) retries after ``backoff``'s delay for
+    this attempt.
+    """
+    if snooze_s is not None:
+        return Decision(Status.PENDING, now + timedelta(seconds=snooze_s), snooze_s, True)
+    if permanent or attempt >= max_attempts:
+        return Decision(Status.FAILED)
+    delay = (backoff or Backoff()).delay_s(attempt)
+    return Decision(Status.PENDING, now + timedelta(seconds=delay), delay)
+
+
+class ClaimedRow(NamedTuple):
+    """A row of ``claim_tasks``: the claimed task, and when it became due (for metrics).
+
+    A named tuple, not a dataclass: the claim builds one per task on the hot path.
+    """
+
+    id: UUID
+    task_type: str
+    payload: dict[str, Any]
+    attempts: int  # counted at claim: this attempt's number
+    max_attempts: int
+    priority: int
+    scheduled_for: datetime
+    created_at: datetime
+
+    @property
+    def task(self) -> Task:
+        return Task(
+            self.id, self.task_type, self.payload, self.attempts, self.max_attempts, self.priority
+        )
+
+    @property
+    def due_at(self) -> datetime:
+        """When the task became due: the later of its creation and its scheduled time."""
+        return max(self.scheduled_for, self.created_at)

@@ -10,9 +10,9 @@ Design note
 * Cost: the claim loop runs tens of thousands of tasks a second, and one
   ``Histogram.observe`` costs about 2 µs. So nothing here runs per task on the
   prometheus side: the runner reports once per batch, the batch is tallied in plain
-  Python (a bisect per task), and each counter or histogram bucket is incremented once
-  per batch with the batch's count. :func:`_add_observations` does for a histogram
-  what ``observe`` does, N values at a time.
+  Python (a bisect per task: :func:`tally_claimed`, :func:`tally_finished`), and each
+  counter or histogram bucket is incremented once per batch with the batch's count.
+  :func:`_add_observations` does for a histogram what ``observe`` does, N values at a time.
 * Queue depth needs the database, which the supervisor never touches: each child
   samples it every ``QUEUE_DEPTH_INTERVAL_S`` in its maintenance thread, and the gauge
   reports the most recent sample of any live child.
@@ -28,17 +28,13 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
-if TYPE_CHECKING:  # queue imports psycopg; the supervisor imports this module
-    from websurf.worker.core.queue import Outcome
-
-COMPLETED = "completed"  # websurf.worker.core.queue's status names
-FAILED = "failed"
-
+from websurf.worker.core.model import ClaimedRow, Outcome, OutcomeKind, Status
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 QUEUE_DEPTH_INTERVAL_S = 10.0
@@ -70,9 +66,9 @@ def last_run_succeeded(row: Mapping[str, Any]) -> bool | None:
             return None
         return bool(row["refresh_failed"] == 0)
     status = row.get("last_task_status")
-    if status == COMPLETED:
+    if status == Status.COMPLETED:
         return True
-    if status in (FAILED, "cancelled"):
+    if status in (Status.FAILED, Status.CANCELLED):
         return False
     return None
 
@@ -82,12 +78,10 @@ class NullMetrics:
 
     enabled = False
 
-    def claimed(self, rows: Sequence[Sequence[Any]]) -> None:
+    def claimed(self, rows: Sequence[ClaimedRow]) -> None:
         pass
 
-    def finished(
-        self, outcomes: Sequence[Outcome], recorded: set[UUID], durations_s: Sequence[float]
-    ) -> None:
+    def finished(self, outcomes: Sequence[Outcome], recorded: set[UUID]) -> None:
         pass
 
     def database_ok(self) -> None:
@@ -104,6 +98,60 @@ class NullMetrics:
 
     def schedules(self, rows: list[dict[str, Any]]) -> None:
         pass
+
+
+@dataclass
+class Observed:
+    """Values for one labelled histogram: how many fell in each bucket, and their sum."""
+
+    buckets: list[int]
+    total: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+
+def _observe(
+    per_label: dict[str, Observed], bounds: Sequence[float], label: str, value: float
+) -> None:
+    observed = per_label.get(label)
+    if observed is None:
+        observed = per_label[label] = Observed([0] * (len(bounds) + 1))
+    observed.buckets[bisect.bisect_left(bounds, value)] += 1
+    observed.total += value
+
+
+def tally_claimed(rows: Iterable[ClaimedRow], now: datetime) -> dict[str, Observed]:
+    """A claim's pickup latencies (from due to ``now``) by task type."""
+    latencies: dict[str, Observed] = {}
+    for row in rows:
+        seconds = max(0.0, (now - row.due_at).total_seconds())
+        _observe(latencies, LATENCY_BUCKETS_S, row.task_type, seconds)
+    return latencies
+
+
+@dataclass
+class FinishedTally:
+    """A recorded batch counted as the metrics keep it."""
+
+    # websurf_tasks_finished: (task type, outcome kind) -> attempts
+    kinds: dict[tuple[str, OutcomeKind], int] = field(default_factory=dict)
+    # websurf_task_duration_seconds by task type (handed-back attempts have none)
+    durations: dict[str, Observed] = field(default_factory=dict)
+
+
+def tally_finished(outcomes: Iterable[Outcome], recorded: Container[UUID]) -> FinishedTally:
+    """Count a batch's outcomes by kind, and their durations into buckets."""
+    tally = FinishedTally()
+    kinds = tally.kinds
+    for outcome in outcomes:
+        task_type = outcome.task.task_type
+        kind = outcome.kind(recorded)
+        kinds[(task_type, kind)] = kinds.get((task_type, kind), 0) + 1
+        if kind is not OutcomeKind.HANDED_BACK:  # interrupted or never started: no duration
+            _observe(tally.durations, DURATION_BUCKETS_S, task_type, outcome.duration_s)
+    return tally
 
 
 def _add_observations(child: Any, tally: list[int], total: float) -> None:
@@ -192,53 +240,23 @@ class WorkerMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def claimed(self, rows: Sequence[Sequence[Any]]) -> None:
-        """A claim returned ``rows`` (claim_tasks columns: 1 type, 6 scheduled, 7 created)."""
-        now = datetime.now(UTC)
-        bounds = LATENCY_BUCKETS_S
-        per_type: dict[str, tuple[list[int], list[float]]] = {}
-        for row in rows:
-            due = row[6] if row[6] > row[7] else row[7]
-            seconds = max(0.0, (now - due).total_seconds())
-            entry = per_type.get(row[1])
-            if entry is None:
-                entry = per_type[row[1]] = ([0] * (len(bounds) + 1), [0.0])
-            entry[0][bisect.bisect_left(bounds, seconds)] += 1
-            entry[1][0] += seconds
-        for task_type, (tally, total) in per_type.items():
-            self._child(self._claimed, task_type).inc(sum(tally))
-            _add_observations(self._child(self._latency, task_type), tally, total[0])
+    def claimed(self, rows: Sequence[ClaimedRow]) -> None:
+        """A claim returned ``rows``."""
+        for task_type, latencies in tally_claimed(rows, datetime.now(UTC)).items():
+            self._child(self._claimed, task_type).inc(latencies.count)
+            _add_observations(
+                self._child(self._latency, task_type), latencies.buckets, latencies.total
+            )
 
-    def finished(
-        self, outcomes: Sequence[Outcome], recorded: set[UUID], durations_s: Sequence[float]
-    ) -> None:
+    def finished(self, outcomes: Sequence[Outcome], recorded: set[UUID]) -> None:
         """A batch's outcomes were recorded (``recorded``: the ids the fence let through)."""
-        bounds = DURATION_BUCKETS_S
-        kinds: dict[tuple[str, str], int] = {}
-        per_type: dict[str, tuple[list[int], list[float]]] = {}
-        for outcome, seconds in zip(outcomes, durations_s, strict=False):
-            task_type = outcome.task.task_type
-            if outcome.task.id not in recorded:
-                kind = "discarded"
-            elif outcome.handed_back:
-                kinds[(task_type, "handed_back")] = kinds.get((task_type, "handed_back"), 0) + 1
-                continue  # interrupted or never started: no duration worth counting
-            elif outcome.status == COMPLETED:
-                kind = COMPLETED
-            elif outcome.status == FAILED:
-                kind = FAILED
-            else:
-                kind = "retried"
-            kinds[(task_type, kind)] = kinds.get((task_type, kind), 0) + 1
-            entry = per_type.get(task_type)
-            if entry is None:
-                entry = per_type[task_type] = ([0] * (len(bounds) + 1), [0.0])
-            entry[0][bisect.bisect_left(bounds, seconds)] += 1
-            entry[1][0] += seconds
-        for (task_type, kind), n in kinds.items():
-            self._child(self._finished, task_type, kind).inc(n)
-        for task_type, (tally, total) in per_type.items():
-            _add_observations(self._child(self._duration, task_type), tally, total[0])
+        tally = tally_finished(outcomes, recorded)
+        for (task_type, kind), n in tally.kinds.items():
+            self._child(self._finished, task_type, kind.value).inc(n)
+        for task_type, durations in tally.durations.items():
+            _add_observations(
+                self._child(self._duration, task_type), durations.buckets, durations.total
+            )
 
     def database_ok(self) -> None:
         self._database_ok.set(time.time())

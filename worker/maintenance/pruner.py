@@ -27,7 +27,6 @@ Design note
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,11 +34,14 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg.rows import class_row
 
 from websurf.sql import QUERIES
+from websurf.worker.core.schedules import database_now
+from websurf.worker.maintenance import lock
 
 BATCH_SIZE = 1000  # tasks deleted per transaction
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"websurf.pruner").digest()[:8], "big", signed=True)
+LOCK_KEY = lock.lock_key("websurf.pruner")
 PRUNE_QUERIES = ("prune_finished_tasks", "prune_cancelled_tasks")
 
 log = structlog.get_logger("websurf.pruner")
@@ -53,6 +55,14 @@ class PruneCounts:
     batches: int = 0
     more: bool = False  # stopped at the deadline with rows left to delete
     cutoff: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What one batch of prune_finished_tasks or prune_cancelled_tasks did."""
+
+    deleted: int
+    detached: int  # audit rows whose task_id was set to NULL
 
 
 def run_once(
@@ -82,23 +92,20 @@ def run_once(
             if deadline is not None and time.monotonic() >= deadline:
                 more = True
                 break
-            with conn.transaction():
-                got = conn.execute(QUERIES["try_maintenance_lock"], {"key": LOCK_KEY}).fetchone()
-                if not got or not got[0]:
+            with conn.transaction(), conn.cursor(row_factory=class_row(_Batch)) as cur:
+                if not lock.take(conn, LOCK_KEY):
                     held_elsewhere = True  # another pruner is at work
                     break
                 if cutoff is None:
-                    clock = conn.execute(QUERIES["database_now"]).fetchone()
-                    assert clock is not None
-                    cutoff = clock[0] - older_than
-                row = conn.execute(
+                    cutoff = database_now(conn) - older_than
+                batch = cur.execute(
                     QUERIES[query], {"cutoff": cutoff, "limit": batch_size}
                 ).fetchone()
-            assert row is not None
+            assert batch is not None
             batches += 1
-            deleted += row[0]
-            detached += row[1]
-            done = row[0] < batch_size
+            deleted += batch.deleted
+            detached += batch.detached
+            done = batch.deleted < batch_size
     if held_elsewhere and batches == 0:
         return PruneCounts(ran=False)
     counts = PruneCounts(True, deleted, detached, batches, more, cutoff)

@@ -40,19 +40,22 @@ a recovery: such a task is recovered without an audit row.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import structlog
+from psycopg.rows import class_row
 
 from websurf.sql import QUERIES
+from websurf.worker.core.model import Status
+from websurf.worker.maintenance import lock
 
 BATCH_LIMIT = 1000
 TIMEOUT_GRACE_S = 5.0
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"websurf.reaper").digest()[:8], "big", signed=True)
+LOCK_KEY = lock.lock_key("websurf.reaper")
 
 log = structlog.get_logger("websurf.reaper")
 
@@ -66,7 +69,51 @@ class ReapCounts:
     timed_out: int = 0
 
 
-def _audit(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """A task the reaper took back: a row of the reap_* and release_dead_worker_tasks queries."""
+
+    id: UUID
+    task_type: str
+    payload: Any
+    status: str  # Status.PENDING (handed back) or Status.FAILED (its attempts used up)
+    attempts: int
+    max_attempts: int
+    worker_id: str
+    error_message: str | None
+    counted: bool = True  # whether its attempt counts (release_dead_worker_tasks says)
+
+
+def _log_recovered(row: Recovered, reason: str | None) -> None:
+    """The task_recovered line: a warning for a counted attempt, else information."""
+    (log.warning if row.counted else log.info)(
+        "task_recovered",
+        task_id=str(row.id),
+        task_type=row.task_type,
+        attempt=row.attempts,
+        worker_id=row.worker_id,
+        status=row.status,
+        reason=reason,
+    )
+
+
+def _recover(
+    conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any]
+) -> list[Recovered]:
+    with conn.cursor(row_factory=class_row(Recovered)) as cur:
+        return cur.execute(QUERIES[query], params).fetchall()
+
+
+def _counts(recovered: Sequence[Recovered], **counts: int) -> ReapCounts:
+    return ReapCounts(
+        ran=True,
+        handed_back=sum(1 for r in recovered if r.status == Status.PENDING),
+        failed=sum(1 for r in recovered if r.status == Status.FAILED),
+        **counts,
+    )
+
+
+def _audit(conn: psycopg.Connection[Any], rows: Sequence[Recovered]) -> None:
     """One success=false robot row per recovered task whose payload names an existing cell.
 
     The rows come from SQL (insert_recovery_events), which skips a payload that names no
@@ -76,7 +123,7 @@ def _audit(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
     """
     if not rows:
         return
-    task_ids = [r[0] for r in rows]
+    task_ids = [r.id for r in rows]
     try:
         with conn.transaction():  # a savepoint: a refusal undoes the audit rows only
             conn.execute(QUERIES["insert_recovery_events"], {"task_ids": task_ids})
@@ -104,34 +151,21 @@ def recover_dead_worker(
     """
     with conn.transaction():
         conn.execute(QUERIES["deregister_worker"], {"id": worker_id})
-        rows = conn.execute(
-            QUERIES["release_dead_worker_tasks"],
+        rows = _recover(
+            conn,
+            "release_dead_worker_tasks",
             {
                 "worker_id": worker_id,
                 "culprit_ids": [task_id for task_id, _ in running],
                 "culprit_attempts": [attempt for _, attempt in running],
                 "how": how,
             },
-        ).fetchall()
-        counted = [r[:8] for r in rows if r[8]]
+        )
         uncounted = f"worker {worker_id} died ({how}) while holding it; attempt not counted"
         for row in rows:  # the attempts it died in are warnings; the others only info
-            (log.warning if row[8] else log.info)(
-                "task_recovered",
-                task_id=str(row[0]),
-                task_type=row[1],
-                attempt=row[4],
-                worker_id=row[6],
-                status=row[3],
-                reason=row[7] if row[8] else uncounted,
-            )
-        _audit(conn, counted)
-    counts = ReapCounts(
-        ran=True,
-        dead_workers=1,
-        handed_back=sum(1 for r in rows if r[3] == "pending"),
-        failed=sum(1 for r in rows if r[3] == "failed"),
-    )
+            _log_recovered(row, row.error_message if row.counted else uncounted)
+        _audit(conn, [r for r in rows if r.counted])
+    counts = _counts(rows, dead_workers=1)
     log.info(
         "dead_worker_recovered",
         dead_worker_id=worker_id,
@@ -152,8 +186,7 @@ def run_once(
 ) -> ReapCounts:
     """One reaper pass in one transaction; ``timeouts_s`` maps task types to timeouts."""
     with conn.transaction():
-        got = conn.execute(QUERIES["try_maintenance_lock"], {"key": LOCK_KEY}).fetchone()
-        if not got or not got[0]:
+        if not lock.take(conn, LOCK_KEY):
             return ReapCounts(ran=False)
         dead = conn.execute(QUERIES["delete_stale_workers"]).fetchall()
         for worker_id, hostname, pid, last_heartbeat_at in dead:
@@ -164,39 +197,24 @@ def run_once(
                 pid=pid,
                 last_heartbeat_at=last_heartbeat_at.isoformat(),
             )
-        orphaned = conn.execute(
-            QUERIES["reap_orphaned_tasks"], {"min_age_s": 0.0, "limit": limit}
-        ).fetchall()
+        orphaned = _recover(conn, "reap_orphaned_tasks", {"min_age_s": 0.0, "limit": limit})
         types = sorted(t for t, s in timeouts_s.items() if s is not None)
-        late: list[tuple[Any, ...]] = []
+        late: list[Recovered] = []
         if types:
-            late = conn.execute(
-                QUERIES["reap_timed_out_tasks"],
+            late = _recover(
+                conn,
+                "reap_timed_out_tasks",
                 {
                     "task_types": types,
                     "timeouts_s": [timeouts_s[t] + grace_s for t in types],
                     "limit": limit,
                 },
-            ).fetchall()
-        for row in orphaned + late:
-            log.warning(
-                "task_recovered",
-                task_id=str(row[0]),
-                task_type=row[1],
-                attempt=row[4],
-                worker_id=row[6],
-                status=row[3],
-                reason=row[7],
             )
-        _audit(conn, orphaned + late)
-    recovered = orphaned + late
-    counts = ReapCounts(
-        ran=True,
-        dead_workers=len(dead),
-        handed_back=sum(1 for r in recovered if r[3] == "pending"),
-        failed=sum(1 for r in recovered if r[3] == "failed"),
-        timed_out=len(late),
-    )
+        recovered = orphaned + late
+        for row in recovered:
+            _log_recovered(row, row.error_message)
+        _audit(conn, recovered)
+    counts = _counts(recovered, dead_workers=len(dead), timed_out=len(late))
     if dead or recovered:
         log.info(
             "reaper_ran",

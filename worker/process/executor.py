@@ -33,10 +33,10 @@ import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from websurf.worker.core.queue import COMPLETED, FAILED, PENDING, Outcome
+from websurf.worker.core.model import Outcome, Status, retry_or_fail
 from websurf.worker.core.registry import Context, Operator, Result, Snooze, Task
 from websurf.worker.process.running import LOOP_LINE, RunningNote, line_for
 
@@ -54,14 +54,9 @@ def error_text(exc: BaseException) -> str:
     return text.replace("\x00", "\\0")[:ERROR_MESSAGE_MAX]
 
 
-def decide_failure(
-    task: Task, op: Operator | None, exc: BaseException, *, permanent: bool = False
-) -> tuple[str, datetime | None, float | None]:
-    """Retry or fail: (status, run_at, retry delay in seconds)."""
-    if permanent or op is None or op.is_permanent(exc) or task.attempt >= task.max_attempts:
-        return FAILED, None, None
-    delay = op.retry.delay_s(task.attempt)
-    return PENDING, datetime.now(UTC) + timedelta(seconds=delay), delay
+def _elapsed_ms(started: float) -> int:
+    """Milliseconds since ``started`` (a ``time.perf_counter()`` value): an attempt's duration."""
+    return int((time.perf_counter() - started) * 1000)
 
 
 class _TaskLog:
@@ -183,18 +178,15 @@ class Executor:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            duration_ms = int((time.perf_counter() - started) * 1000)
+            duration_ms = _elapsed_ms(started)
             ctx.log.warning("task_interrupted", reason="shutdown", duration_ms=duration_ms)
-            return Outcome(task, PENDING, op.name, handed_back=True, duration_ms=duration_ms)
+            return Outcome(task, Status.PENDING, op.name, handed_back=True, duration_ms=duration_ms)
         except Snooze as snooze:
             ctx.log.info("task_snoozed", reason=str(snooze), delay_s=snooze.delay_s)
-            return Outcome(
-                task,
-                PENDING,
-                op.name,
-                handed_back=True,
-                run_at=datetime.now(UTC) + timedelta(seconds=snooze.delay_s),
+            decision = retry_or_fail(
+                task.attempt, task.max_attempts, now=datetime.now(UTC), snooze_s=snooze.delay_s
             )
+            return Outcome(task, decision.status, op.name, handed_back=True, run_at=decision.run_at)
         except Exception as exc:
             return self._failed(task, op, exc, started, ctx=ctx)
         return self._completed(task, op, ctx, value, started)
@@ -270,7 +262,7 @@ class Executor:
     def _completed(
         self, task: Task, op: Operator, ctx: Context, value: Any, started: float
     ) -> Outcome:
-        duration_ms = int((time.perf_counter() - started) * 1000)
+        duration_ms = _elapsed_ms(started)
         if isinstance(value, Result):
             output, writes, content = value.output, value.writes_cell, value.cell_content
         else:
@@ -282,7 +274,7 @@ class Executor:
             ctx.log.info("task_completed", duration_ms=duration_ms)
         return Outcome(
             task,
-            COMPLETED,
+            Status.COMPLETED,
             op.name,
             output=output,
             duration_ms=duration_ms,
@@ -300,21 +292,29 @@ class Executor:
         ctx: Context | None = None,
         permanent: bool = False,
     ) -> Outcome:
-        duration_ms = int((time.perf_counter() - started) * 1000)
+        duration_ms = _elapsed_ms(started)
         error = error_text(exc)
         log = ctx.log if ctx is not None else _TaskLog(self.log, task)
-        status, run_at, delay = decide_failure(task, op, exc, permanent=permanent)
-        if status == FAILED:
-            log.warning("task_failed", error=error, duration_ms=duration_ms)
+        decision = retry_or_fail(
+            task.attempt,
+            task.max_attempts,
+            now=datetime.now(UTC),
+            permanent=permanent or op is None or op.is_permanent(exc),
+            backoff=op.retry if op is not None else None,
+        )
+        if decision.retries:
+            log.info(
+                "task_retry_scheduled", error=error, retry_in_s=round(decision.delay_s or 0.0, 3)
+            )
         else:
-            log.info("task_retry_scheduled", error=error, retry_in_s=round(delay or 0.0, 3))
+            log.warning("task_failed", error=error, duration_ms=duration_ms)
         return Outcome(
             task,
-            status,
+            decision.status,
             op.name if op is not None else task.task_type,
             error=error,
             duration_ms=duration_ms,
-            run_at=run_at,
+            run_at=decision.run_at,
         )
 
     # -- stopping -------------------------------------------------------------------------

@@ -30,13 +30,15 @@ from uuid import UUID
 import psycopg
 
 from websurf.worker.core import queue
-from websurf.worker.core.queue import COMPLETED, FAILED, Outcome
+from websurf.worker.core.model import Outcome, OutcomeKind, Status
 from websurf.worker.daemon import metrics as metrics_module
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection, forever
 from websurf.worker.process.executor import error_text
 
 FLUSH_COUNT = 500  # outcomes per transaction, at most
 FLUSH_AFTER_S = 0.003  # an outcome waits at most this long for others to share its commit
+COUNTED = (OutcomeKind.COMPLETED, OutcomeKind.RETRIED, OutcomeKind.FAILED, OutcomeKind.HANDED_BACK)
+LOST = "lost"  # the count of outcomes not recorded: discarded by the fence, or never written
 
 
 class Recorder:
@@ -60,7 +62,7 @@ class Recorder:
         self.metrics = metrics
         self.flush_count = flush_count
         self.flush_after_s = flush_after_s
-        self.counts = {"completed": 0, "retried": 0, "failed": 0, "handed_back": 0, "lost": 0}
+        self.counts = {kind.value: 0 for kind in COUNTED} | {LOST: 0}
         self._buffer: list[Outcome] = []
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
@@ -117,7 +119,7 @@ class Recorder:
                 # Shielded: stopping the writer must never abandon a batch half-written.
                 await asyncio.shield(loop.run_in_executor(self._thread, self._record, batch))
             except psycopg.OperationalError as exc:
-                self.counts["lost"] += len(batch)
+                self.counts[LOST] += len(batch)
                 self.log.error(
                     "outcomes_not_recorded",
                     tasks=len(batch),
@@ -165,7 +167,7 @@ class Recorder:
             outcomes = written  # count what was written, not what the handler returned
         self._count(outcomes, recorded)
         try:
-            self.metrics.finished(outcomes, recorded, [o.duration_ms / 1000 for o in outcomes])
+            self.metrics.finished(outcomes, recorded)
         except Exception as exc:  # the outcomes are written: a metrics fault must not undo that
             self.log.warning("metrics_failed", error=error_text(exc))
 
@@ -194,7 +196,7 @@ class Recorder:
                 attempt=outcome.task.attempt,
                 error=reason,
             )
-            failed = Outcome(outcome.task, FAILED, outcome.operator_type, error=reason)
+            failed = Outcome(outcome.task, Status.FAILED, outcome.operator_type, error=reason)
             conn = self.connection.get()
             with conn.transaction():
                 return queue.finish(conn, self.worker_id, [failed]), failed
@@ -202,20 +204,15 @@ class Recorder:
     def _count(self, outcomes: list[Outcome], recorded: set[UUID]) -> None:
         counts = self.counts
         for outcome in outcomes:
-            if outcome.task.id not in recorded:
-                counts["lost"] += 1
-                self.log.warning(
-                    "task_claim_lost",
-                    task_id=str(outcome.task.id),
-                    task_type=outcome.task.task_type,
-                    attempt=outcome.task.attempt,
-                    reason="the task was handed to another worker; this result is discarded",
-                )
-            elif outcome.handed_back:
-                counts["handed_back"] += 1
-            elif outcome.status == COMPLETED:
-                counts["completed"] += 1
-            elif outcome.status == FAILED:
-                counts["failed"] += 1
-            else:
-                counts["retried"] += 1
+            kind = outcome.kind(recorded)
+            if kind is not OutcomeKind.DISCARDED:
+                counts[kind] += 1
+                continue
+            counts[LOST] += 1
+            self.log.warning(
+                "task_claim_lost",
+                task_id=str(outcome.task.id),
+                task_type=outcome.task.task_type,
+                attempt=outcome.task.attempt,
+                reason="the task was handed to another worker; this result is discarded",
+            )

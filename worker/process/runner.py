@@ -64,7 +64,7 @@ from websurf.sql.database import (
 from websurf.sql.migrate import pending_migrations
 from websurf.worker.config import WorkerConfig
 from websurf.worker.core import queue
-from websurf.worker.core.queue import PENDING, Outcome
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Operator, Registry, Task, load_operators
 from websurf.worker.daemon import metrics
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection
@@ -128,7 +128,8 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_changed: asyncio.Event | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._held: set[Any] = set()  # ids of tasks started here whose outcome is not recorded
+        # (id, attempt) of the claims started here whose outcome is not recorded yet
+        self._held: set[tuple[Any, int]] = set()
         self._want_claim = True
         self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self.recycle_reason: str | None = None
@@ -447,7 +448,7 @@ class Runner:
             tasks = await self._claim(types, limit)
             full = full or len(tasks) >= limit
             for task in tasks:
-                if task.id in self._held:
+                if (task.id, task.attempt) in self._held:
                     # Already running here: the database forgot our claim (a crash with
                     # asynchronous claim commits) and we made it again. The first run's
                     # outcome finishes it under the same claim; never run it twice.
@@ -459,7 +460,7 @@ class Runner:
                     self.slots.started(op)
                     self._start(task, op)
                 else:  # its pool filled up within this claim: back it goes, uncounted
-                    self.recorder.add(Outcome(task, PENDING, op.name, handed_back=True))
+                    self.recorder.add(Outcome(task, Status.PENDING, op.name, handed_back=True))
                     full = True
         return full
 
@@ -469,7 +470,7 @@ class Runner:
             with with_settings(conn, self._claim_settings, pooled=self._pooled):
                 rows = queue.claim_rows(conn, self.worker_id, types, limit)
             self.metrics.claimed(rows)
-            return queue.tasks_from_rows(rows)
+            return [row.task for row in rows]
 
         if self.slots.running == 0 and self.slots.unrecorded == 0:
             # Idle: nothing else on the loop can be kept waiting, so claim right here and
@@ -484,13 +485,13 @@ class Runner:
         )
 
     def _recorded(self, batch: list[Outcome]) -> None:
-        self._held.difference_update(o.task.id for o in batch)
+        self._held.difference_update((o.task.id, o.task.attempt) for o in batch)
         self.slots.unrecorded = self.recorder.backlog
         if self._want_claim:
             self.wakeup.event.set()
 
     def _start(self, task: Task, op: Operator | None) -> None:
-        self._held.add(task.id)
+        self._held.add((task.id, task.attempt))
         run = asyncio.get_running_loop().create_task(self._run(task, op))
         self._running.add(run)
         run.add_done_callback(self._running.discard)
