@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from websurf.worker.core.model import BACKOFF_MAX_S
 from websurf.worker.core.registry import (
-    BACKOFF_MAX_S,
     MAX_ATTEMPTS,
     TIMEOUT_S,
     Backoff,

@@ -1,5 +1,7 @@
 """The queue's model: the words every part of websurf uses for a task and what became of it.
 
+* :class:`Task`: a claimed task as its handler sees it (``Task`` and ``Backoff`` are
+  re-exported by the operator registry, the module operator authors import).
 * :class:`Status`: a task's ``status`` column.
 * :class:`Outcome`: how one claimed attempt ended (what the recorder writes), and
   :class:`OutcomeKind`, the one classification of it that logs and metrics count.
@@ -9,6 +11,8 @@
 
 from __future__ import annotations
 
+import random
+import uuid
 from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +20,59 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from websurf.worker.core.registry import Backoff, Task
+BACKOFF_BASE_S = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX_S = 300.0
+BACKOFF_JITTER = 0.25  # +/- this fraction of the delay
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: base * factor**(attempt-1), capped, +/- jitter."""
+
+    base_s: float = BACKOFF_BASE_S
+    factor: float = BACKOFF_FACTOR
+    max_s: float = BACKOFF_MAX_S
+    jitter: float = BACKOFF_JITTER
+
+    def delay_s(self, attempt: int) -> float:
+        delay = min(self.max_s, self.base_s * self.factor ** max(0, attempt - 1))
+        return max(0.0, delay * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: UUID
+    task_type: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    priority: int = 5
+
+    @property
+    def cell_id(self) -> str | None:
+        """The payload's ``cell_id`` when it is a UUID; None otherwise (no cell to audit)."""
+        payload: Any = self.payload  # typed as an object, but a row may hold anything
+        if not isinstance(payload, dict):
+            return None
+        value = payload.get("cell_id")
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(str(value)))
+        except ValueError:
+            return None
+
+    @property
+    def malformed(self) -> str | None:
+        """Why the worker cannot understand this task's row, or None when it can."""
+        payload: Any = self.payload
+        if not isinstance(payload, dict):
+            return f"payload must be a JSON object, not {type(payload).__name__}"
+        value = payload.get("cell_id")
+        if value is not None and self.cell_id is None:
+            return f"payload cell_id {str(value)[:80]!r} is not a UUID"
+        return None
 
 
 class Status(StrEnum):

@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import random
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 if TYPE_CHECKING:
     import psycopg
 
 import structlog
 
+from websurf.worker.core.model import Backoff as Backoff
+from websurf.worker.core.model import Task as Task
+
 ENTRY_POINT_GROUP = "websurf.operators"
 TIMEOUT_S = 60.0
 MAX_ATTEMPTS = 3
-BACKOFF_BASE_S = 1.0
-BACKOFF_FACTOR = 2.0
-BACKOFF_MAX_S = 300.0
-BACKOFF_JITTER = 0.25  # +/- this fraction of the delay
 
 
 class PermanentError(Exception):
@@ -56,55 +52,6 @@ class Snooze(Exception):  # a request, not a failure (River's JobSnooze)
     def __init__(self, delay_s: float, reason: str = "") -> None:
         super().__init__(reason or f"snoozed for {delay_s:g}s")
         self.delay_s = max(0.0, float(delay_s))
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: base * factor**(attempt-1), capped, +/- jitter."""
-
-    base_s: float = BACKOFF_BASE_S
-    factor: float = BACKOFF_FACTOR
-    max_s: float = BACKOFF_MAX_S
-    jitter: float = BACKOFF_JITTER
-
-    def delay_s(self, attempt: int) -> float:
-        delay = min(self.max_s, self.base_s * self.factor ** max(0, attempt - 1))
-        return max(0.0, delay * random.uniform(1 - self.jitter, 1 + self.jitter))
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    id: UUID
-    task_type: str
-    payload: dict[str, Any]
-    attempt: int
-    max_attempts: int
-    priority: int = 5
-
-    @property
-    def cell_id(self) -> str | None:
-        """The payload's ``cell_id`` when it is a UUID; None otherwise (no cell to audit)."""
-        payload: Any = self.payload  # typed as an object, but a row may hold anything
-        if not isinstance(payload, dict):
-            return None
-        value = payload.get("cell_id")
-        if value is None:
-            return None
-        try:
-            return str(uuid.UUID(str(value)))
-        except ValueError:
-            return None
-
-    @property
-    def malformed(self) -> str | None:
-        """Why the worker cannot understand this task's row, or None when it can."""
-        payload: Any = self.payload
-        if not isinstance(payload, dict):
-            return f"payload must be a JSON object, not {type(payload).__name__}"
-        value = payload.get("cell_id")
-        if value is not None and self.cell_id is None:
-            return f"payload cell_id {str(value)[:80]!r} is not a UUID"
-        return None
 
 
 _NO_CONTENT: Any = object()

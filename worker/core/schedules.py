@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
+from websurf.worker.core.model import Status
 from websurf.worker.core.queue import PRIORITY, TASK_TYPE_MAX_LENGTH
 from websurf.worker.core.registry import Registry
 
@@ -279,6 +280,20 @@ def list_schedules(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """Every schedule, with the status of the task its last tick enqueued."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(QUERIES["list_schedules"]).fetchall()
+
+
+def last_run_succeeded(row: Mapping[str, Any]) -> bool | None:
+    """Whether a schedule's last run succeeded (a list_schedules row); None: running or never."""
+    if row.get("column_id") is not None:
+        if row["refresh_after_row"] is not None or row["refresh_done_at"] is None:
+            return None
+        return bool(row["refresh_failed"] == 0)
+    status = row.get("last_task_status")
+    if status == Status.COMPLETED:
+        return True
+    if status in (Status.FAILED, Status.CANCELLED):
+        return False
+    return None
 
 
 def _stored(conn: psycopg.Connection[Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -19,8 +19,7 @@ import psycopg
 
 from websurf.sql import QUERIES
 from websurf.worker.core.model import Status
-from websurf.worker.core.schedules import list_schedules
-from websurf.worker.daemon.metrics import last_run_succeeded
+from websurf.worker.core.schedules import last_run_succeeded, list_schedules
 
 FINISHED_WINDOW_S = 3600.0  # finished and failed tasks are counted over this window
 THROUGHPUT_WINDOWS_S = {"1m": 60.0, "5m": 300.0, "15m": 900.0}

@@ -28,13 +28,14 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from websurf.worker.core.model import ClaimedRow, Outcome, OutcomeKind, Status
+from websurf.worker.core import schedules
+from websurf.worker.core.model import ClaimedRow, Outcome, OutcomeKind
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 QUEUE_DEPTH_INTERVAL_S = 10.0
@@ -57,20 +58,6 @@ SCHEDULE_GAUGES = (
     ),
     ("paused", "websurf_schedule_paused", "1 while a schedule is paused."),
 )
-
-
-def last_run_succeeded(row: Mapping[str, Any]) -> bool | None:
-    """Whether a schedule's last run succeeded (a list_schedules row); None: running or never."""
-    if row.get("column_id") is not None:
-        if row["refresh_after_row"] is not None or row["refresh_done_at"] is None:
-            return None
-        return bool(row["refresh_failed"] == 0)
-    status = row.get("last_task_status")
-    if status == Status.COMPLETED:
-        return True
-    if status in (Status.FAILED, Status.CANCELLED):
-        return False
-    return None
 
 
 class NullMetrics:
@@ -292,7 +279,7 @@ class WorkerMetrics:
             values = {
                 "next": row["next_run_at"].timestamp(),
                 "last": row["last_run_at"].timestamp() if row["last_run_at"] else None,
-                "success": last_run_succeeded(row),
+                "success": schedules.last_run_succeeded(row),
                 "paused": 1.0 if row["paused"] else 0.0,
             }
             for key, value in values.items():
