@@ -27,7 +27,7 @@ WHERE greatest(last_heartbeat_at, pg_postmaster_start_time())
 RETURNING id, hostname, pid, last_heartbeat_at
 
 -- name: reap_orphaned_tasks
--- Hand back (or fail, when attempts are used up) tasks held by workers not in the registry (reaper).
+-- Hand back (or fail, when attempts are used up) tasks held by workers not on the roster (reaper).
 WITH orphaned AS (
     SELECT t.id
     FROM websurfing_task_queue AS t

@@ -32,7 +32,7 @@ from psycopg.rows import dict_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
-from websurf.worker.core import payloads
+from websurf.worker.core import payloads, workers
 from websurf.worker.core.registry import Registry
 
 DEFAULT_COLUMNS = 2  # the plan's websurfing_spreadsheet.default_columns
@@ -357,11 +357,7 @@ def _check_operator_known(
         from websurf.worker.core.registry import load_operators  # imports the operator modules
 
         registry = load_operators(())
-    with conn.cursor(row_factory=dict_row) as cur:
-        workers = cur.execute(QUERIES["list_workers"]).fetchall()
-    live = {
-        task_type for worker in workers if not worker["stale"] for task_type in worker["task_types"]
-    }
+    live = workers.live_task_types(conn)
     if operator_type not in set(registry.names()) | live:
         known = ", ".join(sorted(set(registry.names()) | live)) or "none"
         raise UnknownOperatorError(

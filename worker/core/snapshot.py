@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from websurf.sql import QUERIES
+from websurf.worker.core import workers
 from websurf.worker.core.model import Status
 from websurf.worker.core.schedules import last_run_succeeded, list_schedules
 
@@ -137,24 +138,22 @@ def status_snapshot(
             Failures(*row)
             for row in conn.execute(QUERIES["recent_failures_by_type"], {"window_s": window_s})
         ]
-        workers = [
+        roster = [
             WorkerState(
-                worker_id,
-                hostname,
-                pid,
-                task_types,
-                started_at,
-                last_heartbeat_at,
-                heartbeat_age_s=round((now - last_heartbeat_at).total_seconds(), 1),
-                stale=stale,
+                w.id,
+                w.hostname,
+                w.pid,
+                w.task_types,
+                w.started_at,
+                w.last_heartbeat_at,
+                heartbeat_age_s=round((now - w.last_heartbeat_at).total_seconds(), 1),
+                stale=w.stale,
             )
-            for worker_id, hostname, pid, task_types, started_at, last_heartbeat_at, stale in (
-                conn.execute(QUERIES["list_workers"])
-            )
+            for w in workers.list_workers(conn)
         ]
         schedules = [_schedule(row) for row in list_schedules(conn)]
     types = {name: TypeCounts(**counts[name]) for name in sorted(counts)}
-    handled = {t for w in workers if not w.stale for t in w.task_types}
+    handled = {t for w in roster if not w.stale for t in w.task_types}
     unhandled = {
         name: c.due + c.scheduled
         for name, c in types.items()
@@ -169,7 +168,7 @@ def status_snapshot(
         oldest_due_age_s=max(ages) if ages else None,
         throughput_per_s=throughput,
         failures=failures,
-        workers=workers,
+        workers=roster,
         totals={key: sum(getattr(c, key) for c in types.values()) for key in COUNTED},
         schedules=schedules,
         unhandled=unhandled,

@@ -50,6 +50,7 @@ import structlog
 from psycopg.rows import class_row
 
 from websurf.sql import QUERIES
+from websurf.worker.core import workers
 from websurf.worker.core.model import Status
 from websurf.worker.maintenance import lock
 
@@ -150,7 +151,7 @@ def recover_dead_worker(
     when it died: only those attempts count; its other tasks go back uncounted.
     """
     with conn.transaction():
-        conn.execute(QUERIES["deregister_worker"], {"id": worker_id})
+        workers.deregister(conn, worker_id)
         rows = _recover(
             conn,
             "release_dead_worker_tasks",
@@ -188,14 +189,14 @@ def run_once(
     with conn.transaction():
         if not lock.take(conn, LOCK_KEY):
             return ReapCounts(ran=False)
-        dead = conn.execute(QUERIES["delete_stale_workers"]).fetchall()
-        for worker_id, hostname, pid, last_heartbeat_at in dead:
+        dead = workers.forget_stale(conn)
+        for worker in dead:
             log.warning(
                 "worker_presumed_dead",
-                dead_worker_id=worker_id,
-                hostname=hostname,
-                pid=pid,
-                last_heartbeat_at=last_heartbeat_at.isoformat(),
+                dead_worker_id=worker.id,
+                hostname=worker.hostname,
+                pid=worker.pid,
+                last_heartbeat_at=worker.last_heartbeat_at.isoformat(),
             )
         orphaned = _recover(conn, "reap_orphaned_tasks", {"min_age_s": 0.0, "limit": limit})
         types = sorted(t for t, s in timeouts_s.items() if s is not None)

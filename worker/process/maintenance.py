@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 from websurf.sql import QUERIES
 from websurf.sql.database import scrub
 from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
+from websurf.worker.core import workers
 from websurf.worker.core.registry import Registry
 from websurf.worker.daemon import metrics as metrics_module
 from websurf.worker.maintenance import pruner, reaper, recurring
@@ -80,11 +81,10 @@ class Maintenance:
 
     def turn(self, conn: psycopg.Connection[Any], now: float) -> None:
         """One turn: heartbeat, then the chores that are due at ``now`` (monotonic)."""
-        alive = conn.execute(QUERIES["heartbeat_worker"], {"id": self.worker_id}).fetchone()
-        if alive is None:
+        if not workers.heartbeat(conn, self.worker_id):
             self.log.warning(
                 "worker_reregistered",
-                reason="the registry had forgotten this worker (presumed dead);"
+                reason="the roster had forgotten this worker (presumed dead);"
                 " its old claims were handed back and will be fenced out",
             )
             self.register(conn)

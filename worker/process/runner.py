@@ -50,7 +50,6 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from websurf.sql import QUERIES
 from websurf.sql.database import (
     Paths,
     connect_kwargs,
@@ -63,7 +62,7 @@ from websurf.sql.database import (
 )
 from websurf.sql.migrate import pending_migrations
 from websurf.worker.config import WorkerConfig
-from websurf.worker.core import queue
+from websurf.worker.core import queue, workers
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Operator, Registry, Task, load_operators
 from websurf.worker.daemon import metrics
@@ -247,15 +246,13 @@ class Runner:
         )
 
     def _register(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(
-            QUERIES["register_worker"],
-            {
-                "id": self.worker_id,
-                "hostname": self.config.hostname,
-                "pid": os.getpid(),
-                "task_types": self.task_types,
-                "stale_after_s": self.config.stale_after_s,
-            },
+        workers.register(
+            conn,
+            self.worker_id,
+            hostname=self.config.hostname,
+            pid=os.getpid(),
+            task_types=self.task_types,
+            stale_after_s=self.config.stale_after_s,
         )
 
     def _listen(self) -> psycopg.Connection[Any]:
@@ -537,7 +534,7 @@ class Runner:
             return
         try:
             with self.pool.connection(timeout=2.0) as conn:
-                conn.execute(QUERIES["deregister_worker"], {"id": self.worker_id})
+                workers.deregister(conn, self.worker_id)
         except Exception as exc:
             self.log.warning(
                 "deregister_failed", error=scrub(error_text(exc), self.config.database_url)
