@@ -119,3 +119,26 @@ def run_once(
         duration_ms=int((time.perf_counter() - started) * 1000),
     )
     return counts
+
+
+@dataclass
+class Cadence:
+    """When a worker process prunes: every ``interval_s``, and on the very next turn
+    again while a run had to stop with more left (its time budget ran out), each run
+    bounded by ``budget_s`` so the maintenance thread keeps heartbeating."""
+
+    older_than: timedelta
+    batch_size: int
+    interval_s: float
+    budget_s: float
+    next_at: float = 0.0  # monotonic; 0: at the first turn
+
+    def run_if_due(self, conn: psycopg.Connection[Any], now: float) -> PruneCounts | None:
+        """Prune when due at ``now`` (monotonic); None when it was not due."""
+        if now < self.next_at:
+            return None
+        counts = run_once(
+            conn, self.older_than, batch_size=self.batch_size, deadline=now + self.budget_s
+        )
+        self.next_at = now + (0.0 if counts.more else self.interval_s)
+        return counts

@@ -2,10 +2,10 @@
 
 It runs on its own thread with the process's small synchronous pool, so a busy event
 loop or a stuck handler never delays a heartbeat. Each turn: heartbeat (re-register
-when the registry forgot this worker), then whichever chores are due: the reaper
+when the roster forgot this worker), then whichever chores are due: the reaper
 (one at a time across hosts, by an advisory lock), the queue-depth sample for the
-metrics, and scheduled pruning. Each chore is a ``run_once`` service; this module only
-decides when they run. Due schedule ticks and column refresh rounds run every turn
+metrics, and pruning (whose cadence is the pruner's own: ``pruner.Cadence``). Each chore
+is a ``run_once`` service. Due schedule ticks and column refresh rounds run every turn
 (``recurring.Chore``).
 """
 
@@ -58,7 +58,17 @@ class Maintenance:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._recurring = recurring.Chore(registry)  # schedules and column refreshes
-        self._next_reap = self._next_depth = self._next_prune = time.monotonic()
+        self._next_reap = self._next_depth = time.monotonic()
+        self._pruning = (
+            None
+            if config.prune_older_than_s is None
+            else pruner.Cadence(
+                timedelta(seconds=config.prune_older_than_s),
+                batch_size=config.prune_batch_size,
+                interval_s=config.prune_interval_s,
+                budget_s=PRUNE_TIME_BUDGET_S,
+            )
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
@@ -95,16 +105,9 @@ class Maintenance:
         if self.metrics.enabled and now >= self._next_depth:
             self._next_depth = now + metrics_module.QUEUE_DEPTH_INTERVAL_S
             self.metrics.queue_depth(conn.execute(QUERIES["count_pending_by_type"]).fetchall())
-        older_than_s = self.config.prune_older_than_s
-        if older_than_s is not None and now >= self._next_prune:
-            counts = pruner.run_once(
-                conn,
-                timedelta(seconds=older_than_s),
-                batch_size=self.config.prune_batch_size,
-                deadline=now + PRUNE_TIME_BUDGET_S,
-            )
-            self.metrics.pruned(counts.deleted)
-            self._next_prune = now + (0.0 if counts.more else self.config.prune_interval_s)
+        pruned = self._pruning.run_if_due(conn, now) if self._pruning else None
+        if pruned is not None:
+            self.metrics.pruned(pruned.deleted)
         self._recurring.run(conn, self.metrics)  # due schedule ticks, refresh rounds
 
 
