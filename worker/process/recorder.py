@@ -6,6 +6,8 @@ Design note
   by one background writer: as soon as ``flush_count`` are waiting, or ``flush_after_s``
   after the first one arrived, whichever comes first. While a batch is being written
   the next one gathers, so recording keeps pace with any number of tasks in flight.
+  When more than a batch is waiting, higher-priority outcomes are written first: a
+  person's edit does not wait behind thousands of bulk results.
 * One transaction per batch holds every fenced finish, every audit row and every cell
   write of the batch: a cell is never written without its audit row and its task's
   completion, one audit row per attempt.
@@ -39,6 +41,10 @@ FLUSH_COUNT = 500  # outcomes per transaction, at most
 FLUSH_AFTER_S = 0.003  # an outcome waits at most this long for others to share its commit
 COUNTED = (OutcomeKind.COMPLETED, OutcomeKind.RETRIED, OutcomeKind.FAILED, OutcomeKind.HANDED_BACK)
 LOST = "lost"  # the count of outcomes not recorded: discarded by the fence, or never written
+
+
+def _urgency(outcome: Outcome) -> int:
+    return -outcome.task.priority
 
 
 class Recorder:
@@ -108,6 +114,10 @@ class Recorder:
             if len(self._buffer) < self.flush_count:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.flush_after_s)
+            if len(self._buffer) > self.flush_count:
+                # More than one batch waits: the most urgent go first (a person's edit
+                # ahead of bulk work), first come first within a priority (a stable sort).
+                self._buffer.sort(key=_urgency)
             batch = self._buffer[: self.flush_count]
             del self._buffer[: self.flush_count]
             self._writing = len(batch)
