@@ -54,6 +54,6 @@ def test_an_urgent_outcome_is_written_in_the_first_batch(
     asyncio.run(record_all())
 
     assert batches[0][0] == "edit", batches
-    assert sorted(sum(batches, [])) == ["bulk"] * 6 + ["edit"]
+    assert sorted(o for batch in batches for o in batch) == ["bulk"] * 6 + ["edit"]
     statuses = conn.execute("SELECT DISTINCT status FROM websurfing_task_queue").fetchall()
     assert statuses == [("completed",)]
