@@ -7,6 +7,11 @@
   :class:`OutcomeKind`, the one classification of it that logs and metrics count.
 * :func:`retry_or_fail`: the one rule for what a failed (or snoozed) attempt becomes.
 * :class:`ClaimedRow`: a row of ``claim_tasks``, read by the claim and by the metrics.
+
+One key, three column names: an operator's name (``Operator.name``, ``operator`` here) is
+what a task's ``task_type`` holds (``websurfing_task_queue``), what a robot column's
+``operator_type`` holds (``websurfing_column``) and what an audit row's ``operator_type``
+records. The columns keep their names (the web app shares them); Python says operator.
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ class Outcome:
 
     task: Task
     status: Status  # completed | pending (retry or hand-back) | failed
-    operator_type: str
+    operator: str  # the operator's name (the audit row's operator_type)
     output: Any = None
     error: str | None = None
     run_at: datetime | None = None  # for a retry or a snooze

@@ -267,7 +267,7 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
         {
             "cell_ids": [o.task.cell_id for o in audited],
             "task_ids": [o.task.id for o in audited],
-            "operator_types": [o.operator_type for o in audited],
+            "operator_types": [o.operator for o in audited],
             "inputs": [Jsonb(o.task.payload) for o in audited],
             "outputs": [None if o.output is None else Jsonb(o.output) for o in audited],
             "durations_ms": [o.duration_ms for o in audited],

@@ -206,7 +206,7 @@ class Recorder:
                 attempt=outcome.task.attempt,
                 error=reason,
             )
-            failed = Outcome(outcome.task, Status.FAILED, outcome.operator_type, error=reason)
+            failed = Outcome(outcome.task, Status.FAILED, outcome.operator, error=reason)
             conn = self.connection.get()
             with conn.transaction():
                 return queue.finish(conn, self.worker_id, [failed]), failed
