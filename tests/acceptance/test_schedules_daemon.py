@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import signal
 import socket
 import urllib.request
 from collections.abc import Callable
@@ -21,11 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from support.daemon import Daemon
 
 from websurf.worker.core import schedules
 from websurf.worker.core.schedules import Spec
 
-Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 EVERY = timedelta(seconds=2)
 FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2")  # maintenance turn: 0.2 s
 
@@ -61,8 +60,7 @@ def _kill_just_before_the_next_tick(victim: Any) -> None:
     victim.wait_for(
         lambda: _db_now(victim) >= due - timedelta(milliseconds=50), "the eve of a tick"
     )
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.process.wait(timeout=10)
+    victim.kill_all()
 
 
 def test_killing_daemons_across_ticks_loses_and_doubles_no_tick(
