@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import structlog
 from structlog.testing import capture_logs
-from support.daemon import Daemon, query
+from support.daemon import Daemon, free_port, query
 from support.waiting import wait_for
 
 from websurf.worker.config import WorkerConfig
@@ -32,12 +32,6 @@ from websurf.worker.daemon import supervisor
 Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 IDLE_CONNECTIONS = 150
 FD_LIMIT = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(port: int, path: str) -> int:

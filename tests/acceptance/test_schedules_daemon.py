@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from support.daemon import Daemon
+from support.daemon import Daemon, free_port
 
 from websurf.worker.core import schedules
 from websurf.worker.core.schedules import Spec
@@ -110,9 +109,7 @@ def test_killing_daemons_across_ticks_loses_and_doubles_no_tick(
 def test_a_schedule_declared_in_code_runs_and_metrics_show_its_last_run(
     database_url: str, start_worker: Start
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     daemon = start_worker(
         database_url,
         *FAST,

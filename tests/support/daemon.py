@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -40,9 +41,17 @@ def clean_env(pythonpath: Iterable[str | Path] = (), **extra: str) -> dict[str, 
         for k, v in os.environ.items()
         if not k.startswith("WEBSURF_") and k not in OTHER_DATABASE
     }
-    paths = [*map(str, pythonpath), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    paths = [p for p in (*map(str, pythonpath), env.get("PYTHONPATH")) if p]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return env | extra
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a daemon to serve on)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def error_lines(stderr: str) -> list[str]:

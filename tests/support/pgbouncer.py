@@ -11,6 +11,7 @@ from pathlib import Path
 
 from psycopg import conninfo
 
+from support.daemon import free_port
 from support.waiting import wait_for
 
 PGBOUNCER_READY_S = 10.0  # for a started PgBouncer to accept connections
@@ -32,9 +33,7 @@ class PgBouncer:
         password = str(server.get("password") or "")
         self.dir = Path(tempfile.mkdtemp(prefix="websurf-pgbouncer-"))
         self.dir.chmod(0o755)  # it drops root for `nobody`, who must read its files
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         target = f"host={server.get('host') or '127.0.0.1'} port={server.get('port') or 5432}"
         (self.dir / "users.txt").write_text(f'"{self.user}" "{password}"\n')
         (self.dir / "pgbouncer.ini").write_text(
