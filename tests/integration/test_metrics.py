@@ -135,6 +135,12 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
     assert worker.alive(), worker.log()[-3000:]
     assert get(port, "/healthz")[0] == 200
 
+    def both_serving() -> bool:  # before the work comes: one may boot late on a busy machine
+        status, text = get(port, "/metrics")
+        return status == 200 and sample(text, "websurf_worker_processes") == 2
+
+    worker.wait_for(both_serving, "both worker processes to serve")
+
     conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for)"
         " SELECT t, '{}', now() + CASE WHEN t = 'noop' AND n > 300 THEN interval '1 hour'"
