@@ -71,12 +71,32 @@ def listeners(dsn: str) -> int:
     return int(query(dsn, sql)[0][0])
 
 
-def listening(dsn: str) -> list[tuple[Any, ...]]:
-    """The connections LISTENing, for a failure message."""
-    return query(
-        dsn,
-        "SELECT application_name, state, backend_start, query FROM pg_stat_activity"
-        " WHERE application_name LIKE 'websurf-listen%%'",
+def wait_listening(dsn: str) -> None:
+    """Until both workers LISTEN again (after the faults); failing, name the connections."""
+
+    def listening() -> list[tuple[Any, ...]]:
+        return query(
+            dsn,
+            "SELECT application_name, state, backend_start, query FROM pg_stat_activity"
+            " WHERE application_name LIKE 'websurf-listen%%'",
+        )
+
+    wait_for(
+        lambda: listeners(dsn) == 2,
+        "both workers to LISTEN again",
+        30,
+        tolerate=DB_ERRORS,
+        details=lambda: f"listening connections: {listening()}",
+    )
+
+
+def wait_drained(daemon: Daemon, url: str) -> None:
+    daemon.wait_for(
+        lambda: unfinished(url) == 0,
+        "every task to finish",
+        DRAIN_DEADLINE_S,
+        poll=0.2,
+        tolerate=DB_ERRORS,
     )
 
 
@@ -203,26 +223,14 @@ def test_every_task_ends_exactly_once_under_chaos(
     watcher.start()
     try:
         injector.join(timeout=DRAIN_DEADLINE_S)
-        daemon.wait_for(
-            lambda: unfinished(url) == 0,
-            "every task to finish",
-            DRAIN_DEADLINE_S,
-            poll=0.2,
-            tolerate=DB_ERRORS,
-        )
+        wait_drained(daemon, url)
         drained_s = time.monotonic() - started
     finally:
         stop.set()
         injector.join()
         watcher.join()
     # LISTEN was resumed after the faults: each live worker holds a listening connection
-    wait_for(
-        lambda: listeners(fault_server.dsn) == 2,
-        "both workers to LISTEN again",
-        30,
-        tolerate=DB_ERRORS,
-        details=lambda: f"listening connections: {listening(fault_server.dsn)}",
-    )
+    wait_listening(fault_server.dsn)
     assert daemon.stop() == 0
     assert query(url, "SELECT count(*) FROM websurf.worker") == [(0,)]  # all deregistered
 
@@ -281,22 +289,11 @@ def test_workers_ride_out_a_long_outage(
     chaos = Chaos(fault_server, url, daemon, rng)
     chaos.outage(LONG_OUTAGE_S)
     back = time.monotonic()
-    daemon.wait_for(
-        lambda: unfinished(url) == 0,
-        "every task to finish",
-        DRAIN_DEADLINE_S,
-        poll=0.2,
-        tolerate=DB_ERRORS,
-    )
+    wait_drained(daemon, url)
     resumed_s = time.monotonic() - back
 
     assert set(daemon.children()) == children  # no worker had to be restarted
-    wait_for(
-        lambda: listeners(fault_server.dsn) == 2,
-        "both workers to LISTEN again",
-        30,
-        tolerate=DB_ERRORS,
-    )
+    wait_listening(fault_server.dsn)
     assert daemon.stop() == 0
     figures = check_outcomes(url, side_effects)
     events = log_counts(daemon)
