@@ -5,28 +5,17 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import psycopg
+from support.daemon import WEBSURF, Daemon, Daemons, clean_env
 
 DEMO_TIMEOUT_S = 120.0
 WORKER_LINE = re.compile(r"worker ready \(pid (\d+)")
 
 
-def _demo(database_url: str, *args: str) -> subprocess.Popen[str]:
-    websurf = Path(sys.executable).with_name("websurf")
-    env = {**os.environ, "WEBSURF_DATABASE_URL": database_url, "WEBSURF_LOG_FORMAT": "json"}
-    return subprocess.Popen(
-        [str(websurf), "demo", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _demo(daemons: Daemons, database_url: str, *args: str) -> Daemon:
+    env = clean_env(WEBSURF_DATABASE_URL=database_url, WEBSURF_LOG_FORMAT="json")
+    return daemons.launch([WEBSURF, "demo", *args], url=database_url, env=env)
 
 
 def _alive(pid: int) -> bool:
@@ -37,11 +26,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_the_demo_fills_robot_columns_and_prints_the_audit_trail(database_url: str) -> None:
-    demo = _demo(database_url, "--tasks", "50")
-    out, err = demo.communicate(timeout=DEMO_TIMEOUT_S)
+def test_the_demo_fills_robot_columns_and_prints_the_audit_trail(
+    database_url: str, daemons: Daemons
+) -> None:
+    demo = _demo(daemons, database_url, "--tasks", "50")
+    code = demo.wait(DEMO_TIMEOUT_S)
+    out = demo.output()
 
-    assert demo.returncode == 0, err[-2000:]
+    assert code == 0, demo.log()[-2000:]
     assert "ROBOTS FILL THE CELLS" in out  # the uppercase robot
     assert "Robots that fill in spreadsheets" in out  # the web_title robot, on 127.0.0.1
     assert "worker exited with code 0" in out
@@ -56,23 +48,17 @@ def test_the_demo_fills_robot_columns_and_prints_the_audit_trail(database_url: s
     assert left == (0,) and workers == (0,)
 
 
-def test_ctrl_c_stops_the_demo_and_its_worker(database_url: str) -> None:
-    demo = _demo(database_url, "--tasks", "0")
-    assert demo.stdout is not None
-    pid = None
-    deadline = time.monotonic() + DEMO_TIMEOUT_S
-    for line in demo.stdout:  # read until the worker has started
-        match = WORKER_LINE.search(line)
-        if match:
-            pid = int(match.group(1))
-            break
-        assert time.monotonic() < deadline
-    assert pid is not None
+def test_ctrl_c_stops_the_demo_and_its_worker(database_url: str, daemons: Daemons) -> None:
+    demo = _demo(daemons, database_url, "--tasks", "0")
+    started = demo.wait_for(
+        lambda: WORKER_LINE.search(demo.output()), "the worker to start", DEMO_TIMEOUT_S
+    )
+    pid = int(started.group(1))
 
-    demo.send_signal(signal.SIGINT)
-    out, err = demo.communicate(timeout=DEMO_TIMEOUT_S)
+    demo.send(signal.SIGINT)
+    code = demo.wait(DEMO_TIMEOUT_S)
 
-    assert demo.returncode == 130, err[-2000:]
-    assert "worker exited with code 0" in out
-    assert "interrupted; the worker was stopped" in err
+    assert code == 130, demo.log()[-2000:]
+    assert "worker exited with code 0" in demo.output()
+    assert "interrupted; the worker was stopped" in demo.log()
     assert not _alive(pid)

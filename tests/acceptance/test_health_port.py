@@ -15,30 +15,23 @@ import resource
 import signal
 import socket
 import struct
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import structlog
 from structlog.testing import capture_logs
+from support.daemon import Daemon, free_port, query
+from support.waiting import wait_for
 
 from websurf.worker.config import WorkerConfig
 from websurf.worker.daemon import supervisor
 
-Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 IDLE_CONNECTIONS = 150
 FD_LIMIT = 64
-DEADLINE_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(port: int, path: str) -> int:
@@ -112,7 +105,7 @@ def test_idle_connections_do_not_starve_the_probes_or_the_supervisor(
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.close()
     assert get(port, "/metrics") == 200
-    assert daemon.process.poll() is None
+    assert daemon.alive()
     assert daemon.error_lines() == []  # nothing but JSON log lines: no tracebacks
     assert not [e for e in daemon.events() if e.get("level") in ("error", "critical")]
 
@@ -149,12 +142,13 @@ def test_the_supervisor_survives_a_spawn_without_file_descriptors(
 
     sup._start(slot)  # what the loop does once the retry is due
     assert slot.process is not None
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        deadline = time.monotonic() + DEADLINE_S
-        while not conn.execute("SELECT id FROM websurf.worker").fetchall():
-            assert time.monotonic() < deadline, "the child did not register"
-            assert slot.process.poll() is None, "the child exited"
-            time.sleep(0.05)
+    process = slot.process
+
+    def registered() -> list[tuple[Any, ...]]:
+        assert process.poll() is None, "the child exited"
+        return query(database_url, "SELECT id FROM websurf.worker")
+
+    wait_for(registered, "the child to register")
     slot.process.send_signal(signal.SIGTERM)
     assert slot.process.wait(timeout=20) == 0
     if slot.process.stdout is not None:

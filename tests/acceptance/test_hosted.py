@@ -15,10 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from support.daemon import Daemon
 
 from websurf.sql.database import describe
 
-Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 TASKS = 3000
 PICKUPS = 40
 DRAIN_DEADLINE_S = 120.0
@@ -140,7 +141,7 @@ def test_3000_tasks_through_pgbouncer_with_the_direct_url(
     )
     assert code == 0
     assert exits == []
-    assert not PREPARED_STATEMENT_ERRORS.findall(daemon.stderr())
+    assert not PREPARED_STATEMENT_ERRORS.findall(daemon.log())
     assert count(database_url, "processing") == 0 and count(database_url, "pending") == 0
     reaped = [e for e in daemon.events("reaper_ran") if e.get("handed_back")]
     assert sum(e["handed_back"] for e in reaped) == 1
@@ -182,7 +183,7 @@ def test_without_the_direct_url_the_worker_polls_through_the_pooler_without_erro
         f" pickup_p50_ms={statistics.median(pickups):.1f} pickup_p99_ms={p(pickups, 0.99):.1f}"
     )
     assert code == 0 and exits == []
-    assert not PREPARED_STATEMENT_ERRORS.findall(daemon.stderr())
+    assert not PREPARED_STATEMENT_ERRORS.findall(daemon.log())
     detected = daemon.events("pooler_detected")
     assert detected and "LISTEN and migrations need a direct URL" in detected[0]["message"]
     for event in daemon.events("worker_ready"):
@@ -280,4 +281,4 @@ def test_every_task_ends_once_when_pgbouncer_restarts_and_backends_are_terminate
     assert listening
     assert wrong == (0,)
     assert audit == (tasks, tasks)  # one successful robot write per task, none twice
-    assert not PREPARED_STATEMENT_ERRORS.findall(daemon.stderr())
+    assert not PREPARED_STATEMENT_ERRORS.findall(daemon.log())

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from support.daemon import Daemon
 
-Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 ROWS = 8  # at most one claim batch of the first process (its first batch holds 10)
 FILLER_ROWS = 15_000  # two columns: 30,000 cells, the size where plans turn to nested loops
 

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import signal
-import socket
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from support.daemon import Daemon, free_port
 
 from websurf.worker.core import schedules
 from websurf.worker.core.schedules import Spec
 
-Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 EVERY = timedelta(seconds=2)
 FAST = ("--heartbeat-interval", "0.2", "--poll-interval", "0.2")  # maintenance turn: 0.2 s
 
@@ -61,8 +59,7 @@ def _kill_just_before_the_next_tick(victim: Any) -> None:
     victim.wait_for(
         lambda: _db_now(victim) >= due - timedelta(milliseconds=50), "the eve of a tick"
     )
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.process.wait(timeout=10)
+    victim.kill_all()
 
 
 def test_killing_daemons_across_ticks_loses_and_doubles_no_tick(
@@ -112,9 +109,7 @@ def test_killing_daemons_across_ticks_loses_and_doubles_no_tick(
 def test_a_schedule_declared_in_code_runs_and_metrics_show_its_last_run(
     database_url: str, start_worker: Start
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     daemon = start_worker(
         database_url,
         *FAST,

@@ -10,26 +10,25 @@ runs a system PostgreSQL's binaries (skipped with a reason where there are none,
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from support.daemon import Daemon, error_lines
+from support.waiting import wait_for
 
 from websurf.sql.embedded import EmbeddedServer
 
-Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 WEBSURF = Path(sys.executable).with_name("websurf")
 PASSWORD = "tls-pw-Zq8x7"
 ROLE = "websurf_tls"
@@ -127,16 +126,12 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
 
 def _wait_for_tls(tls: TlsServer) -> None:
     """The reload is asynchronous: wait until a verify-full connection gets in."""
-    deadline = time.monotonic() + 10.0
-    while True:
-        try:
-            with psycopg.connect(tls.verify_full("postgres")) as conn:
-                assert conn.pgconn.ssl_in_use
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+
+    def tls_in_use() -> bool:
+        with psycopg.connect(tls.verify_full("postgres")) as conn:
+            return bool(conn.pgconn.ssl_in_use)
+
+    wait_for(tls_in_use, "a verify-full connection", 10.0, tolerate=(psycopg.OperationalError,))
 
 
 def websurf(*args: str) -> subprocess.CompletedProcess[str]:
@@ -148,16 +143,6 @@ def websurf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(WEBSURF), *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )
-
-
-def error_lines(stderr: str) -> list[str]:
-    lines = []
-    for line in stderr.splitlines():
-        try:
-            json.loads(line)
-        except ValueError:
-            lines.append(line)
-    return lines
 
 
 @pytest.mark.parametrize("mode", ["require", "verify-full"])
@@ -227,4 +212,4 @@ def test_the_worker_runs_over_tls_and_never_logs_the_password(
     daemon.send(signal.SIGTERM)
     assert daemon.wait() == 0
     assert ssl is not None and ssl[0] is True and ssl[1] >= 2  # claim and LISTEN, at least
-    assert PASSWORD not in daemon.stderr()
+    assert PASSWORD not in daemon.log()

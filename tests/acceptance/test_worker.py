@@ -2,7 +2,7 @@
 
 Tasks are inserted by plain SQL, as the web app does. The daemon's JSON logs go to a
 file the tests read; every wait polls the database, the log or a marker file with a
-deadline (conftest ``wait_for``).
+deadline (``support.waiting.wait_for``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from support.daemon import Daemon
 
 from websurf.sql.migrate import migrate, shipped_migrations
 
-Start = Callable[..., Any]  # conftest's start_worker(database_url, *options) -> Daemon
+Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 
 
 def _make_cells(url: str, count: int) -> list[str]:
@@ -205,7 +206,7 @@ def test_stop_signal_mid_task_lets_it_finish(
         os.killpg(daemon.pid, signal.SIGINT)
     code = daemon.wait(timeout=15)
 
-    assert code == 0, daemon.stderr()[-3000:]
+    assert code == 0, daemon.log()[-3000:]
     assert time.monotonic() - stopped_at < 10
     assert _status(daemon, task_id) == ("completed", 1, None)
     assert _processing(daemon) == 0
@@ -229,7 +230,7 @@ def test_task_running_past_the_shutdown_timeout_is_handed_back(
     daemon.send(signal.SIGTERM)
     code = daemon.wait(timeout=10)
 
-    assert code == 0, daemon.stderr()[-3000:]
+    assert code == 0, daemon.log()[-3000:]
     assert _status(daemon, task_id) == ("pending", 0, None)  # the attempt is not counted
     assert _processing(daemon) == 0
     assert [e["task_id"] for e in daemon.events("task_interrupted")] == [task_id]
@@ -248,11 +249,11 @@ def test_a_second_signal_hurries_the_shutdown(
 
     daemon.send(signal.SIGTERM)
     daemon.wait_for(lambda: daemon.events("stop_requested"), "the first signal to be seen")
-    assert daemon.process.poll() is None  # still draining: it would wait up to 120 s
+    assert daemon.alive()  # still draining: it would wait up to 120 s
     daemon.send(signal.SIGTERM)
     code = daemon.wait(timeout=10)
 
-    assert code == 0, daemon.stderr()[-3000:]
+    assert code == 0, daemon.log()[-3000:]
     assert _status(daemon, task_id) == ("pending", 0, None)
     assert _processing(daemon) == 0
     assert [e.get("hurry") for e in daemon.events("stop_requested")] == [False, True]
@@ -303,7 +304,7 @@ def test_a_killed_child_is_replaced_and_its_task_recovered(
     # The daemon keeps serving.
     after = _insert_task(database_url, "noop", {})
     daemon.wait_for(lambda: _status(daemon, after)[0] == "completed", "a new task to run")
-    assert daemon.process.poll() is None
+    assert daemon.alive()
 
 
 def test_children_stop_when_the_supervisor_is_killed(
@@ -369,7 +370,7 @@ def test_unreachable_database_gives_up_with_one_line_and_no_password(
     assert code not in (0, None)
     [line] = daemon.error_lines()
     assert line.startswith("error: ") and "127.0.0.1:1" in line
-    assert "hunter2" not in daemon.stderr()
+    assert "hunter2" not in daemon.log()
     assert len(daemon.events("child_started")) == 1  # not restarted in a loop
 
 

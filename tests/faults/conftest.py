@@ -1,30 +1,27 @@
 """Fixtures of the fault-injection suite (helpers in faultkit.py, operators in chaos_operators.py).
 
-This directory goes on sys.path so the tests import ``faultkit`` and ``chaos_operators``;
-the daemon under test gets it on its PYTHONPATH to load ``chaos_operators``.
+The tests import ``faults.faultkit`` and ``faults.chaos_operators`` (``tests/`` is on
+sys.path); the daemon under test gets this directory on its PYTHONPATH to load
+``chaos_operators``.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from faults.faultkit import FaultServer
 from psycopg import sql
+from support.daemon import Daemon, Daemons
+
+from websurf.sql import migrate as migrator
+from websurf.sql.embedded import EmbeddedServer
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from faultkit import WEBSURF, Daemon, FaultServer  # noqa: E402
-
-from websurf.sql import migrate as migrator  # noqa: E402
-from websurf.sql.embedded import EmbeddedServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -56,38 +53,6 @@ def fault_database(fault_server: FaultServer) -> str:
 
 
 @pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    daemons: list[Daemon] = []
-
-    def start(url: str, *options: str, env: dict[str, str] | None = None) -> Daemon:
-        log_path = tmp_path / f"daemon-{len(daemons)}.log"
-        environment = os.environ | (env or {})
-        environment["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(HERE), environment.get("PYTHONPATH", "")) if p
-        )
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [
-                    str(WEBSURF),
-                    "worker",
-                    "--database-url",
-                    url,
-                    "--operators",
-                    "chaos_operators",
-                    "--log-format",
-                    "json",
-                    *options,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-                env=environment,
-                start_new_session=True,
-            )
-        daemon = Daemon(process, log_path)
-        daemons.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in daemons:
-        if daemon.process.poll() is None:
-            daemon.kill_all()
+def start_worker(daemons: Daemons) -> Callable[..., Daemon]:
+    """``start_worker(url, *options, env=...)``: ``websurf worker`` running the chaos operators."""
+    return functools.partial(daemons.worker, operators=["chaos_operators"], pythonpath=[HERE])

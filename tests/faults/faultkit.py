@@ -3,56 +3,30 @@
 The suite restarts and stops its database, so it never uses ``WEBSURF_TEST_DATABASE_URL``:
 it starts a throwaway embedded server of its own (TCP on 127.0.0.1, so a restart keeps
 the address the workers reconnect to). The daemon under test is the real ``websurf
-worker`` command in a subprocess, loading ``chaos_operators`` from this directory.
+worker`` command (``support.daemon``), loading ``chaos_operators`` from this directory.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import conninfo
 from psycopg.types.json import Jsonb
+from support.daemon import Daemon, query
 
 from websurf.sql.embedded import EmbeddedServer
 
-T = TypeVar("T")
-HERE = Path(__file__).resolve().parent
-WEBSURF = Path(sys.executable).with_name("websurf")
 POLL_S = 0.05
 DB_ERRORS = (psycopg.OperationalError, psycopg.errors.AdminShutdown)
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, poll: float = POLL_S) -> T:
-    """probe() until it returns something truthy; database errors count as 'not yet'."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except DB_ERRORS as exc:
-            last_error, value = exc, None
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last_error})")
-
-
-def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
-        return conn.execute(statement, params).fetchall()
 
 
 @dataclass
@@ -109,51 +83,6 @@ def enqueue_chaos(url: str, payloads: list[dict[str, Any]], *, async_share: floa
 
 
 @dataclass
-class Daemon:
-    """``websurf worker`` in a subprocess (its own process group), logging JSON to a file."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def children(self) -> list[int]:
-        """Pids of the worker processes (the supervisor's children), from /proc."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.process.pid and fields[0] not in ("Z", "X"):
-                found.append(int(entry.name))
-        return found
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and "event" in event:
-                out.append(event)
-        return out
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    def kill_all(self) -> None:
-        """SIGKILL the supervisor and its children at once (a host lost)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-
-@dataclass
 class Chaos:
     """Faults injected from a thread while the daemon works; counts what it did."""
 
@@ -185,7 +114,7 @@ class Chaos:
                 " FROM websurf.worker w LEFT JOIN websurfing_task_queue t"
                 " ON t.worker_id = w.id AND t.status = 'processing'"
                 " WHERE w.pid = %s GROUP BY w.id",
-                (pid,),
+                pid,
             )
         except DB_ERRORS:
             held = []
@@ -233,7 +162,8 @@ class Chaos:
                         self.url,
                         "SELECT count(*) FROM websurfing_task_queue WHERE id = ANY(%s::uuid[])"
                         " AND status = 'processing' AND worker_id = %s",
-                        (tasks, worker_id),
+                        tasks,
+                        worker_id,
                     )[0][0]
                 except DB_ERRORS:
                     continue

@@ -18,16 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chaos_operators import FAILS, SIDE_EFFECTS_ENV, SUCCEEDS
-from faultkit import (
-    Chaos,
-    Daemon,
-    FaultServer,
-    enqueue_chaos,
-    make_cells,
-    query,
-    wait_for,
-)
+from faults.chaos_operators import FAILS, SIDE_EFFECTS_ENV, SUCCEEDS
+from faults.faultkit import DB_ERRORS, Chaos, FaultServer, enqueue_chaos, make_cells
+from support.daemon import Daemon, query
+from support.waiting import wait_for
 
 SEED = int(os.environ.get("WEBSURF_FAULT_SEED", random.randrange(1_000_000)))
 TASKS = int(os.environ.get("WEBSURF_FAULT_TASKS", "4000"))
@@ -75,6 +69,35 @@ def listeners(dsn: str) -> int:
     """Connections LISTENing for new tasks (one per live worker process)."""
     sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'websurf-listen%%'"
     return int(query(dsn, sql)[0][0])
+
+
+def wait_listening(dsn: str) -> None:
+    """Until both workers LISTEN again (after the faults); failing, name the connections."""
+
+    def listening() -> list[tuple[Any, ...]]:
+        return query(
+            dsn,
+            "SELECT application_name, state, backend_start, query FROM pg_stat_activity"
+            " WHERE application_name LIKE 'websurf-listen%%'",
+        )
+
+    wait_for(
+        lambda: listeners(dsn) == 2,
+        "both workers to LISTEN again",
+        30,
+        tolerate=DB_ERRORS,
+        details=lambda: f"listening connections: {listening()}",
+    )
+
+
+def wait_drained(daemon: Daemon, url: str) -> None:
+    daemon.wait_for(
+        lambda: unfinished(url) == 0,
+        "every task to finish",
+        DRAIN_DEADLINE_S,
+        poll=0.2,
+        tolerate=DB_ERRORS,
+    )
 
 
 def unfinished(url: str) -> int:
@@ -173,7 +196,7 @@ def log_counts(daemon: Daemon) -> Counter[str]:
 def test_every_task_ends_exactly_once_under_chaos(
     fault_server: FaultServer,
     fault_database: str,
-    start_daemon: Callable[..., Daemon],
+    start_worker: Callable[..., Daemon],
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
@@ -186,8 +209,8 @@ def test_every_task_ends_exactly_once_under_chaos(
     # Durable claims: an immediate server stop must not forget a claim whose task then runs
     # again under the same attempt (the default's documented trade-off; with hundreds of
     # tasks in flight per process it would show up here as duplicate runs of one claim).
-    daemon = start_daemon(url, *FAST, "--durable-claims", env={SIDE_EFFECTS_ENV: str(side_effects)})
-    wait_for("two workers", lambda: len(daemon.children()) == 2, timeout=30)
+    daemon = start_worker(url, *FAST, "--durable-claims", env={SIDE_EFFECTS_ENV: str(side_effects)})
+    daemon.wait_for(lambda: len(daemon.children()) == 2, "two workers", 30, tolerate=DB_ERRORS)
 
     chaos = Chaos(fault_server, url, daemon, rng)
     plan = list(CHAOS_PLAN)
@@ -200,26 +223,14 @@ def test_every_task_ends_exactly_once_under_chaos(
     watcher.start()
     try:
         injector.join(timeout=DRAIN_DEADLINE_S)
-        wait_for("every task to finish", lambda: unfinished(url) == 0, DRAIN_DEADLINE_S, 0.2)
+        wait_drained(daemon, url)
         drained_s = time.monotonic() - started
     finally:
         stop.set()
         injector.join()
         watcher.join()
     # LISTEN was resumed after the faults: each live worker holds a listening connection
-    try:
-        wait_for(
-            "both workers to LISTEN again",
-            lambda: listeners(fault_server.dsn) == 2,
-            timeout=30,
-        )
-    except AssertionError:
-        held = query(
-            fault_server.dsn,
-            "SELECT application_name, state, backend_start, query FROM pg_stat_activity"
-            " WHERE application_name LIKE 'websurf-listen%%'",
-        )
-        raise AssertionError(f"listening connections: {held}") from None
+    wait_listening(fault_server.dsn)
     assert daemon.stop() == 0
     assert query(url, "SELECT count(*) FROM websurf.worker") == [(0,)]  # all deregistered
 
@@ -252,7 +263,7 @@ def test_every_task_ends_exactly_once_under_chaos(
 def test_workers_ride_out_a_long_outage(
     fault_server: FaultServer,
     fault_database: str,
-    start_daemon: Callable[..., Daemon],
+    start_worker: Callable[..., Daemon],
     tmp_path: Path,
 ) -> None:
     """The database is away for LONG_OUTAGE_S while tasks run; nobody restarts anything."""
@@ -264,33 +275,25 @@ def test_workers_ride_out_a_long_outage(
     rng.shuffle(work)
     enqueue_chaos(url, work, async_share=0.5)
     side_effects = tmp_path / "side-effects"
-    daemon = start_daemon(url, *FAST, env={SIDE_EFFECTS_ENV: str(side_effects)})
-    wait_for(
+    daemon = start_worker(url, *FAST, env={SIDE_EFFECTS_ENV: str(side_effects)})
+    daemon.wait_for(
+        lambda: query(url, "SELECT 1 FROM websurfing_task_queue WHERE status = 'completed'"),
         "a slow task to run",
-        lambda: (
-            query(url, "SELECT count(*) FROM websurfing_task_queue WHERE status = 'completed'")[0][
-                0
-            ]
-            > 0
-        ),
-        timeout=30,
+        30,
+        tolerate=DB_ERRORS,
     )
     # both serving (a booting child has no heartbeat thread yet: that gap is not tested here)
-    wait_for("both workers ready", lambda: log_counts(daemon)["worker_ready"] == 2, timeout=30)
+    daemon.wait_for(lambda: log_counts(daemon)["worker_ready"] == 2, "both workers ready", 30)
     children = set(daemon.children())
 
     chaos = Chaos(fault_server, url, daemon, rng)
     chaos.outage(LONG_OUTAGE_S)
     back = time.monotonic()
-    wait_for("every task to finish", lambda: unfinished(url) == 0, DRAIN_DEADLINE_S, 0.2)
+    wait_drained(daemon, url)
     resumed_s = time.monotonic() - back
 
     assert set(daemon.children()) == children  # no worker had to be restarted
-    wait_for(
-        "both workers to LISTEN again",
-        lambda: listeners(fault_server.dsn) == 2,
-        timeout=30,
-    )
+    wait_listening(fault_server.dsn)
     assert daemon.stop() == 0
     figures = check_outcomes(url, side_effects)
     events = log_counts(daemon)
@@ -318,7 +321,7 @@ def held_by(url: str, task_id: str) -> tuple[str, str | None, int]:
     [(status, worker_id, attempts)] = query(
         url,
         "SELECT status, worker_id, attempts FROM websurfing_task_queue WHERE id = %s",
-        (task_id,),
+        task_id,
     )
     return status, worker_id, attempts
 
@@ -333,7 +336,7 @@ def enqueue_long(url: str, seconds: float) -> str:
         url,
         "INSERT INTO websurfing_task_queue (task_type, payload)"
         " VALUES ('chaos_long', jsonb_build_object('seconds', %s::float)) RETURNING id::text",
-        (seconds,),
+        seconds,
     )
     return str(rows[0][0])
 
@@ -349,37 +352,33 @@ def recovered(url: str, task_id: str, dead: str) -> Callable[[], bool]:
 @pytest.mark.slow
 @pytest.mark.timeout(200)
 def test_time_to_recover_a_dead_workers_task_with_default_settings(
-    fault_database: str, start_daemon: Callable[..., Daemon]
+    fault_database: str, start_worker: Callable[..., Daemon]
 ) -> None:
     """Default heartbeat (5 s) and stale-after (30 s): a killed child's task comes back at
     once through its replacement; a whole daemon killed waits for the stale heartbeat."""
     url = fault_database
-    first = start_daemon(url, "--concurrency", "1")
+    first = start_worker(url, "--concurrency", "1")
     task = enqueue_long(url, 120)
-    _, holder, _ = wait_for("the long task to run", lambda: running(url, task), 30)
+    _, holder, _ = first.wait_for(lambda: running(url, task), "the long task to run", 30)
     [child] = first.children()
     os.kill(child, 9)
     killed = time.monotonic()
-    wait_for("the task to be run again", recovered(url, task, str(holder)), 60)
+    first.wait_for(recovered(url, task, str(holder)), "the task to be run again", 60)
     child_recover_s = time.monotonic() - killed
-    wait_for("completion", lambda: held_by(url, task)[0] == "completed", 30)
+    first.wait_for(lambda: held_by(url, task)[0] == "completed", "completion", 30)
 
     # now the whole daemon dies (a host lost): another daemon must find out by itself
     task = enqueue_long(url, 120)
-    _, holder, _ = wait_for("the long task to run", lambda: running(url, task), 30)
-    second = start_daemon(url, "--concurrency", "1")
-    wait_for("the other daemon", lambda: len(second.children()) == 1, 30)
-    wait_for(
-        "its registration", lambda: query(url, "SELECT count(*) FROM websurf.worker")[0][0] == 2, 30
-    )
+    _, holder, _ = first.wait_for(lambda: running(url, task), "the long task to run", 30)
+    second = start_worker(url, "--concurrency", "1")
+    second.wait_for(lambda: len(second.children()) == 1, "the other daemon", 30)
+    second.wait_for(lambda: len(second.workers()) == 2, "its registration", 30)
     first.kill_all()
     killed = time.monotonic()
-    wait_for("the task to be run again", recovered(url, task, str(holder)), 120, 0.2)
+    second.wait_for(recovered(url, task, str(holder)), "the task to be run again", 120, poll=0.2)
     daemon_recover_s = time.monotonic() - killed
-    wait_for("completion", lambda: held_by(url, task)[0] == "completed", 30)
-    [(error,)] = query(
-        url, "SELECT error_message FROM websurfing_task_queue WHERE id = %s", (task,)
-    )
+    second.wait_for(lambda: held_by(url, task)[0] == "completed", "completion", 30)
+    [(error,)] = query(url, "SELECT error_message FROM websurfing_task_queue WHERE id = %s", task)
     assert second.stop() == 0
 
     summary(

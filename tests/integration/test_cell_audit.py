@@ -8,19 +8,15 @@ one test runs the real ``websurf worker`` and listens for its ``cell_updated``.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 import structlog
 from psycopg import errors, sql
+from support.daemon import Daemon, Daemons
 
 from websurf.worker.app import sheets
 from websurf.worker.core import queue
@@ -274,35 +270,16 @@ def test_the_worker_tells_the_web_tier_which_cell_it_wrote(
 
 
 @pytest.fixture
-def worker_daemon(database_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker_daemon(database_url: str, daemons: Daemons) -> Daemon:
     """The real `websurf worker --concurrency 1` against this test's database."""
-    websurf = Path(sys.executable).with_name("websurf")
-    env = {**os.environ, "WEBSURF_DATABASE_URL": database_url, "WEBSURF_LOG_FORMAT": "json"}
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [str(websurf), "worker", "--concurrency", "1", "--poll-interval", "0.2"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=WAIT_S)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            log.close()
+    return daemons.worker(database_url, "--poll-interval", "0.2", concurrency=1)
 
 
 def test_the_real_worker_fills_the_robot_column_and_notifies(
     conn: psycopg.Connection[Any],
     database_url: str,
     sheet: Any,
-    worker_daemon: subprocess.Popen[bytes],
+    worker_daemon: Daemon,
 ) -> None:
     user, created, a, b = sheet
     with psycopg.connect(database_url, autocommit=True) as listener:

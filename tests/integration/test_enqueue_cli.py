@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from support.daemon import WEBSURF, clean_env, error_lines
 
 from websurf.sql import QUERIES
-
-WEBSURF = str(Path(sys.executable).with_name("websurf"))
-
-
-def _env() -> dict[str, str]:
-    """The environment minus anything that would pick another database or log format."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_") and k != "DATABASE_URL"
-    }
 
 
 def enqueue(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,21 +20,10 @@ def enqueue(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         [WEBSURF, "enqueue", "--database-url", database_url, "--log-format", "json", *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=clean_env(),
         timeout=60,
         check=False,
     )
-
-
-def _error_lines(stderr: str) -> list[str]:
-    """The stderr lines that are not JSON log records (what a person reads as the error)."""
-    lines = []
-    for line in stderr.splitlines():
-        try:
-            json.loads(line)
-        except ValueError:
-            lines.append(line)
-    return lines
 
 
 def _task(conn: psycopg.Connection[Any], task_id: str) -> dict[str, Any]:
@@ -85,7 +62,7 @@ def test_payload_that_is_not_a_json_object_is_refused(
     done = enqueue(database_url, "noop", "--payload", payload)
 
     assert done.returncode == 2
-    [line] = _error_lines(done.stderr)
+    [line] = error_lines(done.stderr)
     assert line.startswith("error: --payload ")
     assert reason in line
     assert done.stdout == ""
@@ -98,7 +75,7 @@ def test_unknown_type_is_refused_unless_allowed(
     refused = enqueue(database_url, "fetch_weather", "--payload", "{}")
 
     assert refused.returncode == 2
-    [line] = _error_lines(refused.stderr)
+    [line] = error_lines(refused.stderr)
     assert line.startswith("error: ")
     assert "'fetch_weather'" in line and "noop" in line
     assert _task_count(conn) == 0
@@ -142,7 +119,7 @@ def test_bad_times_are_refused(
     done = enqueue(database_url, "noop", *args)
 
     assert done.returncode == 2
-    [line] = _error_lines(done.stderr)
+    [line] = error_lines(done.stderr)
     assert line.startswith("error: ") and reason in line
     assert _task_count(conn) == 0
 

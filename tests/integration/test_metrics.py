@@ -9,34 +9,27 @@ JSON lines, one object per line, without the database password.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import conninfo
+from support.daemon import Daemon, Daemons, free_port
+from support.waiting import wait_for
 
 from websurf.worker.daemon.health import HealthServer
 from websurf.worker.daemon.metrics import DURATION_BUCKETS_S, _add_observations
 
-WEBSURF = str(Path(sys.executable).with_name("websurf"))
-DEADLINE_S = 30.0
 PASSWORD = "not-a-real-secret-4711"  # trust auth ignores it; it must not show in the logs
-T = TypeVar("T")
 
 OPERATORS = """
 from websurf.worker.core.registry import Backoff, PermanentError, operator
@@ -51,23 +44,6 @@ def fails_once(task, context):
         raise RuntimeError("first attempt fails")
     return {"attempt": task.attempt}
 """
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -93,49 +69,13 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture
-def daemon(
-    database_url: str, tmp_path: Path
-) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], Path]]]:
+def daemon(database_url: str, tmp_path: Path, daemons: Daemons) -> Callable[..., Daemon]:
     """Start ``websurf worker`` (with a password in its URL); stopped at the end."""
     (tmp_path / "metrics_test_operators.py").write_text(textwrap.dedent(OPERATORS))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     url = conninfo.make_conninfo(database_url, password=PASSWORD)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*options: str) -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / f"worker-{len(started)}.log"
-        with log.open("wb") as err:
-            process = subprocess.Popen(
-                [
-                    WEBSURF,
-                    "worker",
-                    "--database-url",
-                    url,
-                    "--log-format",
-                    "json",
-                    "--operators",
-                    "metrics_test_operators",
-                    *options,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=env,
-                start_new_session=True,
-            )
-        started.append(process)
-        return process, log
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=20)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
+    return functools.partial(
+        daemons.worker, url, operators=["metrics_test_operators"], pythonpath=[tmp_path]
+    )
 
 
 def test_batched_histogram_updates_equal_one_observe_per_value() -> None:
@@ -187,13 +127,19 @@ def test_health_endpoints_answer_without_any_worker(tmp_path: Path) -> None:
 
 
 def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
-    daemon: Callable[..., tuple[subprocess.Popen[bytes], Path]], conn: psycopg.Connection[Any]
+    daemon: Callable[..., Daemon], conn: psycopg.Connection[Any]
 ) -> None:
     port = free_port()
-    process, log = daemon("-c", "2", "--metrics-port", str(port), "--heartbeat-interval", "0.2")
-    wait_for(lambda: get(port, "/readyz")[0] == 200 or process.poll() is not None, "readiness")
-    assert process.poll() is None, log.read_text()[-3000:]
+    worker = daemon("-c", "2", "--metrics-port", str(port), "--heartbeat-interval", "0.2")
+    worker.wait_for(lambda: get(port, "/readyz")[0] == 200 or not worker.alive(), "readiness")
+    assert worker.alive(), worker.log()[-3000:]
     assert get(port, "/healthz")[0] == 200
+
+    def both_serving() -> bool:  # before the work comes: one may boot late on a busy machine
+        status, text = get(port, "/metrics")
+        return status == 200 and sample(text, "websurf_worker_processes") == 2
+
+    worker.wait_for(both_serving, "both worker processes to serve")
 
     conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for)"
@@ -212,20 +158,15 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
         depth = sample(text, "websurf_queue_depth", task_type="elsewhere")
         return text if done == 3 and depth == 2 else None
 
-    try:
-        text = wait_for(scraped, "all tasks finished and a queue-depth sample")
-    except AssertionError as exc:  # say what was seen: this once timed out in CI, unexplained
+    def seen() -> str:  # what was seen, should it time out: it did once in CI, unexplained
         status, body = get(port, "/metrics")
         rows = conn.execute(
             "SELECT task_type, status, count(*) FROM websurfing_task_queue GROUP BY 1, 2"
         ).fetchall()
-        seen = [
-            line for line in (body or "").splitlines() if "fails_once" in line or "depth" in line
-        ]
-        raise AssertionError(
-            f"{exc}; /metrics {status}: {seen}; queue: {rows}; log: {log.read_text()[-3000:]}"
-        ) from None
-    assert text is not None
+        lines = [line for line in body.splitlines() if "fails_once" in line or "depth" in line]
+        return f"/metrics {status}: {lines}; queue: {rows}; {worker.log_tail()}"
+
+    text = wait_for(scraped, "all tasks finished and a queue-depth sample", details=seen)
 
     def finished(task_type: str, outcome: str) -> float | None:
         return sample(text, "websurf_tasks_finished_total", task_type=task_type, outcome=outcome)
@@ -244,12 +185,11 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
     assert sample(text, "websurf_queue_scheduled", task_type="noop") == 3
     assert sample(text, "websurf_worker_processes") == 2
 
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == 0
-    lines = log.read_text().splitlines()
+    assert worker.stop() == 0
+    lines = worker.log().splitlines()
     records = [json.loads(line) for line in lines]  # every line one JSON object
     assert {"metrics_serving", "worker_ready", "task_completed"} <= {r["event"] for r in records}
-    assert PASSWORD not in log.read_text()
+    assert PASSWORD not in worker.log()
 
 
 def test_log_lines_mask_passwords_wherever_they_appear() -> None:

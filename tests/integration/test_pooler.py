@@ -7,16 +7,14 @@ Skipped with a reason where the ``pgbouncer`` binary is missing.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import conninfo
+from support.daemon import WEBSURF, clean_env, error_lines
 
 from websurf.sql.database import (
     apply_settings,
@@ -28,31 +26,14 @@ from websurf.sql.database import (
 )
 from websurf.worker.maintenance import pruner, reaper
 
-WEBSURF = str(Path(sys.executable).with_name("websurf"))
 CLAIM_SETTINGS = {"synchronous_commit": "off"}
 WEEK = timedelta(days=7)
 
 
 def websurf(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("WEBSURF_") and k not in ("DATABASE_URL", "DIRECT_URL")
-    }
     return subprocess.run(
-        [WEBSURF, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        [WEBSURF, *args], capture_output=True, text=True, env=clean_env(), timeout=60, check=False
     )
-
-
-def error_lines(stderr: str) -> list[str]:
-    """stderr lines that are not JSON log records: what a person reads."""
-    lines = []
-    for line in stderr.splitlines():
-        try:
-            json.loads(line)
-        except ValueError:
-            lines.append(line)
-    return lines
 
 
 def interleave(urls: list[str], statement: str, times: int, **kwargs: Any) -> None:
@@ -199,12 +180,7 @@ def test_direct_url_is_read_from_direct_url_like_prisma_and_supabase(
     database_url: str, pgbouncer: Any
 ) -> None:
     pooled = pgbouncer.url(database_url)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("WEBSURF_") and k not in ("DATABASE_URL", "DIRECT_URL")
-    }
-    env |= {"DATABASE_URL": pooled, "DIRECT_URL": database_url}
+    env = clean_env(DATABASE_URL=pooled, DIRECT_URL=database_url)
 
     result = subprocess.run(
         [WEBSURF, "status", "--json"], capture_output=True, text=True, env=env, timeout=60

@@ -9,60 +9,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
+from support.daemon import Daemon, Daemons
 
 from websurf.sql import QUERIES
 from websurf.worker.config import WorkerConfig
 
-T = TypeVar("T")
 HEARTBEAT_S = 0.2
-DEADLINE_S = 20.0
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+CHILD = [sys.executable, "-m", "websurf.worker.daemon.child"]
 
 
 @dataclasses.dataclass
 class Child:
-    process: subprocess.Popen[bytes]
+    process: Daemon
     worker_id: str
-    log_path: Path
-
-    def log_events(self) -> list[str]:
-        events = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                events.append(json.loads(line)["event"])
-            except (ValueError, KeyError):
-                continue
-        return events
 
 
 @pytest.fixture
-def start_child(database_url: str) -> Iterator[Callable[[], Child]]:
-    started: list[Child] = []
-    log_dir = Path(tempfile.mkdtemp(prefix="websurf-child-log-"))
-
+def start_child(database_url: str, daemons: Daemons) -> Callable[[], Child]:
     def start() -> Child:
         worker_id = f"test-host/0/{uuid.uuid4().hex[:12]}"
         config = WorkerConfig(
@@ -77,29 +48,12 @@ def start_child(database_url: str) -> Iterator[Callable[[], Child]]:
             hostname="test-host",
         )
         settings = dataclasses.asdict(config) | {"worker_id": worker_id, "predecessors": []}
-        log_path = log_dir / f"{len(started)}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "websurf.worker.daemon.child"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log_file,
-            )
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(json.dumps(settings).encode())
-        process.stdin.close()
-        child = Child(process, worker_id, log_path)
-        started.append(child)
-        assert process.stdout.readline().strip() == b"ready", log_path.read_text()
-        return child
+        process = daemons.launch(CHILD, url=database_url, stdin=json.dumps(settings).encode())
+        process.wait_for(lambda: process.output() or not process.alive(), "the child to answer")
+        assert process.output().strip() == "ready", process.log_tail()
+        return Child(process, worker_id)
 
-    yield start
-    for child in started:
-        if child.process.poll() is None:
-            child.process.kill()
-            child.process.wait()
-        if child.process.stdout is not None:
-            child.process.stdout.close()
+    return start
 
 
 def worker_row(conn: psycopg.Connection[Any], worker_id: str) -> tuple[Any, ...] | None:
@@ -124,7 +78,7 @@ def test_a_booted_worker_registers_and_heartbeats(
         now = worker_row(conn, child.worker_id)
         return now[3] if now is not None and now[3] > first_beat else None
 
-    wait_for("a newer heartbeat", later_beat, timeout=10 * HEARTBEAT_S + 5)
+    child.process.wait_for(later_beat, "a newer heartbeat", 10 * HEARTBEAT_S + 5)
     listed = conn.execute(QUERIES["list_workers"]).fetchall()
     assert [(r[0], r[6]) for r in listed] == [(child.worker_id, False)]  # not stale
 
@@ -135,11 +89,9 @@ def test_a_clean_exit_deregisters(
     child = start_child()
     assert worker_row(conn, child.worker_id) is not None
 
-    child.process.send_signal(signal.SIGTERM)
-
-    assert child.process.wait(timeout=DEADLINE_S) == 0
+    assert child.process.stop() == 0
     assert worker_row(conn, child.worker_id) is None
-    assert "worker_stopped" in child.log_events()
+    assert child.process.events("worker_stopped")
 
 
 def test_a_worker_the_registry_forgot_registers_again(
@@ -149,12 +101,10 @@ def test_a_worker_the_registry_forgot_registers_again(
     child = start_child()
     conn.execute("DELETE FROM websurf.worker WHERE id = %s", (child.worker_id,))
 
-    row = wait_for("the row to come back", lambda: worker_row(conn, child.worker_id))
+    row = child.process.wait_for(lambda: worker_row(conn, child.worker_id), "the row to come back")
 
     assert row[1] == child.process.pid
-    assert "worker_reregistered" in wait_for(
-        "the log line", lambda: [e for e in child.log_events() if e == "worker_reregistered"]
-    )
+    child.process.wait_for(lambda: child.process.events("worker_reregistered"), "the log line")
 
 
 def test_a_killed_worker_stays_registered_until_the_reaper_finds_it(
@@ -162,8 +112,7 @@ def test_a_killed_worker_stays_registered_until_the_reaper_finds_it(
 ) -> None:
     """No clean exit, no deregistration: only the stale heartbeat tells."""
     child = start_child()
-    os.kill(child.process.pid, signal.SIGKILL)
-    child.process.wait(timeout=DEADLINE_S)
+    child.process.kill_all()
 
     row = worker_row(conn, child.worker_id)
     assert row is not None

@@ -12,27 +12,18 @@ randomly named login and drops it at the end.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import conninfo, errors, sql
+from support.daemon import Daemons
 
 from websurf.worker.core.snapshot import status_snapshot
 from websurf.worker.maintenance import pruner
-
-WEBSURF = str(Path(sys.executable).with_name("websurf"))
-DEADLINE_S = 30.0
 
 
 @pytest.fixture
@@ -69,54 +60,8 @@ def cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> str:
     return str(row[0])
 
 
-@contextlib.contextmanager
-def running_worker(url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_")}
-    with log.open("wb") as err:
-        process = subprocess.Popen(
-            [
-                WEBSURF,
-                "worker",
-                "--database-url",
-                url,
-                "-c",
-                "2",
-                "--log-format",
-                "json",
-                "--heartbeat-interval",
-                "0.2",
-                "--prune-older-than",
-                "7d",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=20)
-
-
-def wait_for(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE_S:g}s waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 def test_the_worker_runs_with_only_the_worker_role(
-    worker_url: str, conn: psycopg.Connection[Any], cell: str, tmp_path: Path
+    worker_url: str, conn: psycopg.Connection[Any], cell: str, daemons: Daemons
 ) -> None:
     conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload)"
@@ -132,23 +77,22 @@ def test_the_worker_runs_with_only_the_worker_role(
         " VALUES ('noop', '{}', 'completed', now() - interval '30 days',"
         " now() - interval '30 days')"
     )
-    log = tmp_path / "worker.log"
+    worker = daemons.worker(
+        worker_url, "-c", "2", "--heartbeat-interval", "0.2", "--prune-older-than", "7d"
+    )
 
-    with running_worker(worker_url, log) as process:
+    def all_done() -> bool:
+        if not worker.alive():
+            raise AssertionError(f"worker exited: {worker.log_tail()}")
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status <> 'completed'), count(*)"
+            " FROM websurfing_task_queue"
+        ).fetchone()
+        return row == (0, 51)  # 51 done, the 30-day-old one pruned
 
-        def all_done() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"worker exited: {log.read_text()[-3000:]}")
-            row = conn.execute(
-                "SELECT count(*) FILTER (WHERE status <> 'completed'), count(*)"
-                " FROM websurfing_task_queue"
-            ).fetchone()
-            return row == (0, 51)  # 51 done, the 30-day-old one pruned
-
-        wait_for(all_done, "every task completed and the old one pruned")
-        workers = conn.execute("SELECT count(*) FROM websurf.worker").fetchone()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0, log.read_text()[-3000:]
+    worker.wait_for(all_done, "every task completed and the old one pruned")
+    workers = conn.execute("SELECT count(*) FROM websurf.worker").fetchone()
+    assert worker.stop() == 0, worker.log_tail()
 
     assert workers == (2,)
     content = conn.execute("SELECT content FROM websurfing_cell WHERE id = %s", (cell,)).fetchone()
@@ -156,7 +100,7 @@ def test_the_worker_runs_with_only_the_worker_role(
         "SELECT success FROM websurfing_robot_input_event WHERE cell_id = %s", (cell,)
     ).fetchall()
     assert content == ("HELLO",) and audit == [(True,)]
-    assert "permission denied" not in log.read_text()
+    assert "permission denied" not in worker.log()
 
 
 def test_the_worker_role_reads_status_and_prunes(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from support.waiting import wait_for
 
 from websurf.sql import QUERIES
 from websurf.worker.config import WorkerConfig
@@ -38,17 +38,6 @@ RETRY = Backoff(base_s=10.0, factor=2.0, max_s=300.0, jitter=0.25)
 DEADLINE_S = 30.0
 
 Serve = Callable[..., Runner]
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Gate:
@@ -475,16 +464,24 @@ def test_registered_task_types_are_the_only_ones_claimed(
 
 @pytest.mark.parametrize(("durable", "expected"), [(False, "off"), (True, "on")])
 def test_claims_wait_for_the_disk_only_when_asked(
-    database_url: str, durable: bool, expected: str, gate: Gate
+    serve: Serve, conn: psycopg.Connection[Any], durable: bool, expected: str
 ) -> None:
-    config = WorkerConfig(database_url=database_url, durable_claims=durable)
-    worker = Runner(config, f"test/0/durable-{durable}", registry=_registry(gate))
-    worker.boot()
-    try:
-        row = worker._claimer.get().execute("SHOW synchronous_commit").fetchone()
-        assert row == (expected,)
-    finally:
-        worker._close_connections()
+    # What the claim's transaction ran with, seen from inside it: a trigger on the claim
+    # (the update to 'processing') notes the session's synchronous_commit.
+    conn.execute(
+        "CREATE TABLE claim_settings (synchronous_commit text);"
+        " CREATE FUNCTION note_claim_settings() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN INSERT INTO claim_settings VALUES (current_setting('synchronous_commit'));"
+        " RETURN NULL; END $$;"
+        " CREATE TRIGGER note_claim_settings AFTER UPDATE ON websurfing_task_queue"
+        " FOR EACH ROW WHEN (NEW.status = 'processing') EXECUTE FUNCTION note_claim_settings()"
+    )
+    serve(f"test/0/durable-{durable}", durable_claims=durable)
+    task_id = enqueue(conn, "reads", {})
+
+    wait_for(lambda: _finished(conn, task_id), "the task")
+
+    assert conn.execute("SELECT * FROM claim_settings").fetchall() == [(expected,)]
 
 
 # -- many tasks in flight ------------------------------------------------------------------

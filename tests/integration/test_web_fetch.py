@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from asyncio import selector_events
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +32,7 @@ from uuid import uuid4
 
 import pytest
 import structlog
+from support.waiting import wait_for
 
 from websurf.worker.app.operators import web, web_fetch
 from websurf.worker.app.operators.web import FetchFailed, FetchPolicy, FetchRefused, fetch
@@ -236,13 +237,6 @@ def answers(*addresses: str) -> web.Lookup:
         return list(addresses)
 
     return lookup
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < end, "the condition did not hold in time"
-        await asyncio.sleep(0.01)
 
 
 def _context() -> Context:
@@ -501,7 +495,7 @@ def test_a_task_that_waits_too_long_for_a_host_slot_snoozes(site: Site) -> None:
 
     async def crowded() -> str | None:
         first = asyncio.create_task(fetch(site.base + "/held", policy))
-        await wait_until(lambda: bool(site.requests))
+        await asyncio.to_thread(wait_for, lambda: site.requests, "the held request", 5.0)
         with pytest.raises(Snooze) as snoozed:
             await fetch(site.base + "/page", policy)
         assert snoozed.value.delay_s > 0

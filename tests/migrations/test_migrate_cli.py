@@ -3,60 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from support.daemon import WEBSURF, clean_env, error_lines
+from support.waiting import wait_for
 
 from websurf.sql.migrate import MIGRATION_LOCK_KEY, migrate, shipped_migrations
 
-WEBSURF = str(Path(sys.executable).with_name("websurf"))
 DEADLINE_S = 20.0
-
-
-def _env() -> dict[str, str]:
-    """The environment minus anything that would pick another database or log format."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_") and k != "DATABASE_URL"
-    }
 
 
 def websurf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [WEBSURF, *args], capture_output=True, text=True, env=_env(), timeout=60, check=False
+        [WEBSURF, *args], capture_output=True, text=True, env=clean_env(), timeout=60, check=False
     )
-
-
-def _errors(stderr: str) -> list[str]:
-    """The stderr lines that are not JSON log records (what a person reads as the error)."""
-    lines = []
-    for line in stderr.splitlines():
-        try:
-            json.loads(line)
-        except ValueError:
-            lines.append(line)
-    return lines
 
 
 def _versions(url: str) -> list[int]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT version FROM websurf.schema_migrations ORDER BY 1").fetchall()
     return [row[0] for row in rows]
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _catalog(url: str) -> set[tuple[Any, ...]]:
@@ -148,7 +119,7 @@ def test_edited_file_is_refused_by_name_and_nothing_is_applied(database_url: str
     status = websurf("migrate", "status", "--database-url", database_url)
 
     assert result.returncode == 1
-    assert _errors(result.stderr) == [
+    assert error_lines(result.stderr) == [
         f"error: {first.name} was edited after it was applied (its checksum no longer matches);"
         " applied migrations are immutable: revert the edit and add a new migration file"
     ]
@@ -180,7 +151,7 @@ def test_failing_file_is_rolled_back_named_and_exits_non_zero(
     result = websurf("migrate", "--database-url", empty_database_url)
 
     assert result.returncode == 1
-    assert _errors(result.stderr) == [
+    assert error_lines(result.stderr) == [
         f"error: {failing.name} failed and was rolled back:"
         ' function "touch_updated_at" already exists with same argument types'
     ]
@@ -203,7 +174,7 @@ def test_concurrent_runs_are_serialised_and_apply_each_file_once(
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env=_env(),
+                env=clean_env(),
             )
             for _ in range(runs)
         ]
@@ -221,7 +192,7 @@ def test_concurrent_runs_are_serialised_and_apply_each_file_once(
                 ).fetchone()
                 return bool(row and row[0] == runs)
 
-            _wait_until(all_waiting, f"{runs} migrate processes to wait on the lock")
+            wait_for(all_waiting, f"{runs} migrate processes to wait on the lock", DEADLINE_S)
             holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
             outputs = [p.communicate(timeout=60) for p in processes]
         finally:
@@ -250,7 +221,7 @@ def test_unreachable_database_is_one_line_naming_host_and_port_without_password(
     )
 
     assert result.returncode == 3
-    errors = _errors(result.stderr)
+    errors = error_lines(result.stderr)
     assert len(errors) == 1
     assert errors[0].startswith("error: cannot reach PostgreSQL at 127.0.0.1:1/x")
     assert "s3cret" not in result.stderr + result.stdout
@@ -258,7 +229,7 @@ def test_unreachable_database_is_one_line_naming_host_and_port_without_password(
 
 
 def test_connect_retry_budget_can_come_from_the_environment() -> None:
-    env = _env() | {"WEBSURF_CONNECT_RETRY": "0.2", "WEBSURF_LOG_LEVEL": "error"}
+    env = clean_env() | {"WEBSURF_CONNECT_RETRY": "0.2", "WEBSURF_LOG_LEVEL": "error"}
 
     result = subprocess.run(
         [WEBSURF, "migrate", "status", "--database-url", "postgresql://u:s3cret@127.0.0.1:1/x"],
@@ -295,7 +266,7 @@ def test_database_error_outside_a_migration_file_is_one_line(empty_database_url:
     result = websurf("migrate", "--database-url", empty_database_url)
 
     assert result.returncode == 1
-    assert _errors(result.stderr) == ['error: database error: column "version" does not exist']
+    assert error_lines(result.stderr) == ['error: database error: column "version" does not exist']
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["migrate", "status"]])

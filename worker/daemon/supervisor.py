@@ -68,6 +68,30 @@ RESTART_BACKOFF_START_S = 0.5
 log = structlog.get_logger("websurf.supervisor")
 
 
+def restart_delay_s(failures: int) -> float:
+    """The wait before restarting a slot after ``failures`` failures in a row: 0.5 s,
+    doubling, capped at ``RESTART_BACKOFF_MAX_S``."""
+    return min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2.0 ** (failures - 1))
+
+
+def restart_backoff(
+    failures: int, *, served_s: float, died_in_handler: bool, recycled: bool
+) -> tuple[int, float]:
+    """A slot's failures in a row and the wait before its restart, after its child exited.
+
+    ``failures`` counts the slot's failures before this exit. Dying inside a handler is
+    the task's doing (its attempts bound it), and a recycle (a stuck handler thread) is
+    the process asking for it: neither is a crash loop, and both restart at once, so the
+    replacement recovers the batch before it goes stale. A child that served
+    ``HEALTHY_AFTER_S`` starts the count over.
+    """
+    healthy = served_s >= HEALTHY_AFTER_S or died_in_handler or recycled
+    failures = 1 if healthy else failures + 1
+    if died_in_handler or recycled:
+        return failures, 0.0
+    return failures, restart_delay_s(failures)
+
+
 @dataclass
 class Slot:
     index: int
@@ -161,7 +185,7 @@ class Supervisor:
         except OSError as exc:
             slot.process = None
             slot.failures += 1
-            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** (slot.failures - 1))
+            delay = restart_delay_s(slot.failures)
             slot.restart_at = time.monotonic() + delay
             log.error(
                 "child_spawn_failed",
@@ -237,14 +261,12 @@ class Supervisor:
             self.fatal_reason = reason
             self._begin_stop()
             return
-        # Dying inside a handler is the task's doing (its attempts bound it), and a recycle
-        # (a stuck handler thread) is the process asking for it: neither is a crash loop.
-        recycled = code == EXIT_RECYCLE
-        healthy = served_s >= HEALTHY_AFTER_S or bool(running) or recycled
-        slot.failures = 1 if healthy else slot.failures + 1
-        delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** (slot.failures - 1))
-        if running or recycled:
-            delay = 0.0  # at once: the replacement recovers the batch before it goes stale
+        slot.failures, delay = restart_backoff(
+            slot.failures,
+            served_s=served_s,
+            died_in_handler=bool(running),
+            recycled=code == EXIT_RECYCLE,
+        )
         slot.restart_at = time.monotonic() + delay
         if dead_id:
             dead = {"worker_id": dead_id, "how": how, "running": running}
