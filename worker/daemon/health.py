@@ -60,8 +60,41 @@ MAX_REQUEST_HEAD_BYTES = 8192
 ACCEPT_PAUSE_S = 0.1  # after accept() failed with no connection left to close
 SELECT_INTERVAL_S = 0.25  # how often deadlines and the stop flag are checked
 
+SAMPLE_FILE_HEADER_BYTES = 8  # a metric file's "bytes used" word, written when it is created
 T = TypeVar("T")
 log = structlog.get_logger("websurf.health")
+
+
+class _ChildSamples:
+    """The children's samples, summed (prometheus_client's multiprocess merge).
+
+    Only files that hold their header are merged: a child creating its file leaves it
+    empty for a moment (on a busy machine, for milliseconds), and merging an empty file
+    fails the whole scrape. Such a file holds no sample yet.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        merged = MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
+            sample_files(self._directory, "*.db"), accumulate=True
+        )
+        return iter(merged)
+
+
+def sample_files(directory: str, pattern: str) -> list[str]:
+    """The children's metric files matching ``pattern`` that hold at least their header."""
+    files = []
+    for name in glob.glob(os.path.join(directory, pattern)):
+        try:
+            if os.path.getsize(name) >= SAMPLE_FILE_HEADER_BYTES:
+                files.append(name)
+        except OSError:
+            continue  # removed meanwhile: a dead child's live gauges
+    return files
 
 
 class _SupervisorCollector:
@@ -112,7 +145,6 @@ class HealthServer:
     def start(self) -> dict[str, str]:
         """Open the port; return the environment the children need to write metrics."""
         from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
 
         if self._given_dir:
             os.makedirs(self._given_dir, exist_ok=True)
@@ -122,7 +154,7 @@ class HealthServer:
         else:
             self.metrics_dir = tempfile.mkdtemp(prefix="websurf-metrics-")
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=self.metrics_dir)  # type: ignore[no-untyped-call]
+        self.registry.register(_ChildSamples(self.metrics_dir))
         self.registry.register(_SupervisorCollector(self.processes))
         self._server = _Listener(self.host, self.port, self.answer)
         self.port = self._server.port
@@ -176,10 +208,11 @@ class HealthServer:
         """Newest time any live child reported the database reachable, schema at head."""
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        files = glob.glob(os.path.join(self.metrics_dir, "gauge_livemax_*.db"))
         newest: float | None = None
         merged = _with_retries(
-            lambda: MultiProcessCollector.merge(files, accumulate=False)  # type: ignore[no-untyped-call]
+            lambda: MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
+                sample_files(self.metrics_dir, "gauge_livemax_*.db"), accumulate=False
+            )
         )
         for metric in merged:
             if metric.name != DATABASE_OK_METRIC:
