@@ -16,9 +16,7 @@ from websurf.worker.daemon.health import HealthServer
 
 def test_metrics_answer_while_a_child_file_is_still_empty(tmp_path: Path) -> None:
     written = MmapedDict(str(tmp_path / "counter_101.db"))
-    key = mmap_key(
-        "websurf_tasks_claimed", "websurf_tasks_claimed_total", [], [], "Tasks claimed."
-    )
+    key = mmap_key("websurf_tasks_claimed", "websurf_tasks_claimed_total", [], [], "Tasks claimed.")
     written.write_value(key, 7.0, 0.0)
     written.close()
     (tmp_path / "counter_102.db").touch()  # a second child, between creating and sizing
