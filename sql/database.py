@@ -264,15 +264,29 @@ def with_settings(
 
     Pooled: the block runs in a transaction that first sets them LOCAL, pipelined so the
     ``set_config`` costs no round trip of its own. Direct: the session has them already.
+
+    A connection lost mid-pipeline always surfaces as ``OperationalError``, which the
+    callers' retries expect: when a pooler restarts under it, psycopg 3.3's pipeline exit
+    can raise an internal error instead (``IndexError: pop from an empty deque``), and that
+    ended the worker process.
     """
     if not pooled:
         yield
         return
     # pipeline mode needs libpq 14+ (the binary wheel has it; a system libpq may not)
     batched = conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
-    with batched, conn.transaction():
-        apply_settings(conn, settings, local=True)
-        yield
+    try:
+        with batched, conn.transaction():
+            apply_settings(conn, settings, local=True)
+            yield
+    except psycopg.Error:
+        raise
+    except Exception as exc:
+        if not (conn.broken or conn.closed):
+            raise
+        raise psycopg.OperationalError(
+            f"the connection was lost in a pipeline ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from support.daemon import WEBSURF, Daemons, clean_env, query
+from support.waiting import wait_for
 
 from websurf.worker.bench import harness, latency, memory, producer, throughput
 from websurf.worker.bench.harness import BenchError
@@ -26,17 +25,6 @@ from websurf.worker.bench.plan import measure_claim_plan
 from websurf.worker.bench.report import render
 from websurf.worker.bench.runner import run_benchmark
 from websurf.worker.bench.throughput import CellTasks
-
-WEBSURF = str(Path(sys.executable).with_name("websurf"))
-DEADLINE_S = 30.0
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _scratch_names(server: str) -> set[str]:
@@ -305,12 +293,6 @@ def test_run_benchmark_reports_median_and_range_of_every_run(pg_server: str) -> 
     assert "single (one per statement)" in table and report.server.server_version in table
 
 
-def _env() -> dict[str, str]:
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith("WEBSURF_") and k != "DATABASE_URL"
-    }
-
-
 def test_cli_prints_a_json_report_and_drops_its_database(pg_server: str) -> None:
     before = _scratch_names(pg_server)
 
@@ -328,7 +310,7 @@ def test_cli_prints_a_json_report_and_drops_its_database(pg_server: str) -> None
         ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=clean_env(),
         timeout=120,
         check=False,
     )
@@ -347,40 +329,32 @@ def test_cli_prints_a_json_report_and_drops_its_database(pg_server: str) -> None
     assert _scratch_names(pg_server) <= before
 
 
-def test_cli_interrupted_stops_its_daemon_and_drops_its_database(pg_server: str) -> None:
+def test_cli_interrupted_stops_its_daemon_and_drops_its_database(
+    pg_server: str, daemons: Daemons
+) -> None:
     before = _scratch_names(pg_server)
-    bench = subprocess.Popen(
+    bench = daemons.launch(
         [WEBSURF, "bench", "--database-url", pg_server, "--quick", "--only", "latency"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
+        env=clean_env(),
     )
-    try:
-        _wait_until(lambda: bool(_scratch_names(pg_server) - before), "the scratch database")
-        (name,) = _scratch_names(pg_server) - before
-        url = psycopg.conninfo.make_conninfo(pg_server, dbname=name)
-        pids: list[int] = []
+    bench.wait_for(lambda: _scratch_names(pg_server) - before, "the scratch database")
+    (name,) = _scratch_names(pg_server) - before
+    url = psycopg.conninfo.make_conninfo(pg_server, dbname=name)
 
-        def workers_registered() -> bool:
-            try:
-                with psycopg.connect(url, autocommit=True) as conn:
-                    pids[:] = [r[0] for r in conn.execute("SELECT pid FROM websurf.worker")]
-            except psycopg.Error:
-                return False  # not migrated yet
-            return bool(pids)
+    def worker_pids() -> list[int]:
+        return [pid for (pid,) in query(url, "SELECT pid FROM websurf.worker")]
 
-        _wait_until(workers_registered, "the benchmark's worker daemon")
-        bench.send_signal(signal.SIGINT)
-        _, stderr = bench.communicate(timeout=60)
-    finally:
-        if bench.poll() is None:
-            bench.kill()
+    pids = bench.wait_for(
+        worker_pids,
+        "the benchmark's worker daemon",
+        tolerate=(psycopg.Error,),  # not migrated
+    )
+    bench.send(signal.SIGINT)
 
-    assert bench.returncode == 130, stderr
-    assert "scratch database was dropped" in stderr
+    assert bench.wait(timeout=60) == 130, bench.log_tail()
+    assert "scratch database was dropped" in bench.log()
     assert name not in _scratch_names(pg_server)
-    _wait_until(lambda: not any(_alive(pid) for pid in pids), "the worker processes to exit")
+    wait_for(lambda: not any(_alive(pid) for pid in pids), "the worker processes to exit")
 
 
 def _alive(pid: int) -> bool:
