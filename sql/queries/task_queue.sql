@@ -32,13 +32,15 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
 GROUP BY task_type
 
 -- name: claim_tasks
--- Claim up to %(limit)s due tasks of the worker's types, counting the attempt (child loop).
+-- Claim up to %(limit)s due tasks of the worker's types at %(min_priority)s or above, counting
+-- the attempt (child loop).
 WITH picked AS MATERIALIZED (
     SELECT id
     FROM websurfing_task_queue
     WHERE status = 'pending'
       AND scheduled_for <= now()
       AND task_type = ANY(%(task_types)b::text[])
+      AND priority >= %(min_priority)s
     ORDER BY priority DESC, scheduled_for ASC
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

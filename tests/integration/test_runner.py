@@ -576,6 +576,27 @@ def test_priority_order_holds_across_operators(
     assert gate.order[2:] == ["low-plain", "low0", "low1", "low2"]
 
 
+def test_an_urgent_task_runs_at_once_while_bulk_work_holds_every_slot(
+    serve: Serve, conn: psycopg.Connection[Any], gate: Gate, make_cell: Callable[[], str]
+) -> None:
+    serve(tasks_per_process=4)
+    bulk = enqueue_many(conn, [NewTask("waits", {}) for _ in range(4)])
+    wait_for(lambda: gate.inside == 4, "bulk work in every slot")
+
+    more_bulk = enqueue(conn, "waits", {})
+    cell = make_cell()
+    edit = enqueue(conn, "write", {"cell_id": cell, "text": "a person waits"}, priority=8)
+
+    # The edit's robot does not wait for a bulk task to end; more bulk work does.
+    wait_for(lambda: _finished(conn, edit), "the urgent task, with every slot taken")
+    assert _content(conn, cell) == "A PERSON WAITS"
+    assert [_status(conn, i) for i in bulk] == ["processing"] * 4
+    assert _status(conn, more_bulk) == "pending"
+
+    gate.opened.set()
+    wait_for(lambda: _finished(conn, *bulk, more_bulk), "the bulk work")
+
+
 # -- deadlines and stopping ----------------------------------------------------------------
 
 

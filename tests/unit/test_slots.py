@@ -66,3 +66,22 @@ def test_a_full_process_claims_nothing() -> None:
     assert not slots.can_start(slots.operators["a2"], 0)
     slots.finished(slots.operators["a1"])
     assert slots.can_start(slots.operators["a2"], 0)
+
+
+def test_a_full_process_keeps_a_reserve_for_urgent_tasks_only() -> None:
+    slots = _slots(capacity=100)
+    a1 = slots.operators["a1"]
+    for _ in range(100):
+        slots.started(a1)
+
+    assert slots.claims(stuck_threads=0, limit=500) == ([], True)  # no bulk claim
+    assert not slots.can_start(a1, 0)
+    assert slots.reserve == 2 and slots.urgent_free() == 2
+    assert slots.can_start(a1, 0, urgent=True)
+    slots.started(a1)
+    slots.started(a1)
+    assert not slots.can_start(a1, 0, urgent=True)  # the reserve is bounded too
+
+
+def test_even_a_one_slot_process_has_one_reserve_slot() -> None:
+    assert _slots(capacity=1).reserve == 1

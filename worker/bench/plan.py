@@ -16,6 +16,7 @@ from psycopg import sql
 from websurf.sql import QUERIES
 from websurf.worker.bench.harness import BENCH_WORKER_ID, reset, scratch_connection
 from websurf.worker.config import BATCH_MAX
+from websurf.worker.core.queue import LOWEST_PRIORITY
 
 EXPLAIN_REPEATS = 5
 _EXECUTION_TIME = re.compile(r"Execution Time: ([\d.]+) ms")
@@ -108,7 +109,12 @@ def measure_claim_plan(
         conn.execute(QUERIES["bench_seed_future_tasks"], {"count": future})
         conn.execute(QUERIES["bench_seed_due_tasks"], {"count": due})
         conn.execute(QUERIES["bench_analyze_queue"])
-        params = {"task_types": ["noop"], "limit": limit, "worker_id": BENCH_WORKER_ID}
+        params = {
+            "task_types": ["noop"],
+            "limit": limit,
+            "worker_id": BENCH_WORKER_ID,
+            "min_priority": LOWEST_PRIORITY,
+        }
         custom = [_explain_custom(conn, params) for _ in range(EXPLAIN_REPEATS + 1)]
     generic = _explain_generic(url, params, EXPLAIN_REPEATS + 1)
     # The first run warms the cache; the last one's plan text is reported.

@@ -30,6 +30,8 @@ from websurf.worker.core.model import ClaimedRow, Outcome
 from websurf.worker.core.registry import MAX_ATTEMPTS, Registry, Task
 
 PRIORITY = 5
+LOWEST_PRIORITY = -(2**31)  # the column is an integer
+URGENT_PRIORITY = PRIORITY + 1  # above the default: a person waits (an edit's robot is 8)
 TASK_TYPE_MAX_LENGTH = 100
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # priority and max_attempts are integer columns
 MAX_DELAY = timedelta(days=36_500)  # a task due in a century is a mistake, not a schedule
@@ -200,21 +202,37 @@ def _claimed_row(cursor: Any) -> RowMaker[ClaimedRow]:  # a psycopg row factory
 
 
 def claim_rows(
-    conn: psycopg.Connection[Any], worker_id: str, task_types: Sequence[str], limit: int
+    conn: psycopg.Connection[Any],
+    worker_id: str,
+    task_types: Sequence[str],
+    limit: int,
+    *,
+    min_priority: int = LOWEST_PRIORITY,
 ) -> list[ClaimedRow]:
     """Claim up to ``limit`` due tasks; the rows of ``claim_tasks`` (for metrics, too)."""
     with conn.cursor(row_factory=_claimed_row) as cur:
         return cur.execute(
             QUERIES["claim_tasks"],
-            {"task_types": list(task_types), "limit": limit, "worker_id": worker_id},
+            {
+                "task_types": list(task_types),
+                "limit": limit,
+                "worker_id": worker_id,
+                "min_priority": min_priority,
+            },
         ).fetchall()
 
 
 def claim(
-    conn: psycopg.Connection[Any], worker_id: str, task_types: Sequence[str], limit: int
+    conn: psycopg.Connection[Any],
+    worker_id: str,
+    task_types: Sequence[str],
+    limit: int,
+    *,
+    min_priority: int = LOWEST_PRIORITY,
 ) -> list[Task]:
-    """Claim up to ``limit`` due tasks of ``task_types`` for ``worker_id``."""
-    return [row.task for row in claim_rows(conn, worker_id, task_types, limit)]
+    """Claim up to ``limit`` due tasks of ``task_types`` at ``min_priority`` or above."""
+    rows = claim_rows(conn, worker_id, task_types, limit, min_priority=min_priority)
+    return [row.task for row in rows]
 
 
 def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Outcome]) -> set[UUID]:

@@ -85,8 +85,7 @@ def main() -> None:
         _tell_parent(f"error {exc}")
         _exit(EXIT_BOOT_DATABASE if database else EXIT_BOOT_CONFIG)
     if predecessors:
-        assert runner.pool is not None
-        recover_predecessors(runner.pool, predecessors, log)
+        recover_predecessors(runner.connections.pool, predecessors, log)
     _tell_parent("ready")
     runner.serve(install_signal_handlers=True)
     if note is not None:

@@ -14,19 +14,23 @@ Design note
   there is more; otherwise the loop waits for a hint (a notification, a known due
   time, the poll interval) and for free slots. Refill claims are spaced by
   ``CLAIM_COOLDOWN_S`` so tasks finishing one by one are claimed for in batches.
+  With every slot taken, a hint still leads to one claim of urgent tasks (above the
+  default priority) into the slots' small reserve (``slots.py``): a person's edit
+  never waits for bulk work to end.
 * Running one handler under its deadline is the executor's job (``executor.py``);
   recording outcomes in batched, fenced transactions the recorder's
   (``recorder.py``); waking up the wakeup's (``wakeup.py``); heartbeat, reaper and
   pruning the maintenance thread's (``maintenance.py``).
 * Database steps run on dedicated threads with plain psycopg connections, one per
-  role (claims, records, LISTEN), so the queue's queries have one implementation and
-  the loop never blocks on the network. Claims commit without waiting for the WAL
-  flush unless ``durable_claims`` (see :meth:`Runner.boot`).
-* Stopping (SIGTERM, or :meth:`Runner.request_stop`): claim nothing more, hand back
-  let the running ones finish until the shutdown
-  deadline; then cancel the async ones and abandon the threads, handing their tasks
-  back without counting the attempt. A second request moves the deadline to now.
-  Everything is recorded before the process exits: nothing stays ``processing``.
+  role (claims, records, LISTEN; ``connections.py`` opens them all), so the queue's
+  queries have one implementation and the loop never blocks on the network. Claims
+  commit without waiting for the WAL flush unless ``durable_claims`` (see
+  :meth:`Runner.boot`).
+* Stopping (SIGTERM, or :meth:`Runner.request_stop`): claim nothing more, let the
+  running ones finish until the shutdown deadline; then cancel the async ones and
+  abandon the threads, handing their tasks back without counting the attempt. A
+  second request moves the deadline to now. Everything is recorded before the process
+  exits: nothing stays ``processing``.
 * Recycling: a plain handler that does not return after its timeout plus a grace
   period holds a thread forever. The process then stops as on SIGTERM and says so in
   ``recycle_reason``; the child exits with its recycle code and the supervisor starts
@@ -42,22 +46,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import structlog
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from websurf.sql.database import (
-    Paths,
-    connect_kwargs,
     describe,
-    resolve_paths,
     scrub,
-    session_url,
-    set_up_session,
     with_settings,
 )
 from websurf.sql.migrate import pending_migrations
@@ -66,7 +63,8 @@ from websurf.worker.core import queue, workers
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Operator, Registry, Task, load_operators
 from websurf.worker.daemon import metrics
-from websurf.worker.process.database import DatabaseRetry, DedicatedConnection
+from websurf.worker.process.connections import Connections
+from websurf.worker.process.database import DatabaseRetry
 from websurf.worker.process.executor import Executor, error_text
 from websurf.worker.process.maintenance import Maintenance
 from websurf.worker.process.recorder import Recorder
@@ -110,17 +108,8 @@ class Runner:
             config.database_url, self.log, max_wait_s=config.db_retry_max_wait_s,
             stop=self.stop_event,
         )  # fmt: skip
-        self.pool: ConnectionPool[psycopg.Connection[Any]] | None = None
-        # which path each connection takes: known from the claim connection's first
-        # contact (a pooler is seen), or pooled whenever a direct URL is configured
-        self.paths: Paths | None = None
         self._claim_settings = {"synchronous_commit": "on" if config.durable_claims else "off"}
-        self._claimer = DedicatedConnection(
-            config.database_url,
-            application_name=f"websurf-claim {worker_id}",
-            connect_timeout_s=config.connect_timeout_s,
-            set_up=self._set_up_claim_connection,
-        )
+        self.connections = Connections(config, worker_id, self._claim_settings)
         self._listener: psycopg.Connection[Any] | None = None
         self._stop_requests = 0
         self._deadline = float("inf")
@@ -130,7 +119,6 @@ class Runner:
         # (id, attempt) of the claims started here whose outcome is not recorded yet
         self._held: set[tuple[Any, int]] = set()
         self._want_claim = True
-        self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self.recycle_reason: str | None = None
         self.counts: dict[str, int] = {}
 
@@ -189,28 +177,12 @@ class Runner:
         if not self.task_types:
             raise BootError("no operators registered: nothing to run")
         url = self.config.database_url
-        self.pool = ConnectionPool(
-            url,
-            min_size=self.config.pool_min_size,
-            max_size=self.config.pool_max_size,
-            max_idle=self.config.pool_max_idle_s,
-            timeout=max(self.config.connect_timeout_s * 5, 10.0),
-            kwargs=lambda: {
-                "autocommit": True,
-                "connect_timeout": max(1, round(self.config.connect_timeout_s)),
-                "application_name": f"websurf-worker {self.worker_id}"[:63],
-                **connect_kwargs(pooled=self._pooled),
-            },
-            reconnect_timeout=0,  # keep trying: the loop decides when to give up
-            open=False,
-            name=f"websurf-{self.worker_id}",
-        )
         give_up = time.monotonic() + self.config.boot_db_wait_s
 
         # The claim connection (which the loop keeps) checks the schema and registers:
         # one connection less to open before the first claim.
         def first_contact() -> list[str]:
-            return [m.name for m in pending_migrations(self._claimer.get())]
+            return [m.name for m in pending_migrations(self.connections.claimer.get())]
 
         try:
             pending = self.retry("boot", first_contact, give_up_at=lambda: give_up, until_stop=True)
@@ -225,10 +197,10 @@ class Runner:
                 f"the database schema is behind this version of websurf ({len(pending)} pending"
                 f" migration(s), first {pending[0]}): run `websurf migrate` first"
             )
-        self.pool.open(wait=False)  # connects in the background, for chores and reads
+        self.connections.pool.open(wait=False)  # in the background, for chores and reads
         self.retry(
             "register",
-            lambda: self._register(self._claimer.get()),
+            lambda: self._register(self.connections.claimer.get()),
             give_up_at=lambda: give_up,
             until_stop=True,
         )
@@ -242,7 +214,7 @@ class Runner:
             pid=os.getpid(),
             tasks_per_process=self.config.tasks_per_process,
             threads_per_process=self.config.threads_per_process,
-            connections=self.paths.routes() if self.paths else None,
+            connections=paths.routes() if (paths := self.connections.paths) else None,
         )
 
     def _register(self, conn: psycopg.Connection[Any]) -> None:
@@ -256,28 +228,9 @@ class Runner:
         )
 
     def _listen(self) -> psycopg.Connection[Any]:
-        conn = self._connect_listener()
+        conn = self.connections.connect_listener()
         conn.execute("LISTEN new_task")
         return conn
-
-    @property
-    def _pooled(self) -> bool:
-        return self.paths.pooled if self.paths else self.config.direct_database_url is not None
-
-    def _set_up_claim_connection(self, conn: psycopg.Connection[Any]) -> None:
-        if self.paths is None:  # the process's first connection: is a pooler in between?
-            self.paths = resolve_paths(
-                conn, self.config.database_url, self.config.direct_database_url
-            )
-        set_up_session(conn, self._claim_settings, pooled=self._pooled)
-
-    def _connect_listener(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            session_url(self.config),
-            autocommit=True,
-            connect_timeout=max(1, round(self.config.connect_timeout_s)),
-            application_name=f"websurf-listen {self.worker_id}"[:63],
-        )
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -286,7 +239,6 @@ class Runner:
         asyncio.run(self._serve(install_signal_handlers))
 
     async def _serve(self, install_signal_handlers: bool) -> None:
-        assert self.pool is not None, "boot() first"
         loop = self._loop = asyncio.get_running_loop()
         self._stop_changed = asyncio.Event()
         if install_signal_handlers:
@@ -294,26 +246,20 @@ class Runner:
         if self.stopping:
             self._stop_changed.set()
         config = self.config
-        self._async_pool_lock = asyncio.Lock()
         self.executor = Executor(
             self.operators,
             worker_id=self.worker_id,
             log=self.log,
             threads=config.threads_per_process,
             note=self.note,
-            read_connection=self.pool.connection,
-            async_read_connection=self._async_read_connection,
+            read_connection=self.connections.pool.connection,
+            async_read_connection=self.connections.async_read_connection,
             on_stuck=self._recycle,
             stuck_grace_s=config.stuck_grace_s,
         )
         self.slots = Slots(config.tasks_per_process, config.threads_per_process, self.operators)
         self.recorder = Recorder(
-            DedicatedConnection(
-                config.database_url,
-                application_name=f"websurf-record {self.worker_id}",
-                connect_timeout_s=config.connect_timeout_s,
-                set_up=lambda conn: set_up_session(conn, {}, pooled=self._pooled),
-            ),
+            self.connections.recording(),
             worker_id=self.worker_id,
             log=self.log,
             retry=self.retry,
@@ -323,7 +269,7 @@ class Runner:
         self.recorder.on_recorded = self._recorded
         self.recorder.start()
         self.wakeup = Wakeup(
-            self._connect_listener,
+            self.connections.connect_listener,
             log=self.log,
             retry=self.retry,
             poll_interval_s=config.poll_interval_s,
@@ -332,7 +278,7 @@ class Runner:
             self.wakeup._attach(self._listener)
             self._listener = None
         maintenance = Maintenance(
-            self.pool,
+            self.connections.pool,
             config,
             worker_id=self.worker_id,
             timeouts_s={n: op.timeout_s for n, op in self.operators.items() if op.timeout_s},
@@ -353,7 +299,7 @@ class Runner:
             self.executor.close()
             self._claim_thread.shutdown(wait=True)
             await asyncio.to_thread(self._deregister)
-            await self._close_async_pool()
+            await self.connections.close_async()
             self._close_connections()
             self.log.info("worker_stopped", **self.counts)
 
@@ -366,39 +312,11 @@ class Runner:
             except Exception as exc:
                 self.log.warning("stop_hook_failed", hook=repr(hook), error=error_text(exc))
 
-    async def _close_async_pool(self) -> None:
-        if self._async_pool is not None:
-            await self._async_pool.close()
-            self._async_pool = None
-
     def _recycle(self, reason: str) -> None:
         if self.recycle_reason is None:
             self.recycle_reason = reason
             self.log.warning("worker_recycling", reason=reason)
             self._note_stop()
-
-    @contextlib.asynccontextmanager
-    async def _async_read_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        async with self._async_pool_lock:
-            if self._async_pool is None:
-                pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-                    self.config.database_url,
-                    min_size=0,
-                    max_size=self.config.pool_max_size,
-                    max_idle=self.config.pool_max_idle_s,
-                    kwargs={
-                        "autocommit": True,
-                        "connect_timeout": max(1, round(self.config.connect_timeout_s)),
-                        "application_name": f"websurf-read {self.worker_id}"[:63],
-                        **connect_kwargs(pooled=self._pooled),
-                    },
-                    open=False,
-                    name=f"websurf-read-{self.worker_id}",
-                )
-                await pool.open(wait=False)
-                self._async_pool = pool
-        async with self._async_pool.connection() as conn:
-            yield conn
 
     # -- the claim loop ----------------------------------------------------------------------
 
@@ -408,6 +326,7 @@ class Runner:
         seen = wake.hints
         last_claim = float("-inf")
         want = True
+        urgent_seen = seen
         while not self.stopping:
             now = time.monotonic()
             if wake.hints != seen or now - last_claim >= poll_s:
@@ -428,6 +347,15 @@ class Runner:
                         last_claim = time.monotonic()
                         continue
                     timeout = cooldown
+                elif wake.hints != urgent_seen and self.slots.urgent_free() > 0:
+                    # Every slot is taken and something new is due: an urgent task (a
+                    # person's edit) need not wait for a bulk task to end.
+                    urgent_seen = wake.hints
+                    try:
+                        await self._claim_urgent()
+                    except psycopg.OperationalError:
+                        break
+                    continue
             else:
                 timeout = last_claim + poll_s - now
             self._want_claim = want
@@ -443,29 +371,45 @@ class Runner:
             if limit <= 0:
                 return True
             tasks = await self._claim(types, limit)
-            full = full or len(tasks) >= limit
-            for task in tasks:
-                if (task.id, task.attempt) in self._held:
-                    # Already running here: the database forgot our claim (a crash with
-                    # asynchronous claim commits) and we made it again. The first run's
-                    # outcome finishes it under the same claim; never run it twice.
-                    continue
-                op = self.operators.get(task.task_type)
-                if op is None or task.malformed is not None:
-                    self._start(task, None)  # fails at once with the reason
-                elif self.slots.can_start(op, stuck):
-                    self.slots.started(op)
-                    self._start(task, op)
-                else:  # its pool filled up within this claim: back it goes, uncounted
-                    self.recorder.add(Outcome(task, Status.PENDING, op.name, handed_back=True))
-                    full = True
+            handed_back = self._start_claimed(tasks, stuck)
+            full = full or handed_back or len(tasks) >= limit
         return full
 
-    async def _claim(self, types: list[str], limit: int) -> list[Task]:
+    async def _claim_urgent(self) -> None:
+        """Claim urgent tasks (above the default priority) into the reserve slots."""
+        limit = min(self.slots.urgent_free(), self.config.batch_max)
+        tasks = await self._claim(self.task_types, limit, min_priority=queue.URGENT_PRIORITY)
+        self._start_claimed(tasks, self.executor.stuck, urgent=True)
+
+    def _start_claimed(self, tasks: list[Task], stuck: int, *, urgent: bool = False) -> bool:
+        """Start the claimed tasks; True when one had to be handed back (no room)."""
+        handed_back = False
+        for task in tasks:
+            if (task.id, task.attempt) in self._held:
+                # Already running here: the database forgot our claim (a crash with
+                # asynchronous claim commits) and we made it again. The first run's
+                # outcome finishes it under the same claim; never run it twice.
+                continue
+            op = self.operators.get(task.task_type)
+            if op is None or task.malformed is not None:
+                self._start(task, None)  # fails at once with the reason
+            elif self.slots.can_start(op, stuck, urgent=urgent):
+                self.slots.started(op)
+                self._start(task, op)
+            else:  # its pool filled up within this claim: back it goes, uncounted
+                self.recorder.add(Outcome(task, Status.PENDING, op.name, handed_back=True))
+                handed_back = True
+        return handed_back
+
+    async def _claim(
+        self, types: list[str], limit: int, *, min_priority: int = queue.LOWEST_PRIORITY
+    ) -> list[Task]:
         def claim() -> list[Task]:
-            conn = self._claimer.get()
-            with with_settings(conn, self._claim_settings, pooled=self._pooled):
-                rows = queue.claim_rows(conn, self.worker_id, types, limit)
+            conn = self.connections.claimer.get()
+            with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
+                rows = queue.claim_rows(
+                    conn, self.worker_id, types, limit, min_priority=min_priority
+                )
             self.metrics.claimed(rows)
             return [row.task for row in rows]
 
@@ -530,10 +474,8 @@ class Runner:
         await self.recorder.close(lambda: give_up)
 
     def _deregister(self) -> None:
-        if self.pool is None:
-            return
         try:
-            with self.pool.connection(timeout=2.0) as conn:
+            with self.connections.pool.connection(timeout=2.0) as conn:
                 workers.deregister(conn, self.worker_id)
         except Exception as exc:
             self.log.warning(
@@ -541,9 +483,7 @@ class Runner:
             )
 
     def _close_connections(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        self._claimer.close()
+        self.connections.close()

@@ -6,11 +6,18 @@ loop asks :meth:`Slots.claims` what to claim so it never claims a task it cannot
 at once (tasks claimed and left waiting in memory would hold their claim for nothing
 and time out in the reaper's eyes). A finished task keeps its slot until its outcome is
 recorded, so a slow database slows claiming instead of piling up outcomes in memory.
+
+A few slots beyond ``tasks_per_process`` (``reserve``: one in fifty, at least one) are
+kept for urgent tasks (priority above the default: a person's edit). When bulk work
+fills every other slot, an urgent task does not wait for one of them to free (a whole
+bulk task's run): the loop claims it into the reserve at once.
 """
 
 from __future__ import annotations
 
 from websurf.worker.core.registry import Operator
+
+RESERVE_SHARE = 50  # one extra slot per this many, at least one, for urgent tasks
 
 
 class Slots:
@@ -18,6 +25,7 @@ class Slots:
 
     def __init__(self, capacity: int, threads: int, operators: dict[str, Operator]) -> None:
         self.capacity = capacity
+        self.reserve = max(1, capacity // RESERVE_SHARE)
         self.threads = threads
         self.operators = operators
         self.running = 0
@@ -27,6 +35,10 @@ class Slots:
 
     def free(self) -> int:
         return self.capacity - self.running - self.unrecorded
+
+    def urgent_free(self) -> int:
+        """Room for urgent tasks: the free slots and the reserve's."""
+        return self.free() + self.reserve
 
     def claims(self, stuck_threads: int, limit: int) -> tuple[list[tuple[list[str], int]], bool]:
         """The claims to make now: (task types, how many), one per pool of slots; and
@@ -70,8 +82,8 @@ class Slots:
             claims.append(shared)  # last: it takes the free slots the others leave
         return claims, starved
 
-    def can_start(self, op: Operator, stuck_threads: int) -> bool:
-        if self.free() <= 0:
+    def can_start(self, op: Operator, stuck_threads: int, *, urgent: bool = False) -> bool:
+        if (self.urgent_free() if urgent else self.free()) <= 0:
             return False
         if op.concurrency is not None and self.per_operator[op.name] >= op.concurrency:
             return False
