@@ -137,7 +137,8 @@ def _wait_for(
 
 
 def _counts(conn: psycopg.Connection[Any], since: datetime) -> dict[str, int]:
-    return {r[0]: r[1] for r in conn.execute(QUERIES["task_counts_since"], {"since": since})}
+    rows = conn.execute(QUERIES["task_counts_since"], {"since": since})
+    return {status: tasks for status, tasks in rows}
 
 
 def run_demo(conn: psycopg.Connection[Any], url: str, *, tasks: int, concurrency: int) -> None:

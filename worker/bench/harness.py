@@ -104,7 +104,8 @@ def states(conn: psycopg.Connection[Any], task_type: str) -> tuple[int, int, int
     """(pending, processing, completed) tasks of ``task_type``."""
     row = conn.execute(QUERIES["bench_task_states"], {"task_type": task_type}).fetchone()
     assert row is not None
-    return row[0], row[1], row[2]
+    pending, processing, completed = row
+    return pending, processing, completed
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.rows import class_row
+
 from websurf.sql import QUERIES
 from websurf.worker.app import sheets
 from websurf.worker.bench.harness import (
@@ -123,6 +125,16 @@ def measure_pickup_latency(
     )
 
 
+@dataclass(frozen=True)
+class EditTask:
+    """An edit's robot task (a ``bench_edit_task_latencies`` row)."""
+
+    latency_ms: float | None  # None while not completed
+    priority: int
+    completed: bool
+    during_bulk: bool
+
+
 def measure_edit_priority(
     url: str,
     *,
@@ -168,16 +180,19 @@ def measure_edit_priority(
                 timeout_s=RUN_TIMEOUT_BASE_S + bulk_tasks * RUN_TIMEOUT_PER_TASK_S,
                 what="the edits' robot tasks and the bulk work to finish",
             )
-        rows = conn.execute(
-            QUERIES["bench_edit_task_latencies"],
-            {"task_type": EDIT_OPERATOR, "bulk_type": SLEEP_OPERATOR},
-        ).fetchall()
+        with conn.cursor(row_factory=class_row(EditTask)) as cur:
+            rows = cur.execute(
+                QUERIES["bench_edit_task_latencies"],
+                {"task_type": EDIT_OPERATOR, "bulk_type": SLEEP_OPERATOR},
+            ).fetchall()
         answered = scalar(
             conn,
             "bench_robot_cells_answered",
             {"source_column_id": source.id, "robot_column_id": robot.id},
         )
-    latencies = sorted(float(r[0]) for r in rows if r[2])
+    latencies = sorted(
+        float(r.latency_ms) for r in rows if r.latency_ms is not None and r.completed
+    )
     if len(rows) != edits or not latencies:
         raise BenchError(f"{len(rows)} robot tasks for {edits} edits, {len(latencies)} completed")
     return EditPriority(
@@ -186,9 +201,9 @@ def measure_edit_priority(
         p50_ms=percentile(latencies, 0.50),
         p90_ms=percentile(latencies, 0.90),
         max_ms=latencies[-1],
-        priorities=sorted({int(r[1]) for r in rows}),
+        priorities=sorted({int(r.priority) for r in rows}),
         edits_completed=len(latencies),
-        edits_during_bulk=sum(1 for r in rows if r[3]),
+        edits_during_bulk=sum(1 for r in rows if r.during_bulk),
         robot_cells_answered=answered,
     )
 

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 import structlog
 from cronsim import CronSim, CronSimError
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
@@ -231,9 +231,9 @@ schedule = schedules.schedule
 
 
 def database_now(conn: psycopg.Connection[Any]) -> datetime:
-    row = conn.execute(QUERIES["database_now"]).fetchone()
-    assert row is not None
-    now: datetime = row[0]
+    with conn.cursor(row_factory=scalar_row) as cur:
+        now: datetime | None = cur.execute(QUERIES["database_now"]).fetchone()
+    assert now is not None
     return now
 
 
