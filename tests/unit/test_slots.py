@@ -27,11 +27,22 @@ def _slots(capacity: int = 100, threads: int = 4) -> Slots:
 
 
 def test_each_pool_claims_what_it_can_start_and_async_takes_the_rest() -> None:
-    slots = _slots()
+    slots = _slots(capacity=101)
+    slots.started(slots.operators["a1"])  # busy: claims go per pool
 
     claims, starved = slots.claims(stuck_threads=0, limit=500)
 
     assert claims == [(["capped"], 3), (["p1", "p2"], 4), (["a1", "a2"], 100)]
+    assert not starved
+
+
+def test_an_idle_process_makes_one_claim_no_pool_can_overflow() -> None:
+    slots = _slots()
+
+    claims, starved = slots.claims(stuck_threads=0, limit=500)
+
+    # one round trip for a pickup; 3 is the capped pool's room, the smallest
+    assert claims == [(["a1", "a2", "capped", "p1", "p2"], 3)]
     assert not starved
 
 

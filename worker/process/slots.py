@@ -50,7 +50,9 @@ class Slots:
         there is only the async one: one claim), the async pool last, taking what the
         others leave. When they compete for fewer slots, one claim over all of them
         takes the highest priorities, and a task its pool cannot start is handed back
-        at once (see :meth:`can_start`): priority order holds across operators.
+        at once (see :meth:`can_start`): priority order holds across operators. An
+        idle process makes one claim over every pool, as large as the smallest pool's
+        room: a task arriving at an idle worker costs one claim, not one per pool.
         """
         free = min(self.free(), limit)
         if free <= 0:
@@ -80,6 +82,12 @@ class Slots:
             return [(sorted(every), free)], starved
         if shared is not None:
             claims.append(shared)  # last: it takes the free slots the others leave
+        if len(claims) > 1 and self.running == 0 and self.unrecorded == 0:
+            # Idle: one claim over every pool, no larger than the smallest pool's room
+            # (so none overflows), makes a pickup one round trip instead of one per
+            # pool. Once tasks run, the next claims go per pool again.
+            every = sorted(t for types, _ in claims for t in types)
+            return [(every, min(n for _, n in claims))], starved
         return claims, starved
 
     def can_start(self, op: Operator, stuck_threads: int, *, urgent: bool = False) -> bool:
