@@ -10,15 +10,13 @@ import click
 import psycopg
 
 from websurf.cli.options import (
-    EXIT_FAILURE,
-    CommandError,
     common_options,
     database_errors,
-    echo,
     option,
     runtime,
     sigterm_as_interrupt,
 )
+from websurf.cli.render import EXIT_FAILURE, CommandError, echo
 from websurf.sql.database import describe, scrub
 from websurf.worker.bench.harness import BenchError
 from websurf.worker.bench.options import MEASUREMENTS, BenchOptions

@@ -20,10 +20,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 import click
 import structlog
 
-from websurf.cli.render import EXIT_DATABASE_UNAVAILABLE, EXIT_USAGE, one_line_errors
-from websurf.cli.render import EXIT_FAILURE as EXIT_FAILURE  # cli/bench.py imports these here
-from websurf.cli.render import CommandError as CommandError
-from websurf.cli.render import echo as echo
+from websurf.cli.render import EXIT_DATABASE_UNAVAILABLE, EXIT_USAGE, CommandError, one_line_errors
 from websurf.sql.target import (
     DIRECT_URL_ENV_VARS,
     DatabaseTarget,
