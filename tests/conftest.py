@@ -26,6 +26,7 @@ import pytest
 from psycopg import conninfo, sql
 from support.daemon import Daemons
 from support.pgbouncer import PgBouncer
+from support.rows import new_column
 
 from websurf.sql import migrate as migrator
 
@@ -163,25 +164,14 @@ def make_user(conn: psycopg.Connection[Any]) -> Callable[..., str]:
 @pytest.fixture
 def make_cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> Callable[[], str]:
     """Insert a cell with NULL content (and its spreadsheet and column once); return its id."""
-    owner = make_user()
-    sheet = conn.execute(
-        "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
-        (owner,),
-    ).fetchone()
-    assert sheet is not None
-    column = conn.execute(
-        "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
-        " VALUES (%s, 0, 'A') RETURNING id",
-        (sheet[0],),
-    ).fetchone()
-    assert column is not None
+    sheet, column = new_column(conn, make_user())
     rows = iter(range(1_000_000))
 
     def make() -> str:
         cell = conn.execute(
             "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
             " VALUES (%s, %s, %s) RETURNING id",
-            (sheet[0], column[0], next(rows)),
+            (sheet, column, next(rows)),
         ).fetchone()
         assert cell is not None
         return str(cell[0])

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 import signal
 import statistics
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from support.daemon import Daemon
+from support.rows import column_of_cells
 
 from websurf.sql.database import describe
 
@@ -198,27 +198,7 @@ def test_every_task_ends_once_when_pgbouncer_restarts_and_backends_are_terminate
     database is terminated (the pooler's and the direct LISTEN ones)."""
     pooled = pgbouncer.url(database_url)
     tasks = 1500
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        user = str(uuid.uuid4())
-        conn.execute(
-            "INSERT INTO websurfing_user (id, email) VALUES (%s, %s)", (user, f"{user}@t.test")
-        )
-        sheet = conn.execute(
-            "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
-            (user,),
-        ).fetchone()
-        assert sheet is not None
-        column = conn.execute(
-            "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
-            " VALUES (%s, 0, 'A') RETURNING id",
-            (sheet[0],),
-        ).fetchone()
-        assert column is not None
-        conn.execute(
-            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
-            " SELECT %s, %s, n FROM generate_series(1, %s) AS n",
-            (sheet[0], column[0], tasks),
-        )
+    column_of_cells(database_url, tasks)
     daemon = start_worker(
         pooled,
         "--direct-database-url",

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,37 +20,11 @@ from typing import Any
 import psycopg
 import pytest
 from support.daemon import Daemon
+from support.rows import column_of_cells
 
 from websurf.sql.migrate import migrate, shipped_migrations
 
 Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
-
-
-def _make_cells(url: str, count: int) -> list[str]:
-    """Cells with NULL content in a new spreadsheet (plain SQL, as the web app would)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        user = str(uuid.uuid4())
-        conn.execute(
-            "INSERT INTO websurfing_user (id, email) VALUES (%s, %s)", (user, f"{user}@t.test")
-        )
-        row = conn.execute(
-            "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
-            (user,),
-        ).fetchone()
-        assert row is not None
-        sheet = row[0]
-        row = conn.execute(
-            "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
-            " VALUES (%s, 0, 'A') RETURNING id",
-            (sheet,),
-        ).fetchone()
-        assert row is not None
-        rows = conn.execute(
-            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
-            " SELECT %s, %s, n FROM generate_series(1, %s) AS n RETURNING id",
-            (sheet, row[0], count),
-        ).fetchall()
-    return [str(r[0]) for r in rows]
 
 
 def _insert_task(url: str, task_type: str, payload: dict[str, Any], **columns: Any) -> str:
@@ -91,7 +64,7 @@ def _started(marker: Path, attempt: int = 1) -> Callable[[], bool]:
 
 
 def test_tasks_inserted_by_sql_get_done_and_audited(database_url: str, start_worker: Start) -> None:
-    cells = _make_cells(database_url, 30)
+    cells = column_of_cells(database_url, 30)
     daemon = start_worker(database_url, concurrency=2)
     daemon.wait_ready(2)
     # One INSERT per task, as the web app's edits do ...
@@ -266,7 +239,7 @@ def test_a_second_signal_hurries_the_shutdown(
 def test_a_killed_child_is_replaced_and_its_task_recovered(
     database_url: str, start_worker: Start, tmp_path: Path
 ) -> None:
-    [cell] = _make_cells(database_url, 1)
+    [cell] = column_of_cells(database_url, 1)
     daemon = start_worker(database_url, concurrency=2)
     before = dict(daemon.wait_ready(2))
     marker = tmp_path / "started"

@@ -13,7 +13,6 @@ import random
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,33 +39,6 @@ class FaultServer:
 
     def url(self, dbname: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
-
-
-def make_cells(url: str, count: int) -> list[str]:
-    """A spreadsheet with one column of ``count`` cells; returns the cell ids in row order."""
-    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
-        user = str(uuid.uuid4())
-        conn.execute(
-            "INSERT INTO websurfing_user (id, name, email) VALUES (%s, 'chaos', %s)",
-            (user, f"{user}@example.test"),
-        )
-        row = conn.execute(
-            "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('chaos', %s) RETURNING id",
-            (user,),
-        ).fetchone()
-        assert row is not None
-        column = conn.execute(
-            "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
-            " VALUES (%s, 0, 'robot') RETURNING id",
-            (row[0],),
-        ).fetchone()
-        assert column is not None
-        cells = conn.execute(
-            "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
-            " SELECT %s, %s, n FROM generate_series(1, %s) AS n RETURNING id",
-            (row[0], column[0], count),
-        ).fetchall()
-    return [str(c[0]) for c in cells]
 
 
 def enqueue_chaos(url: str, payloads: list[dict[str, Any]], *, async_share: float = 0.0) -> None:

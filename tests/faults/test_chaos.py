@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 from faults.chaos_operators import FAILS, SIDE_EFFECTS_ENV, SUCCEEDS
-from faults.faultkit import DB_ERRORS, Chaos, FaultServer, enqueue_chaos, make_cells
+from faults.faultkit import DB_ERRORS, Chaos, FaultServer, enqueue_chaos
 from support.daemon import Daemon, query
+from support.rows import column_of_cells
 from support.waiting import wait_for
 
 SEED = int(os.environ.get("WEBSURF_FAULT_SEED", random.randrange(1_000_000)))
@@ -202,7 +203,7 @@ def test_every_task_ends_exactly_once_under_chaos(
     rng = random.Random(SEED)
     url = fault_database
     cells_needed = TASKS  # more than enough
-    cells = make_cells(url, cells_needed)
+    cells = column_of_cells(url, cells_needed)
     # Half the tasks run as async handlers, many in flight per process beside the threads.
     enqueue_chaos(url, payloads(rng, cells, TASKS), async_share=0.5)
     side_effects = tmp_path / "side-effects"
@@ -269,7 +270,7 @@ def test_workers_ride_out_a_long_outage(
     """The database is away for LONG_OUTAGE_S while tasks run; nobody restarts anything."""
     rng = random.Random(SEED)
     url = fault_database
-    cells = make_cells(url, 400)
+    cells = column_of_cells(url, 400)
     work = [{"kind": "slow", "cell_id": c} for c in cells[:40]]
     work += [{"kind": "ok_cell", "cell_id": c} for c in cells[40:]] + [{"kind": "ok"}] * 600
     rng.shuffle(work)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import structlog
 from structlog.testing import capture_logs
+from support.rows import new_column
 
 from websurf.worker.core import queue
 from websurf.worker.core.model import Outcome, Status
@@ -54,23 +55,13 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[MutableMapping[str, A
 def cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> str:
     """A cell of a fresh spreadsheet; returns its id."""
     owner = make_user()
-    sheet = conn.execute(
-        "INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s) RETURNING id",
-        (owner,),
-    ).fetchone()
-    assert sheet is not None
-    column = conn.execute(
-        "INSERT INTO websurfing_column (spreadsheet_id, position, title)"
-        " VALUES (%s, 0, 'A') RETURNING id",
-        (sheet[0],),
-    ).fetchone()
-    assert column is not None
+    sheet, column = new_column(conn, owner)
     with conn.transaction():  # a person's edit must name its author (cell audit trigger)
         conn.execute("SELECT set_config('websurf.user_id', %s, true)", (owner,))
         row = conn.execute(
             "INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number, content)"
             " VALUES (%s, %s, 1, 'before') RETURNING id",
-            (sheet[0], column[0]),
+            (sheet, column),
         ).fetchone()
     assert row is not None
     return str(row[0])
