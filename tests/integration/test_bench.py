@@ -221,7 +221,7 @@ def test_edits_under_bulk_work_get_priority_8_and_their_robot_answer(scratch: st
     assert (result.bulk_tasks, result.edits) == (1100, 5)
     assert result.priorities == [8]
     assert result.edits_completed == 5 and result.robot_cells_answered == 5
-    assert result.edits_during_bulk == 5  # the bulk work outlasts five edits 50 ms apart
+    assert result.edits_during_bulk == 5  # the bulk work outlasts five edits 10 ms apart
     assert 0 < result.p50_ms <= result.p90_ms <= result.max_ms
     assert latency.priority_problem(result) is None
     answers = _one(

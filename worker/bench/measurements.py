@@ -140,7 +140,7 @@ def _priority_check(runs: list[EditPriority]) -> str:
     return (
         f"edits under bulk work: every edit's robot task had priority {EDIT_PRIORITY}"
         f" (bulk {BULK_PRIORITY}), completed and wrote the upper-case answer; edits made"
-        f" before the last bulk task completed: "
+        f" before the last bulk task completed (the figures are theirs): "
         + ", ".join(f"{p.edits_during_bulk} of {p.edits}" for p in runs)
     )
 
