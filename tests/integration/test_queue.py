@@ -20,6 +20,7 @@ from websurf.worker.core.queue import (
     EnqueueError,
     NewTask,
     claim,
+    claim_rows,
     enqueue,
     enqueue_many,
     finish,
@@ -258,6 +259,35 @@ def test_claim_sets_processing_and_counts_the_attempt(conn: psycopg.Connection[A
     assert row["worker_id"] == WORKER
     assert row["started_at"] is not None
     assert claim(conn, WORKER, ["alpha"], 10) == []  # a claimed task is not claimed again
+
+
+def test_a_claimed_row_says_how_long_its_task_had_been_due(conn: psycopg.Connection[Any]) -> None:
+    due_when_scheduled = enqueue(conn, "alpha", {})
+    due_when_created = enqueue(conn, "alpha", {})
+    conn.execute(
+        "UPDATE websurfing_task_queue SET created_at = now() - interval '60 seconds',"
+        " scheduled_for = now() - interval '30 seconds' WHERE id = %s",
+        (due_when_scheduled,),
+    )
+    conn.execute(
+        "UPDATE websurfing_task_queue SET created_at = now() - interval '20 seconds',"
+        " scheduled_for = now() - interval '90 seconds' WHERE id = %s",
+        (due_when_created,),
+    )
+
+    waited = {row.id: row.waited_s for row in claim_rows(conn, WORKER, ["alpha"], 10)}
+
+    assert 30 <= waited[due_when_scheduled] < 35  # due at its schedule, not its creation
+    assert 20 <= waited[due_when_created] < 25  # due once it existed
+
+
+def test_a_payload_is_claimed_exactly_as_it_was_enqueued(conn: psycopg.Connection[Any]) -> None:
+    payload = {"big": 2**80, "tiny": -(2**70), "huge": 10**308, "ratio": 0.1, "text": "ünïcode ✓"}
+    task_id = enqueue(conn, "alpha", payload)
+
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+
+    assert (task.id, task.payload) == (task_id, payload)
 
 
 def test_claim_only_takes_the_workers_task_types(conn: psycopg.Connection[Any]) -> None:

@@ -150,27 +150,11 @@ def test_the_finished_tally_counts_kinds_and_durations_per_task_type() -> None:
     assert buckets[DURATION_BUCKETS_S.index(1.0)] == 1  # 700 ms
 
 
-def test_the_claimed_tally_measures_pickup_latency_from_when_the_task_was_due() -> None:
-    def row(task_type: str, scheduled_ago_s: float, created_ago_s: float) -> ClaimedRow:
-        return ClaimedRow(
-            uuid.uuid4(),
-            task_type,
-            {},
-            1,
-            3,
-            5,
-            scheduled_for=NOW - timedelta(seconds=scheduled_ago_s),
-            created_at=NOW - timedelta(seconds=created_ago_s),
-        )
+def test_the_claimed_tally_counts_how_long_each_task_waited_by_type() -> None:
+    def row(task_type: str, waited_s: float) -> ClaimedRow:
+        return ClaimedRow(uuid.uuid4(), task_type, {}, 1, 3, 5, waited_s=waited_s)
 
-    latencies = tally_claimed(
-        [
-            row("a", scheduled_ago_s=0.002, created_ago_s=60.0),  # due when scheduled
-            row("a", scheduled_ago_s=60.0, created_ago_s=0.2),  # due when created
-            row("b", scheduled_ago_s=-5.0, created_ago_s=-5.0),  # clocks apart: never < 0
-        ],
-        NOW,
-    )
+    latencies = tally_claimed([row("a", 0.002), row("a", 0.2), row("b", -5.0)])  # b: never < 0
 
     assert latencies["a"].count == 2
     assert latencies["a"].total == pytest.approx(0.202)

@@ -195,10 +195,12 @@ def measure_edit_priority(
             "bench_robot_cells_answered",
             {"source_column_id": source.id, "robot_column_id": robot.id},
         )
-    completed = [r for r in rows if r.latency_ms is not None and r.completed]
+    completed = [
+        (r.latency_ms, r.during_bulk) for r in rows if r.completed and r.latency_ms is not None
+    ]
     if len(rows) != edits or not completed:
         raise BenchError(f"{len(rows)} robot tasks for {edits} edits, {len(completed)} completed")
-    under_bulk = sorted(float(r.latency_ms) for r in completed if r.during_bulk)
+    under_bulk = sorted(float(ms) for ms, during_bulk in completed if during_bulk)
     if not under_bulk:
         raise BenchError(
             f"the bulk work of {bulk_tasks:,} tasks ran out before the first edit: queue more"

@@ -186,7 +186,7 @@ def retry_or_fail(
 
 
 class ClaimedRow(NamedTuple):
-    """A row of ``claim_tasks``: the claimed task, and when it became due (for metrics).
+    """A row of ``claim_tasks``: the claimed task, and how long it had been due (for metrics).
 
     A named tuple, not a dataclass: the claim builds one per task on the hot path.
     """
@@ -197,16 +197,12 @@ class ClaimedRow(NamedTuple):
     attempts: int  # counted at claim: this attempt's number
     max_attempts: int
     priority: int
-    scheduled_for: datetime
-    created_at: datetime
+    # seconds from when the task became due (the later of its creation and its
+    # scheduled time) to the claim, on the database clock
+    waited_s: float
 
     @property
     def task(self) -> Task:
         return Task(
             self.id, self.task_type, self.payload, self.attempts, self.max_attempts, self.priority
         )
-
-    @property
-    def due_at(self) -> datetime:
-        """When the task became due: the later of its creation and its scheduled time."""
-        return max(self.scheduled_for, self.created_at)

@@ -109,12 +109,11 @@ def _observe(
     observed.total += value
 
 
-def tally_claimed(rows: Iterable[ClaimedRow], now: datetime) -> dict[str, Observed]:
-    """A claim's pickup latencies (from due to ``now``) by task type."""
+def tally_claimed(rows: Iterable[ClaimedRow]) -> dict[str, Observed]:
+    """A claim's pickup latencies (from due to claimed) by task type."""
     latencies: dict[str, Observed] = {}
     for row in rows:
-        seconds = max(0.0, (now - row.due_at).total_seconds())
-        _observe(latencies, LATENCY_BUCKETS_S, row.task_type, seconds)
+        _observe(latencies, LATENCY_BUCKETS_S, row.task_type, max(0.0, row.waited_s))
     return latencies
 
 
@@ -229,7 +228,7 @@ class WorkerMetrics:
 
     def claimed(self, rows: Sequence[ClaimedRow]) -> None:
         """A claim returned ``rows``."""
-        for task_type, latencies in tally_claimed(rows, datetime.now(UTC)).items():
+        for task_type, latencies in tally_claimed(rows).items():
             self._child(self._claimed, task_type).inc(latencies.count)
             _add_observations(
                 self._child(self._latency, task_type), latencies.buckets, latencies.total

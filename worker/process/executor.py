@@ -38,7 +38,7 @@ from typing import Any
 
 from websurf.worker.core.model import Outcome, Status, retry_or_fail
 from websurf.worker.core.registry import Context, Operator, Result, Snooze, Task
-from websurf.worker.process.running import LOOP_LINE, RunningNote, line_for
+from websurf.worker.process.running import RunningNote, line_for
 
 ERROR_MESSAGE_MAX = 2000
 NO_TIMEOUT_S = 1e9
@@ -79,26 +79,26 @@ class _TaskLog:
 class _Noted(collections.abc.Coroutine[Any, Any, Any]):
     """Wraps a handler's coroutine so each step is noted on the loop's line."""
 
-    __slots__ = ("_coro", "_line", "_note")
+    __slots__ = ("_coro", "_line", "_view")
 
     def __init__(self, coro: Any, note: RunningNote, line: bytes) -> None:
-        self._coro, self._note, self._line = coro, note, line
+        self._coro, self._view, self._line = coro, note.loop_line, line
 
     def send(self, value: Any) -> Any:
-        self._note.mark(LOOP_LINE, self._line)
+        self._view[:] = self._line
         try:
             return self._coro.send(value)
         finally:
-            self._note.clear(LOOP_LINE)
+            self._view[0] = 0  # cleared
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._note.mark(LOOP_LINE, self._line)
+        self._view[:] = self._line
         try:
             if val is None and tb is None:
                 return self._coro.throw(typ)
             return self._coro.throw(typ, val, tb)  # pragma: no cover (old-style throw)
         finally:
-            self._note.clear(LOOP_LINE)
+            self._view[0] = 0
 
     def close(self) -> None:
         self._coro.close()

@@ -116,8 +116,9 @@ class Runner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_changed: asyncio.Event | None = None
         self._running: set[asyncio.Task[None]] = set()
-        # (id, attempt) of the claims started here whose outcome is not recorded yet
-        self._held: set[tuple[Any, int]] = set()
+        # (id, attempt) of the claims started here whose outcome is not recorded yet; the
+        # id as its int, which hashes in C (a UUID's __hash__ is Python code)
+        self._held: set[tuple[int, int]] = set()
         self._want_claim = True
         self.recycle_reason: str | None = None
         self.counts: dict[str, int] = {}
@@ -385,7 +386,7 @@ class Runner:
         """Start the claimed tasks; True when one had to be handed back (no room)."""
         handed_back = False
         for task in tasks:
-            if (task.id, task.attempt) in self._held:
+            if (task.id.int, task.attempt) in self._held:
                 # Already running here: the database forgot our claim (a crash with
                 # asynchronous claim commits) and we made it again. The first run's
                 # outcome finishes it under the same claim; never run it twice.
@@ -426,16 +427,14 @@ class Runner:
         )
 
     def _recorded(self, batch: list[Outcome]) -> None:
-        self._held.difference_update((o.task.id, o.task.attempt) for o in batch)
+        self._held.difference_update((o.task.id.int, o.task.attempt) for o in batch)
         self.slots.unrecorded = self.recorder.backlog
         if self._want_claim:
             self.wakeup.event.set()
 
     def _start(self, task: Task, op: Operator | None) -> None:
-        self._held.add((task.id, task.attempt))
-        run = asyncio.get_running_loop().create_task(self._run(task, op))
-        self._running.add(run)
-        run.add_done_callback(self._running.discard)
+        self._held.add((task.id.int, task.attempt))
+        self._running.add(asyncio.get_running_loop().create_task(self._run(task, op)))
 
     async def _run(self, task: Task, op: Operator | None) -> None:
         try:
@@ -443,6 +442,8 @@ class Runner:
         finally:
             if op is not None:
                 self.slots.finished(op)
+            # here rather than in a done callback: that would cost a loop pass per task
+            self._running.discard(asyncio.current_task())
         self.recorder.add(outcome)
         self.slots.unrecorded = self.recorder.backlog
         if outcome.run_at is not None:
@@ -470,6 +471,7 @@ class Runner:
             for run in list(self._running):
                 run.cancel()
             await asyncio.gather(*self._running, return_exceptions=True)
+            self._running.clear()  # one cancelled before its first step never ran its finally
         give_up = max(self._deadline, time.monotonic()) + RECORD_MARGIN_S
         await self.recorder.close(lambda: give_up)
 

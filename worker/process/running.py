@@ -6,7 +6,7 @@ A process with many tasks in flight that dies (a native crash, ``os._exit`` in a
 handler, the OOM killer) must charge an attempt only to the task(s) that could have
 killed it; the others go back without losing one. The supervisor creates a small
 unlinked file per slot and passes it to the child; the child maps it (an mmap: no
-system call per note) and keeps one 64-byte line per place where handler code runs:
+system call per note) and keeps one 32-byte line per place where handler code runs:
 
 * line 0: the async handler step the event loop is executing right now (asyncio runs
   one coroutine step at a time, so at most one);
@@ -24,10 +24,11 @@ from __future__ import annotations
 import mmap
 import os
 import uuid
-from typing import Any
 
-LINE_BYTES = 64  # "<uuid> <attempt>", NUL-padded; a leading NUL means none
+LINE_BYTES = 32  # a mark byte, the task id's 16 bytes, the attempt (4, little-endian)
 LOOP_LINE = 0
+_MARK = b"\x01"  # a line in use starts with this; a cleared one with NUL
+_PADDING = bytes(LINE_BYTES - 1 - 16 - 4)
 
 
 def note_bytes(threads: int) -> int:
@@ -39,20 +40,17 @@ def parse_running_tasks(raw: bytes) -> list[tuple[str, int]]:
     """The (task id, attempt) pairs a dead process noted as running, without repeats."""
     found: dict[tuple[str, int], None] = {}
     for start in range(0, len(raw) - LINE_BYTES + 1, LINE_BYTES):
-        line = raw[start : start + LINE_BYTES].split(b"\0", 1)[0]
-        fields = line.decode(errors="replace").split()
-        if len(fields) != 2 or not fields[1].isdigit():
+        if raw[start : start + 1] != _MARK:
             continue
-        try:
-            found[(str(uuid.UUID(fields[0])), int(fields[1]))] = None
-        except ValueError:
-            continue
+        task_id = uuid.UUID(bytes=raw[start + 1 : start + 17])
+        found[(str(task_id), int.from_bytes(raw[start + 17 : start + 21], "little"))] = None
     return list(found)
 
 
-def line_for(task_id: Any, attempt: int) -> bytes:
-    """The bytes noted for one task attempt (computed once per task, written per step)."""
-    return f"{task_id} {attempt}".encode().ljust(LINE_BYTES, b"\0")[:LINE_BYTES]
+def line_for(task_id: uuid.UUID, attempt: int) -> bytes:
+    """The bytes noted for one task attempt (computed once per task, written per step):
+    binary, so noting costs no UUID formatting on the hot path."""
+    return _MARK + task_id.bytes + attempt.to_bytes(4, "little") + _PADDING
 
 
 class RunningNote:
@@ -67,6 +65,9 @@ class RunningNote:
         finally:
             os.close(fd)
         self.lines = 1 + threads
+        # The loop's line, written twice per async handler step (see executor._Noted):
+        # a view, so that costs no method call.
+        self.loop_line = memoryview(self._map)[LOOP_LINE * LINE_BYTES : LINE_BYTES]
 
     def mark(self, line: int, text: bytes) -> None:
         start = line * LINE_BYTES

@@ -28,6 +28,51 @@ from websurf.worker.process.database import DatabaseRetry
 CHANNEL = "new_task"
 
 
+class Flag:
+    """An ``asyncio.Event`` for one waiter at a time, with the timeout built in.
+
+    ``asyncio.wait_for(event.wait(), t)`` wraps the wait in a task of its own and wakes
+    the waiter three loop passes after ``set()``; here ``set()`` resolves the waiter's
+    future and the next pass runs it. That pass is on every pickup's path.
+    """
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            if self._waiter is not None:
+                _release(self._waiter)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until set, or ``timeout_s`` passes."""
+        if self._set:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout_s, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Wakeup:
     """Tells the claim loop when it may find work."""
 
@@ -43,7 +88,7 @@ class Wakeup:
         self.log = log
         self.retry = retry
         self.poll_interval_s = poll_interval_s
-        self.event = asyncio.Event()  # set when the loop should look again
+        self.event = Flag()  # set when the loop should look again
         self.hints = 0  # notifications and timers seen so far (a claim compares before/after)
         self.due_at = float("inf")  # monotonic time of the earliest known future task
         self._conn: psycopg.Connection[Any] | None = None
@@ -152,8 +197,7 @@ class Wakeup:
         """Until a hint, a known due time or ``timeout_s``; a due time counts as a hint."""
         limit = min(timeout_s, self.due_at - time.monotonic())
         if limit > 0 and not self.event.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.event.wait(), limit)
+            await self.event.wait(limit)
         else:
             await asyncio.sleep(0)  # always yield: the loop has other tasks to run
         self.event.clear()
