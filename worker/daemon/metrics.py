@@ -36,8 +36,8 @@ from uuid import UUID
 
 from websurf.worker.core import schedules
 from websurf.worker.core.model import ClaimedRow, Outcome, OutcomeKind
+from websurf.worker.daemon.health import DATABASE_OK_METRIC, MULTIPROC_ENV
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 QUEUE_DEPTH_INTERVAL_S = 10.0
 DURATION_BUCKETS_S = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -46,7 +46,6 @@ LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 1800.0,
 )  # fmt: skip
-DATABASE_OK_METRIC = "websurf_worker_database_ok_timestamp_seconds"
 SCHEDULE_GAUGES = (
     ("next", "websurf_schedule_next_run_timestamp_seconds", "A schedule's next tick."),
     ("last", "websurf_schedule_last_run_timestamp_seconds", "The tick a schedule last ran."),
