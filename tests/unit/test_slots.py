@@ -96,3 +96,16 @@ def test_a_full_process_keeps_a_reserve_for_urgent_tasks_only() -> None:
 
 def test_even_a_one_slot_process_has_one_reserve_slot() -> None:
     assert _slots(capacity=1).reserve == 1
+
+
+def test_drained_operators_are_left_out_and_all_drained_means_no_claim() -> None:
+    slots = _slots()
+    slots.started(slots.operators["a1"])
+
+    claims, starved = slots.claims(stuck_threads=0, limit=500, drained={"p1", "p2", "capped"})
+    nothing, still_starved = slots.claims(
+        stuck_threads=0, limit=500, drained={"a1", "a2", "capped", "p1", "p2"}
+    )
+
+    assert claims == [(["a1", "a2"], 99)] and not starved
+    assert nothing == [] and not still_starved  # nothing to claim, and no pool waits for room

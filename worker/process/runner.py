@@ -120,6 +120,9 @@ class Runner:
         # id as its int, which hashes in C (a UUID's __hash__ is Python code)
         self._held: set[tuple[int, int]] = set()
         self._want_claim = True
+        # Operators whose last claim came back short, with no announcement of new tasks
+        # of theirs since: the claims leave them out until a hint or the poll interval.
+        self._drained: set[str] = set()
         self.recycle_reason: str | None = None
         self.counts: dict[str, int] = {}
 
@@ -328,14 +331,27 @@ class Runner:
         last_claim = float("-inf")
         want = True
         urgent_seen = seen
+        drained = self._drained
+        undrained_at = float("-inf")  # drained operators are claimed for again each poll
         while not self.stopping:
             now = time.monotonic()
             if wake.hints != seen or now - last_claim >= poll_s:
                 want, seen = True, wake.hints
+            hinted = wake.take_hinted()
+            if hinted is None or now - undrained_at >= poll_s:
+                drained.clear()
+                undrained_at = now
+            else:
+                drained.difference_update(hinted)
             timeout = poll_s  # with no room: until a slot frees (the event) or a poll
             if want:
-                claims, starved = self.slots.claims(self.executor.stuck, self.config.batch_max)
-                if claims:
+                claims, starved = self.slots.claims(
+                    self.executor.stuck, self.config.batch_max, drained=drained
+                )
+                if not claims and not starved:  # every operator drained: nothing to claim
+                    want = False
+                    timeout = undrained_at + poll_s - now
+                elif claims:
                     cooldown = last_claim + CLAIM_COOLDOWN_S - now
                     if cooldown <= 0 or self.slots.free() * 2 >= self.slots.capacity:
                         seen = wake.hints
@@ -372,6 +388,8 @@ class Runner:
             if limit <= 0:
                 return True
             tasks = await self._claim(types, limit)
+            if len(tasks) < limit:
+                self._drained.update(types)  # until a hint or a poll says otherwise
             handed_back = self._start_claimed(tasks, stuck)
             full = full or handed_back or len(tasks) >= limit
         return full

@@ -15,6 +15,8 @@ bulk task's run): the loop claims it into the reserve at once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from websurf.worker.core.registry import Operator
 
 RESERVE_SHARE = 50  # one extra slot per this many, at least one, for urgent tasks
@@ -40,7 +42,9 @@ class Slots:
         """Room for urgent tasks: the free slots and the reserve's."""
         return self.free() + self.reserve
 
-    def claims(self, stuck_threads: int, limit: int) -> tuple[list[tuple[list[str], int]], bool]:
+    def claims(
+        self, stuck_threads: int, limit: int, *, drained: Collection[str] = ()
+    ) -> tuple[list[tuple[list[str], int]], bool]:
         """The claims to make now: (task types, how many), one per pool of slots; and
         whether a pool had no room (its tasks must be claimed for when room frees).
 
@@ -53,6 +57,11 @@ class Slots:
         at once (see :meth:`can_start`): priority order holds across operators. An
         idle process makes one claim over every pool, as large as the smallest pool's
         room: a task arriving at an idle worker costs one claim, not one per pool.
+
+        Operators in ``drained`` are left out: their last claim came back short and
+        nothing has announced new tasks of theirs since (the runner keeps that set). A
+        claim that is sure to find nothing still costs a round trip and a walk of the
+        pending tasks of every other type.
         """
         free = min(self.free(), limit)
         if free <= 0:
@@ -61,6 +70,8 @@ class Slots:
         pools: dict[str, tuple[list[str], int]] = {}
         starved = False
         for name, op in sorted(self.operators.items()):
+            if name in drained:
+                continue
             if op.concurrency is not None:
                 room = op.concurrency - self.per_operator[name]
                 if not op.is_async:

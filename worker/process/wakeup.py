@@ -90,6 +90,9 @@ class Wakeup:
         self.poll_interval_s = poll_interval_s
         self.event = Flag()  # set when the loop should look again
         self.hints = 0  # notifications and timers seen so far (a claim compares before/after)
+        # task types announced since the claim loop last asked (take_hinted); None: any
+        # type may have new tasks (a timer, a reconnect, a notification without a type)
+        self._hinted: set[str] | None = set()
         self.due_at = float("inf")  # monotonic time of the earliest known future task
         self._conn: psycopg.Connection[Any] | None = None
         self._fd = -1  # the LISTEN socket as registered with the loop (kept: a lost
@@ -166,16 +169,29 @@ class Wakeup:
 
     # -- hints -----------------------------------------------------------------------
 
-    def poke(self) -> None:
+    def poke(self, task_type: str | None = None) -> None:
+        """Tasks of ``task_type`` (None: of any type) may be waiting."""
         self.hints += 1
+        if task_type is None:
+            self._hinted = None
+        elif self._hinted is not None:
+            self._hinted.add(task_type)
         self.event.set()
+
+    def take_hinted(self) -> set[str] | None:
+        """The task types announced since the last call; None when it may be any type."""
+        hinted, self._hinted = self._hinted, set()
+        return hinted
 
     def _hint(self, payload: str) -> None:
         try:
             data = json.loads(payload)
             due = data.get("scheduled_for")
+            task_type = data.get("task_type")
         except (ValueError, AttributeError):
-            due = None
+            due = task_type = None
+        if not isinstance(task_type, str):
+            task_type = None
         if due:
             try:
                 delay = (datetime.fromisoformat(due) - datetime.now(UTC)).total_seconds()
@@ -184,7 +200,7 @@ class Wakeup:
             if delay > 0:
                 self.due_in(delay)
                 return
-        self.poke()
+        self.poke(task_type)
 
     def due_in(self, delay_s: float) -> None:
         """Remember that a task becomes due in ``delay_s`` (a retry, a delayed task)."""
@@ -204,6 +220,7 @@ class Wakeup:
         if time.monotonic() >= self.due_at:
             self.due_at = float("inf")
             self.hints += 1
+            self._hinted = None  # which type came due is not known here
 
     async def close(self) -> None:
         self._closed = True
