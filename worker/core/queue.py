@@ -144,12 +144,24 @@ def enqueue(
     With ``unique_key``, a pending task holding that key takes this one's payload,
     priority, attempts and due time instead; its id is returned.
     """
-    return enqueue_many(
-        conn,
-        [NewTask(task_type, payload, priority, max_attempts, scheduled_for, delay, unique_key)],
-        registry=registry,
-        allow_unknown_type=allow_unknown_type,
-    )[0]
+    task = NewTask(task_type, payload, priority, max_attempts, scheduled_for, delay, unique_key)
+    if unique_key is not None:
+        [task_id] = enqueue_many(
+            conn, [task], registry=registry, allow_unknown_type=allow_unknown_type
+        )
+        return task_id
+    checked = _checked(task, registry, allow_unknown_type)
+    params = {
+        "task_type": checked.task_type,
+        "payload": checked.payload,
+        "priority": checked.priority,
+        "max_attempts": checked.max_attempts,
+        "scheduled_for": checked.scheduled_for,
+    }
+    with conn.cursor(row_factory=scalar_row) as cur:
+        inserted: UUID | None = cur.execute(QUERIES["enqueue_task"], params).fetchone()
+    assert inserted is not None  # an INSERT ... RETURNING of one row
+    return inserted
 
 
 def enqueue_many(
