@@ -12,6 +12,7 @@ the dead worker's tasks at boot, charging only those attempts.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -87,6 +88,9 @@ def main() -> None:
     if predecessors:
         recover_predecessors(runner.connections.pool, predecessors, log)
     _tell_parent("ready")
+    # What boot made (modules, operators, connections) lives as long as the process: out
+    # of the collector's generations, each collection walks only what serving creates.
+    gc.freeze()
     runner.serve(install_signal_handlers=True)
     if note is not None:
         note.clear_all()  # everything was recorded: nothing here may be charged
