@@ -49,6 +49,7 @@ import structlog
 # supervisor imports neither psycopg nor the queue, and starts 80 ms sooner for it.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DATABASE_OK_METRIC = "websurf_worker_database_ok_timestamp_seconds"
+
 LIVENESS_WINDOW_S = 10.0  # the supervisor's loop wakes at least once a second
 READY_WINDOW_MIN_S = 15.0
 READY_HEARTBEATS = 3  # readiness lasts this many heartbeat intervals after the last contact
