@@ -17,8 +17,8 @@ missing: unaudited edits, no ``new_task`` notifications.
   last migration after which they are equal is how far the tables go. No match:
   refuse, naming every differing object, and change nothing.
 * Adopt: in ONE transaction, run every statement of the adopted migrations except those
-  that build ``websurfing_*`` table structure (CREATE TABLE, CREATE INDEX, ALTER TABLE
-  … ADD/DROP/ALTER/RENAME), record the files as applied, and compare the target with
+  that build ``websurfing_*`` table structure (CREATE TABLE, CREATE INDEX, DROP INDEX,
+  ALTER TABLE … ADD/DROP/ALTER/RENAME), record the files as applied, and compare the target with
   the scratch database once more, triggers and the ``websurf`` schema's functions
   included; any difference rolls it all back. The remaining migrations then run as
   usual. It is generic: a later migration adding a column, a CHECK or a trigger is
@@ -88,6 +88,8 @@ _CREATE_INDEX = re.compile(
     rf"\s+ON\s+(?:ONLY\s+)?{_TABLE}",
     re.I,
 )
+# Our migrations drop only indexes of websurfing_* tables (a DROP INDEX names no table).
+_DROP_INDEX = re.compile(rf"^DROP\s+INDEX\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?{_NAME}", re.I)
 _ALTER_TABLE = re.compile(
     rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_TABLE}\s+(.*)$", re.I | re.S
 )
@@ -112,7 +114,7 @@ def _code(statement: str) -> str:
 def builds_structure(statement: str) -> bool:
     """Does this statement build ``websurfing_*`` table structure (skipped when adopting)?"""
     code = _code(statement)
-    if _CREATE_TABLE.match(code) or _CREATE_INDEX.match(code):
+    if _CREATE_TABLE.match(code) or _CREATE_INDEX.match(code) or _DROP_INDEX.match(code):
         return True
     alter = _ALTER_TABLE.match(code)
     return alter is not None and not _SETTINGS_ALTER.match(alter.group(2).strip())

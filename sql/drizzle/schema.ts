@@ -368,8 +368,11 @@ export const taskQueue = createTable(
     index("task_queue_processing_idx")
       .on(t.status, t.priority.desc().nullsFirst(), t.scheduledFor.asc())
       .where(sql`${t.status} = 'pending'`),
-    index("task_queue_worker_idx").on(t.workerId, t.status, t.startedAt),
-    index("task_queue_type_idx").on(t.taskType),
+    // Running tasks by worker (websurf status, websurf tasks, the reaper); processing
+    // rows only, so a finish adds nothing to it (sql/migrations/0022).
+    index("task_queue_claimed_idx")
+      .on(t.workerId, t.startedAt)
+      .where(sql`${t.status} = 'processing'`),
     // Retention (`websurf prune`) deletes finished tasks oldest first through this one.
     index("task_queue_cleanup_idx")
       .on(t.status, t.createdAt)

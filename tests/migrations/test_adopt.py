@@ -189,6 +189,7 @@ def test_the_tables_websurf_only_reads_are_adopted_as_before(
         ("CREATE TABLE IF NOT EXISTS websurfing_x (id int)", True),
         ("CREATE TABLE websurf.worker (id int)", False),
         ("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON websurfing_x (a)", True),
+        ("DROP INDEX CONCURRENTLY IF EXISTS task_queue_type_idx", True),
         ("-- why\nALTER TABLE websurfing_x ADD COLUMN a int, ADD CONSTRAINT c CHECK (a > 0)", True),
         ("ALTER TABLE websurfing_x SET (autovacuum_vacuum_scale_factor = 0.01)", False),
         ("CREATE OR REPLACE FUNCTION websurf.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", False),

@@ -2,7 +2,7 @@
 
 Every number comes from an index, so the snapshot stays fast on a table with millions
 of finished rows: pending tasks through the partial pending index, running tasks through
-the registered workers' claims (``task_queue_worker_idx``), finished tasks by finish
+the registered workers' claims (``task_queue_claimed_idx``), finished tasks by finish
 time through ``task_queue_finished_idx`` (only a recent window of them is counted; the
 table's total is the planner's estimate, not a count). All of it is read in one
 repeatable-read transaction, so the numbers agree with each other.
