@@ -90,6 +90,21 @@ WHERE t.id = ANY(%(ids)b::uuid[])
   AND t.attempts = f.attempts
 RETURNING t.id
 
+-- name: finish_completed_tasks
+-- finish_tasks for a batch of plain completions (the usual batch): two arrays to send
+-- instead of six (child loop).
+UPDATE websurfing_task_queue AS t
+SET status = 'completed',
+    completed_at = now(),
+    updated_at = now()
+FROM unnest(%(ids)b::uuid[], %(attempts)b::int[]) AS f(id, attempts)
+WHERE t.id = ANY(%(ids)b::uuid[])
+  AND t.id = f.id
+  AND t.status = 'processing'
+  AND t.worker_id = %(worker_id)s
+  AND t.attempts = f.attempts
+RETURNING t.id
+
 -- name: next_scheduled_at
 -- The earliest future due time among pending tasks of the worker's types (child's wake-up timer).
 SELECT min(scheduled_for)

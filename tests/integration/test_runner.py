@@ -235,6 +235,22 @@ def test_boot_registers_and_a_stop_deregisters(
     wait_for(lambda: conn.execute(QUERIES["list_workers"]).fetchall() == [], "deregistration")
 
 
+def test_a_stop_right_after_the_server_dropped_every_connection_still_deregisters(
+    serve: Serve, conn: psycopg.Connection[Any]
+) -> None:
+    """The pool still holds the dropped connections: deregistering must not give up on
+    the first dead one (the roster row would stay until it went stale)."""
+    runner = serve()
+    runner.connections.pool.wait(timeout=DEADLINE_S)  # idle pooled connections, soon dead
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+    runner.request_stop()
+    wait_for(lambda: conn.execute(QUERIES["list_workers"]).fetchall() == [], "deregistration")
+
+
 def test_boot_refuses_a_schema_that_is_behind(empty_database_url: str, gate: Gate) -> None:
     from websurf.sql.migrate import migrate, shipped_migrations
 

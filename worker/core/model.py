@@ -131,6 +131,16 @@ class Outcome:
         return self.status == Status.COMPLETED
 
     @property
+    def plain_completion(self) -> bool:
+        """Completed with nothing else to record on the task's row (no error, no new due time)."""
+        return (
+            self.status == Status.COMPLETED
+            and self.error is None
+            and self.run_at is None
+            and not self.handed_back
+        )
+
+    @property
     def duration_s(self) -> float:
         return self.duration_ms / 1000
 

@@ -46,6 +46,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -74,6 +75,15 @@ from websurf.worker.process.wakeup import Wakeup
 
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
 RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back
+DEREGISTER_WAIT_S = 2.0  # for the roster row to go at exit, at most
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # Windows, or a build without it: asyncio's own loop
+        return None
+    return uvloop.new_event_loop
 
 
 class BootError(RuntimeError):
@@ -115,10 +125,12 @@ class Runner:
         self._deadline = float("inf")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_changed: asyncio.Event | None = None
-        self._running: set[asyncio.Task[None]] = set()
         # (id, attempt) of the claims started here whose outcome is not recorded yet; the
         # id as its int, which hashes in C (a UUID's __hash__ is Python code)
         self._held: set[tuple[int, int]] = set()
+        # the runs still going, by the same key (a run removes itself as it ends, which
+        # asyncio.current_task(), Python code in 3.11, would make dearer)
+        self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._want_claim = True
         # Operators whose last claim came back short, with no announcement of new tasks
         # of theirs since: the claims leave them out until a hint or the poll interval.
@@ -239,8 +251,14 @@ class Runner:
     # -- serving ---------------------------------------------------------------------------
 
     def serve(self, *, install_signal_handlers: bool = False) -> None:
-        """Serve until stopped (``recycle_reason`` says whether it stopped by itself)."""
-        asyncio.run(self._serve(install_signal_handlers))
+        """Serve until stopped (``recycle_reason`` says whether it stopped by itself).
+
+        On uvloop where it is installed (a dependency everywhere but Windows): its loop is
+        written in C, and the loop's own work per task (scheduling each task's steps, the
+        hand-offs from the database threads) is the bulk of what a short task costs here.
+        """
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self._serve(install_signal_handlers))
 
     async def _serve(self, install_signal_handlers: bool) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -451,17 +469,18 @@ class Runner:
             self.wakeup.event.set()
 
     def _start(self, task: Task, op: Operator | None) -> None:
-        self._held.add((task.id.int, task.attempt))
-        self._running.add(asyncio.get_running_loop().create_task(self._run(task, op)))
+        key = (task.id.int, task.attempt)
+        self._held.add(key)
+        self._running[key] = asyncio.get_running_loop().create_task(self._run(task, op, key))
 
-    async def _run(self, task: Task, op: Operator | None) -> None:
+    async def _run(self, task: Task, op: Operator | None, key: tuple[int, int]) -> None:
         try:
             outcome = await self.executor.run(task)
         finally:
             if op is not None:
                 self.slots.finished(op)
             # here rather than in a done callback: that would cost a loop pass per task
-            self._running.discard(asyncio.current_task())
+            self._running.pop(key, None)
         self.recorder.add(outcome)
         self.slots.unrecorded = self.recorder.backlog
         if outcome.run_at is not None:
@@ -477,7 +496,7 @@ class Runner:
             self._stop_changed.clear()
             changed = asyncio.ensure_future(self._stop_changed.wait())
             await asyncio.wait(
-                [*self._running, changed],
+                [*self._running.values(), changed],
                 timeout=max(0.0, self._deadline - time.monotonic()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -486,17 +505,25 @@ class Runner:
         if self._running:
             self.log.warning("tasks_interrupted", tasks=len(self._running), reason="shutdown")
             self.executor.interrupting = True
-            for run in list(self._running):
+            runs = list(self._running.values())
+            for run in runs:
                 run.cancel()
-            await asyncio.gather(*self._running, return_exceptions=True)
+            await asyncio.gather(*runs, return_exceptions=True)
             self._running.clear()  # one cancelled before its first step never ran its finally
         give_up = max(self._deadline, time.monotonic()) + RECORD_MARGIN_S
         await self.recorder.close(lambda: give_up)
 
     def _deregister(self) -> None:
-        try:
-            with self.connections.pool.connection(timeout=2.0) as conn:
+        # Retried: after the server dropped its connections the pool still holds them, and
+        # each checkout that finds one dead discards it (its roster row would otherwise
+        # stay until it went stale).
+        def deregister() -> None:
+            with self.connections.pool.connection(timeout=DEREGISTER_WAIT_S) as conn:
                 workers.deregister(conn, self.worker_id)
+
+        give_up = time.monotonic() + DEREGISTER_WAIT_S
+        try:
+            self.retry("deregister", deregister, give_up_at=lambda: give_up)
         except Exception as exc:
             self.log.warning(
                 "deregister_failed", error=scrub(error_text(exc), self.config.database_url)
