@@ -290,6 +290,16 @@ def test_a_payload_is_claimed_exactly_as_it_was_enqueued(conn: psycopg.Connectio
     assert (task.id, task.payload) == (task_id, payload)
 
 
+def test_json_and_jsonb_values_read_as_json_loads_reads_their_text(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # json keeps its text as written (whitespace, repeated keys); jsonb's is canonical
+    texts = ['  { "a" : [1, 2.5, null] ,"a": true }  ', '"x"', "null", '{"n": 12345}', "[]"]
+    for text in texts:
+        row = conn.execute("SELECT %s::json, %s::jsonb", (text, text)).fetchone()
+        assert row == (json.loads(text), json.loads(text)), text
+
+
 def test_claim_only_takes_the_workers_task_types(conn: psycopg.Connection[Any]) -> None:
     alpha = enqueue(conn, "alpha", {})
     beta = enqueue(conn, "beta", {})

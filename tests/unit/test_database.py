@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from websurf.sql.database import (
     connect,
     connect_kwargs,
     describe,
+    load_json,
     redact,
     scrub,
     session_url,
@@ -180,3 +182,12 @@ def test_routes_name_each_path_without_the_password() -> None:
     }
     assert "through the pooler" in detected_only["listen_and_migrations"]
     assert "s3cret" not in str(both) + str(detected_only)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1} x', '{"a": 1', "", "  ", "NaN x", '{"a": 1}}'])
+def test_json_the_server_could_never_send_fails_as_json_loads_fails(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError) as got:
+        load_json(text.encode())
+    assert str(got.value) == str(expected.value)

@@ -149,8 +149,8 @@ class Recorder:
     def _record(self, outcomes: list[Outcome]) -> None:
         # One outcome per task: the same claim twice in a batch (a claim the database
         # forgot in a crash, made again by this process) would pass the fence twice.
-        if len({o.task.id for o in outcomes}) < len(outcomes):
-            outcomes = list({o.task.id: o for o in outcomes}.values())
+        if len({o.task.id.int for o in outcomes}) < len(outcomes):  # ints hash in C
+            outcomes = list({o.task.id.int: o for o in outcomes}.values())
         try:
             recorded = self.retry(
                 "finish", lambda: self._write(outcomes), give_up_at=lambda: self._give_up_at()
