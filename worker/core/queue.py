@@ -280,6 +280,11 @@ def _input_version(task: Task) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def audited_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The outcomes that get an audit row: attempts that ran, of tasks with a cell."""
+    return [o for o in outcomes if o.task.cell_id is not None and not o.handed_back]
+
+
 def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcome]) -> int:
     """Write one robot_input_event per attempt that has a cell, then the cells' new content.
 
@@ -292,7 +297,7 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
     spreadsheet, column or row removed) gets no audit row and is cancelled, with the
     reason, instead of failing on the audit row's foreign key.
     """
-    audited = [o for o in outcomes if o.task.cell_id is not None and not o.handed_back]
+    audited = audited_outcomes(outcomes)
     if not audited:
         return 0
     versions = [_input_version(o.task) for o in audited]
