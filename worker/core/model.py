@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Container
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -45,6 +45,9 @@ class Backoff:
         return max(0.0, delay * random.uniform(1 - self.jitter, 1 + self.jitter))
 
 
+_UNREAD: Any = object()  # Task._cell_id before the payload's cell_id was first read
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     id: UUID
@@ -53,20 +56,19 @@ class Task:
     attempt: int
     max_attempts: int
     priority: int = 5
+    # cell_id, read from the payload once: the claim, the executor, the handler and the
+    # recorder each ask (eight times for a robot cell's task), and parsing a UUID costs
+    # about two microseconds. Not part of the task's identity.
+    _cell_id: Any = field(default=_UNREAD, init=False, repr=False, compare=False)
 
     @property
     def cell_id(self) -> str | None:
         """The payload's ``cell_id`` when it is a UUID; None otherwise (no cell to audit)."""
-        payload: Any = self.payload  # typed as an object, but a row may hold anything
-        if not isinstance(payload, dict):
-            return None
-        value = payload.get("cell_id")
-        if value is None:
-            return None
-        try:
-            return str(uuid.UUID(str(value)))
-        except ValueError:
-            return None
+        cell_id = self._cell_id
+        if cell_id is _UNREAD:
+            cell_id = _cell_id_of(self.payload)
+            object.__setattr__(self, "_cell_id", cell_id)  # frozen: set once, here
+        return cell_id  # type: ignore[no-any-return]
 
     @property
     def malformed(self) -> str | None:
@@ -77,6 +79,18 @@ class Task:
         value = payload.get("cell_id")
         if value is not None and self.cell_id is None:
             return f"payload cell_id {str(value)[:80]!r} is not a UUID"
+        return None
+
+
+def _cell_id_of(payload: Any) -> str | None:  # typed as an object: a row may hold anything
+    if not isinstance(payload, dict):
+        return None
+    value = payload.get("cell_id")
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
         return None
 
 
