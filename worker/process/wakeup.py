@@ -73,6 +73,11 @@ def _release(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _close_unwanted(attempt: asyncio.Future[psycopg.Connection[Any]]) -> None:
+    if not attempt.cancelled() and attempt.exception() is None:
+        attempt.result().close()
+
+
 class Wakeup:
     """Tells the claim loop when it may find work."""
 
@@ -146,8 +151,15 @@ class Wakeup:
             conn.execute(f"LISTEN {CHANNEL}")
             return conn
 
+        attempt = asyncio.ensure_future(
+            asyncio.to_thread(self.retry, "listen", connect, until_stop=True)
+        )
         try:
-            conn = await asyncio.to_thread(self.retry, "listen", connect, until_stop=True)
+            conn = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            # Closed meanwhile: the thread cannot be stopped and may still connect.
+            attempt.add_done_callback(_close_unwanted)
+            raise
         except psycopg.OperationalError:
             return  # stopping: nothing left to listen for
         finally:
