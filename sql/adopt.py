@@ -18,11 +18,11 @@ missing: unaudited edits, no ``new_task`` notifications.
   refuse, naming every differing object, and change nothing.
 * Adopt: in ONE transaction, run every statement of the adopted migrations except those
   that build ``websurfing_*`` table structure (CREATE TABLE, CREATE INDEX, DROP INDEX,
-  ALTER TABLE … ADD/DROP/ALTER/RENAME), record the files as applied, and compare the target with
-  the scratch database once more, triggers and the ``websurf`` schema's functions
-  included; any difference rolls it all back. The remaining migrations then run as
-  usual. It is generic: a later migration adding a column, a CHECK or a trigger is
-  covered without a change here.
+  ALTER TABLE … ADD/DROP/ALTER/RENAME), record the files as applied, and compare the
+  target with the scratch database once more, triggers and the ``websurf`` schema's
+  functions included; any difference rolls it all back. The remaining migrations then
+  run as usual. It is generic: a later migration adding a column, a CHECK or a trigger
+  is covered without a change here.
 * Cost and rights: the scratch database needs CREATEDB for the migrating user; it is
   dropped afterwards. Role creation in the migrations (server-wide, IF NOT EXISTS) may
   happen while the scratch database is built, even when adoption is then refused.
