@@ -71,6 +71,8 @@ RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
 
 -- name: finish_tasks
 -- Record the outcome of claimed tasks, only where this worker still holds that claim (child loop).
+-- A batch of plain completions (the usual batch) sends only ids and attempts, the other
+-- arrays NULL: unnest pads them with NULLs, read as completed, nothing to record.
 UPDATE websurfing_task_queue AS t
 SET status = f.status,
     completed_at = CASE WHEN f.status = 'completed' THEN now() ELSE t.completed_at END,
@@ -79,25 +81,14 @@ SET status = f.status,
     error_message = COALESCE(f.error, t.error_message),
     attempts = t.attempts - f.uncount,
     updated_at = now()
-FROM unnest(%(ids)b::uuid[], %(attempts)b::int[], %(statuses)b::text[],
-            %(run_at)b::timestamptz[], %(errors)b::text[], %(uncount)b::int[])
-     AS f(id, attempts, status, run_at, error, uncount)
+FROM (
+    SELECT id, attempts, COALESCE(status, 'completed') AS status, run_at, error,
+           COALESCE(uncount, 0) AS uncount
+    FROM unnest(%(ids)b::uuid[], %(attempts)b::int[], %(statuses)b::text[],
+                %(run_at)b::timestamptz[], %(errors)b::text[], %(uncount)b::int[])
+         AS u(id, attempts, status, run_at, error, uncount)
+) AS f
 -- The redundant = ANY drives the plan through the primary key, then joins the outcomes.
-WHERE t.id = ANY(%(ids)b::uuid[])
-  AND t.id = f.id
-  AND t.status = 'processing'
-  AND t.worker_id = %(worker_id)s
-  AND t.attempts = f.attempts
-RETURNING t.id
-
--- name: finish_completed_tasks
--- finish_tasks for a batch of plain completions (the usual batch): two arrays to send
--- instead of six (child loop).
-UPDATE websurfing_task_queue AS t
-SET status = 'completed',
-    completed_at = now(),
-    updated_at = now()
-FROM unnest(%(ids)b::uuid[], %(attempts)b::int[]) AS f(id, attempts)
 WHERE t.id = ANY(%(ids)b::uuid[])
   AND t.id = f.id
   AND t.status = 'processing'
