@@ -29,8 +29,6 @@ connection: ``unsupported startup parameter: options``). So:
 
 from __future__ import annotations
 
-import json
-import json.scanner
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -49,6 +47,8 @@ from tenacity import (
 )
 
 from websurf.sql import QUERIES
+from websurf.sql.json_text import UnreadableJson as UnreadableJson  # re-exported
+from websurf.sql.json_text import load_json
 from websurf.sql.target import DIRECT_URL_ENV_VARS as DIRECT_URL_ENV_VARS
 from websurf.sql.target import (  # re-exported: where to connect
     URL_ENV_VARS as URL_ENV_VARS,
@@ -59,31 +59,6 @@ from websurf.sql.target import configured_direct_url as configured_direct_url
 from websurf.sql.target import configured_url as configured_url
 
 log = structlog.get_logger("websurf.database")
-
-
-_json_decoder = json.JSONDecoder()
-_decode_json = _json_decoder.decode
-# json's C scanner, one value from an offset (typeshed types its argument wrongly)
-_scan_json = json.scanner.make_scanner(_json_decoder)  # type: ignore[arg-type]
-
-
-def load_json(data: bytes | bytearray | memoryview | str) -> Any:
-    """json and jsonb values from the server, as ``json.loads`` reads them, cheaper.
-
-    psycopg hands ``json.loads`` bytes, which it first sniffs for an encoding; the
-    server's text is always UTF-8, so it is decoded here. jsonb's text is canonical (no
-    surrounding whitespace), so json's C scanner reads it in one call, without the
-    decoder's Python layers; anything it does not consume whole goes through the full
-    decoder, which reads it (json with whitespace) or raises as json.loads would. A
-    claimed task's payload, parsed on the claim's hot path, costs less than half."""
-    text = data if isinstance(data, str) else str(data, "utf-8")
-    try:
-        value, end = _scan_json(text, 0)
-    except StopIteration:
-        return _decode_json(text)
-    if end != len(text):
-        return _decode_json(text)
-    return value
 
 
 set_json_loads(load_json)  # for every connection the process opens after this import

@@ -55,6 +55,7 @@
  */
 import { relations, sql } from "drizzle-orm";
 import {
+  type AnyPgColumn,
   check,
   foreignKey,
   index,
@@ -148,6 +149,19 @@ export type TransformerStepData = { inputs?: { [step: string]: string } } & {
 /** Every table of the web app is named `websurfing_<name>` (T3 multi-project schema). */
 export const createTable = pgTableCreator((name) => `websurfing_${name}`);
 
+// Value limits (sql/migrations/0023; README, "Hostile and careless input"): one row
+// holding an extreme value used to stop every worker or admin command. Each helper
+// writes one clause of a CHECK, in the words the migration uses, so that the catalogs
+// compare equal.
+/** A timestamp websurf can read anywhere: between 1900 and 9000, never infinite. */
+const inTimeRange = (column: AnyPgColumn) =>
+  sql`${column} BETWEEN '1900-01-01 00:00:00+00' AND '9000-01-01 00:00:00+00'`;
+/** JSON at most 64 levels deep (no value under more than 64 objects or arrays). */
+const jsonDepthLimit = (column: AnyPgColumn) =>
+  sql`NOT jsonb_path_exists(${column}, 'strict $.**{65}')`;
+/** JSON whose text is at most 1 MiB. */
+const jsonSizeLimit = (column: AnyPgColumn) => sql`octet_length(${column}::text) <= 1048576`;
+
 // ---------------------------------------------------------------------------------
 // Auth: the four next-auth tables of the T3 Drizzle template (sql/migrations/0001).
 // ---------------------------------------------------------------------------------
@@ -240,6 +254,14 @@ export const spreadsheets = createTable(
   (t) => [
     index("spreadsheet_owner_idx").on(t.ownerId),
     index("spreadsheet_name_idx").on(t.name),
+    check(
+      "spreadsheet_times_in_range",
+      sql`${inTimeRange(t.createdAt)} AND ${inTimeRange(t.updatedAt)}`,
+    ),
+    check(
+      "spreadsheet_default_size_range",
+      sql`${t.defaultColumns} BETWEEN 0 AND 1000 AND ${t.defaultRows} BETWEEN 0 AND 100000`,
+    ),
   ],
 );
 
@@ -287,6 +309,10 @@ export const columns = createTable(
     index("column_refresh_idx")
       .on(t.id)
       .where(sql`${t.refreshEvery} IS NOT NULL`),
+    check("column_operator_options_size", jsonSizeLimit(t.operatorOptions)),
+    check("column_operator_options_depth", jsonDepthLimit(t.operatorOptions)),
+    check("column_refresh_every_maximum", sql`${t.refreshEvery} <= '10 years'::interval`),
+    check("column_created_at_in_range", inTimeRange(t.createdAt)),
   ],
 );
 
@@ -318,6 +344,7 @@ export const cells = createTable(
     index("cell_spreadsheet_idx").on(t.spreadsheetId),
     index("cell_column_idx").on(t.columnId),
     unique("cell_unique_position").on(t.spreadsheetId, t.columnId, t.rowNumber),
+    check("cell_times_in_range", sql`${inTimeRange(t.createdAt)} AND ${inTimeRange(t.updatedAt)}`),
   ],
 );
 
@@ -389,6 +416,33 @@ export const taskQueue = createTable(
     // sql/migrations/0014: every reader looks keys up in the payload, so it must be an
     // object (a '[1]' payload used to crash the workers that claimed it).
     check("task_queue_payload_object", sql`jsonb_typeof(${t.payload}) = 'object'`),
+    // sql/migrations/0023: limits that keep one row from stopping the claim or the worker.
+    check(
+      "task_queue_priority_range",
+      sql`${t.priority} IS NOT NULL AND ${t.priority} BETWEEN -1000 AND 1000`,
+    ),
+    check(
+      "task_queue_max_attempts_range",
+      sql`${t.maxAttempts} IS NOT NULL AND ${t.maxAttempts} BETWEEN 1 AND 1000`,
+    ),
+    // below max_attempts while pending, so that the claim's attempts + 1 always fits
+    check(
+      "task_queue_attempts_range",
+      sql`${t.attempts} IS NOT NULL AND ${t.attempts} >= 0 AND ${t.attempts} <= ${t.maxAttempts}
+        AND (${t.attempts} < ${t.maxAttempts} OR ${t.status} <> 'pending')`,
+    ),
+    check("task_queue_status_not_null", sql`${t.status} IS NOT NULL`),
+    check(
+      "task_queue_times_in_range",
+      sql`${t.scheduledFor} IS NOT NULL AND ${t.createdAt} IS NOT NULL
+        AND ${t.updatedAt} IS NOT NULL AND ${inTimeRange(t.scheduledFor)}
+        AND ${inTimeRange(t.createdAt)} AND ${inTimeRange(t.updatedAt)}
+        AND ${inTimeRange(t.startedAt)} AND ${inTimeRange(t.completedAt)}
+        AND ${inTimeRange(t.failedAt)}`,
+    ),
+    check("task_queue_payload_size", jsonSizeLimit(t.payload)),
+    check("task_queue_payload_depth", jsonDepthLimit(t.payload)),
+    check("task_queue_unique_key_length", sql`octet_length(${t.uniqueKey}) BETWEEN 1 AND 1000`),
   ],
 );
 
@@ -545,6 +599,20 @@ export const transformerSessions = createTable(
     index("transformer_session_name_idx").on(t.sessionName),
     index("transformer_session_status_idx").on(t.isCompleted, t.requiresUserInput),
     index("transformer_session_time_idx").on(t.createdAt),
+    check(
+      "transformer_session_times_in_range",
+      sql`${inTimeRange(t.createdAt)} AND ${inTimeRange(t.updatedAt)}
+        AND ${inTimeRange(t.completedAt)} AND ${inTimeRange(t.cancelledAt)}`,
+    ),
+    check("transformer_session_input_size", jsonSizeLimit(t.initialInput)),
+    check(
+      "transformer_session_json_depth",
+      sql`${jsonDepthLimit(t.initialInput)} AND ${jsonDepthLimit(t.stepData)}`,
+    ),
+    check(
+      "transformer_session_steps_range",
+      sql`${t.currentStep} BETWEEN 0 AND 10000 AND ${t.totalSteps} BETWEEN 0 AND 10000`,
+    ),
   ],
 );
 

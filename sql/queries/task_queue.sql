@@ -43,8 +43,13 @@ GROUP BY task_type
 -- name: claim_tasks
 -- Claim up to %(limit)s due tasks of the worker's types at %(min_priority)s or above, counting
 -- the attempt (child loop).
+-- The byte budget: rows are taken in claim order while the payloads before them add up to
+-- less than %(max_bytes)s bytes of JSON text (so always at least one), and the rest stay
+-- pending for the next claim; a claim holds at most the budget plus one payload (1 MiB at
+-- most, 0023) in memory. Nothing a row can hold fails the statement: 0023's limits keep
+-- attempts + 1 below max_attempts and every timestamp finite.
 WITH picked AS MATERIALIZED (
-    SELECT id
+    SELECT id, priority, scheduled_for, octet_length(payload::text) AS bytes
     FROM websurfing_task_queue
     WHERE status = 'pending'
       AND scheduled_for <= now()
@@ -53,6 +58,15 @@ WITH picked AS MATERIALIZED (
     ORDER BY priority DESC, scheduled_for ASC
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), within_budget AS (
+    SELECT id, bytes
+    FROM (
+        SELECT id, bytes,
+               sum(bytes) OVER (ORDER BY priority DESC, scheduled_for ASC, id
+                                ROWS UNBOUNDED PRECEDING) - bytes AS bytes_before
+        FROM picked
+    ) AS running
+    WHERE bytes_before < %(max_bytes)s
 )
 UPDATE websurfing_task_queue AS t
 SET status = 'processing',
@@ -60,14 +74,17 @@ SET status = 'processing',
     worker_id = %(worker_id)s,
     attempts = t.attempts + 1,
     updated_at = now()
--- = ANY(ARRAY(...)) makes the update a primary-key lookup per claimed row; a join
+FROM within_budget AS w
+-- = ANY(ARRAY(...)) makes the update a primary-key lookup per claimed row; a join alone
 -- against the CTE lets the planner hash the whole table instead.
-WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
+WHERE t.id = ANY(ARRAY(SELECT id FROM within_budget))
+  AND t.id = w.id
 -- waited_s: from when the task became due (the later of its creation and its schedule)
 -- to this claim, on the database clock; one float is cheaper to read than two timestamps.
 RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
           extract(epoch FROM now() - GREATEST(t.scheduled_for, t.created_at))::float8
-              AS waited_s
+              AS waited_s,
+          w.bytes AS payload_bytes
 
 -- name: finish_tasks
 -- Record the outcome of claimed tasks, only where this worker still holds that claim (child loop).

@@ -152,7 +152,7 @@ def test_the_finished_tally_counts_kinds_and_durations_per_task_type() -> None:
 
 def test_the_claimed_tally_counts_how_long_each_task_waited_by_type() -> None:
     def row(task_type: str, waited_s: float) -> ClaimedRow:
-        return ClaimedRow(uuid.uuid4(), task_type, {}, 1, 3, 5, waited_s=waited_s)
+        return ClaimedRow(uuid.uuid4(), task_type, {}, 1, 3, 5, waited_s=waited_s, payload_bytes=2)
 
     latencies = tally_claimed([row("a", 0.002), row("a", 0.2), row("b", -5.0)])  # b: never < 0
 

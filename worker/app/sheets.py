@@ -123,8 +123,11 @@ def _spreadsheet(row: dict[str, Any]) -> Spreadsheet:
         id=row["id"],
         name=row["name"],
         owner_id=row["owner_id"],
-        default_columns=row["default_columns"],
-        default_rows=row["default_rows"],
+        # NULL (the plan's columns allow it): the plan's defaults
+        default_columns=DEFAULT_COLUMNS
+        if row["default_columns"] is None
+        else row["default_columns"],
+        default_rows=DEFAULT_ROWS if row["default_rows"] is None else row["default_rows"],
         description=row["description"],
         is_public=bool(row["is_public"]),
         created_at=row["created_at"],

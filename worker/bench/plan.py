@@ -16,7 +16,7 @@ from psycopg import sql
 from websurf.sql import QUERIES
 from websurf.worker.bench.harness import BENCH_WORKER_ID, reset, scratch_connection
 from websurf.worker.config import BATCH_MAX
-from websurf.worker.core.queue import LOWEST_PRIORITY
+from websurf.worker.core.queue import CLAIM_MAX_BYTES, LOWEST_PRIORITY
 
 EXPLAIN_REPEATS = 5
 _EXECUTION_TIME = re.compile(r"Execution Time: ([\d.]+) ms")
@@ -114,6 +114,7 @@ def measure_claim_plan(
             "limit": limit,
             "worker_id": BENCH_WORKER_ID,
             "min_priority": LOWEST_PRIORITY,
+            "max_bytes": CLAIM_MAX_BYTES,
         }
         custom = [_explain_custom(conn, params) for _ in range(EXPLAIN_REPEATS + 1)]
     generic = _explain_generic(url, params, EXPLAIN_REPEATS + 1)

@@ -25,6 +25,8 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from websurf.sql.json_text import UnreadableJson
+
 BACKOFF_BASE_S = 1.0
 BACKOFF_FACTOR = 2.0
 BACKOFF_MAX_S = 300.0
@@ -74,6 +76,8 @@ class Task:
     def malformed(self) -> str | None:
         """Why the worker cannot understand this task's row, or None when it can."""
         payload: Any = self.payload
+        if isinstance(payload, UnreadableJson):
+            return f"payload cannot be read: {payload.reason}"
         if not isinstance(payload, dict):
             return f"payload must be a JSON object, not {type(payload).__name__}"
         value = payload.get("cell_id")
@@ -210,7 +214,8 @@ def retry_or_fail(
 
 
 class ClaimedRow(NamedTuple):
-    """A row of ``claim_tasks``: the claimed task, and how long it had been due (for metrics).
+    """A row of ``claim_tasks``: the claimed task, how long it had been due (for metrics)
+    and its payload's size (for the byte budget).
 
     A named tuple, not a dataclass: the claim builds one per task on the hot path.
     """
@@ -224,6 +229,7 @@ class ClaimedRow(NamedTuple):
     # seconds from when the task became due (the later of its creation and its
     # scheduled time) to the claim, on the database clock
     waited_s: float
+    payload_bytes: int  # of JSON text, as the claim's byte budget counts them
 
     @property
     def task(self) -> Task:

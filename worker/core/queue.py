@@ -35,6 +35,9 @@ URGENT_PRIORITY = PRIORITY + 1  # above the default: a person waits (an edit's r
 TASK_TYPE_MAX_LENGTH = 100
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # priority and max_attempts are integer columns
 MAX_DELAY = timedelta(days=36_500)  # a task due in a century is a mistake, not a schedule
+# A claim stops taking tasks once their payloads add up to this many bytes of JSON text
+# (always at least one task; a payload is at most 1 MiB, migration 0023).
+CLAIM_MAX_BYTES = 8 * 2**20
 
 
 class EnqueueError(ValueError):
@@ -220,8 +223,10 @@ def claim_rows(
     limit: int,
     *,
     min_priority: int = LOWEST_PRIORITY,
+    max_bytes: int = CLAIM_MAX_BYTES,
 ) -> list[ClaimedRow]:
-    """Claim up to ``limit`` due tasks; the rows of ``claim_tasks`` (for metrics, too)."""
+    """Claim up to ``limit`` due tasks whose payloads fit ``max_bytes`` (at least one task);
+    the rows of ``claim_tasks`` (for metrics, too)."""
     with conn.cursor(row_factory=_claimed_row) as cur:
         return cur.execute(
             QUERIES["claim_tasks"],
@@ -230,8 +235,14 @@ def claim_rows(
                 "limit": limit,
                 "worker_id": worker_id,
                 "min_priority": min_priority,
+                "max_bytes": max_bytes,
             },
         ).fetchall()
+
+
+def budget_spent(rows: Sequence[ClaimedRow], max_bytes: int = CLAIM_MAX_BYTES) -> bool:
+    """Whether a claim's payloads reached the byte budget (more tasks may be waiting)."""
+    return sum(row.payload_bytes for row in rows) >= max_bytes
 
 
 def claim(

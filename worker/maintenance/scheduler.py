@@ -15,7 +15,8 @@ Design note
   runs. Ticks are computed from the database's clock (hosts with skewed clocks agree)
   and each task is enqueued with ``scheduled_for`` = its tick.
 * One transaction per tick: a schedule that cannot run (a row written by hand with a
-  bad expression) is logged and skipped; the others run.
+  bad expression, time zone or payload) is logged (``schedule_invalid``) and paused, so
+  that it neither runs nor stays first in line every turn; the others run.
 * A robot column's tick starts a refresh round instead of enqueuing one task
   (:mod:`websurf.worker.app.refresh`), claimed the same way.
 """
@@ -31,6 +32,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
+from websurf.sql.json_text import UnreadableJson
 from websurf.worker.core import queue
 from websurf.worker.core.registry import Registry
 from websurf.worker.core.schedules import (
@@ -77,9 +79,23 @@ def run_once(
     for row in due:
         try:
             _run_tick(conn, row, now, counts, registry)
-        except (ScheduleError, queue.EnqueueError, psycopg.DataError) as exc:
-            # A row written by hand that cannot run: say so, and let the others run.
-            log.warning("schedule_invalid", schedule=row["name"], error=str(exc))
+        except (
+            ScheduleError,
+            queue.EnqueueError,
+            psycopg.DataError,
+            psycopg.IntegrityError,
+            ArithmeticError,
+        ) as exc:
+            # A row written by hand that cannot run: say so, pause it (else it stays due,
+            # first in line, and enough of them would crowd out every other schedule), and
+            # let the others run.
+            conn.execute(
+                QUERIES["set_schedule_paused"],
+                {"name": row["name"], "paused": True, "next_run_at": None},
+            )
+            log.warning(
+                "schedule_invalid", schedule=row["name"], error=str(exc).strip(), paused=True
+            )
     if due:
         log.debug(  # each tick enqueued has its own info line
             "schedules_ran",
@@ -98,6 +114,8 @@ def _run_tick(
     counts: TickCounts,
     registry: Registry | None,
 ) -> None:
+    if isinstance(row["payload"], UnreadableJson):
+        raise ScheduleError(f"payload cannot be read: {row['payload'].reason}")
     timing = (row["cron"], row["every"], row["time_zone"])
     tick, missed = latest_tick(*timing, row["next_run_at"], now)
     following = next_tick(*timing, tick)

@@ -405,17 +405,17 @@ class Runner:
             limit = min(wanted, self.slots.free())
             if limit <= 0:
                 return True
-            tasks = await self._claim(types, limit)
-            if len(tasks) < limit:
+            tasks, spent = await self._claim(types, limit)
+            if len(tasks) < limit and not spent:
                 self._drained.update(types)  # until a hint or a poll says otherwise
             handed_back = self._start_claimed(tasks, stuck)
-            full = full or handed_back or len(tasks) >= limit
+            full = full or handed_back or spent or len(tasks) >= limit
         return full
 
     async def _claim_urgent(self) -> None:
         """Claim urgent tasks (above the default priority) into the reserve slots."""
         limit = min(self.slots.urgent_free(), self.config.batch_max)
-        tasks = await self._claim(self.task_types, limit, min_priority=queue.URGENT_PRIORITY)
+        tasks, _ = await self._claim(self.task_types, limit, min_priority=queue.URGENT_PRIORITY)
         self._start_claimed(tasks, self.executor.stuck, urgent=True)
 
     def _start_claimed(self, tasks: list[Task], stuck: int, *, urgent: bool = False) -> bool:
@@ -440,15 +440,17 @@ class Runner:
 
     async def _claim(
         self, types: list[str], limit: int, *, min_priority: int = queue.LOWEST_PRIORITY
-    ) -> list[Task]:
-        def claim() -> list[Task]:
+    ) -> tuple[list[Task], bool]:
+        """The tasks claimed, and whether the claim's byte budget cut it short."""
+
+        def claim() -> tuple[list[Task], bool]:
             conn = self.connections.claimer.get()
             with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
                 rows = queue.claim_rows(
                     conn, self.worker_id, types, limit, min_priority=min_priority
                 )
             self.metrics.claimed(rows)
-            return [row.task for row in rows]
+            return [row.task for row in rows], queue.budget_spent(rows)
 
         if self.slots.running == 0 and self.slots.unrecorded == 0:
             # Idle: nothing else on the loop can be kept waiting, so claim right here and
