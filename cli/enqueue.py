@@ -16,7 +16,14 @@ from websurf.cli.options import (
 )
 from websurf.cli.render import EXIT_USAGE, CommandError, echo, one_line_errors
 from websurf.worker.core.payloads import PayloadError, parse_object
-from websurf.worker.core.queue import INT32_MAX, INT32_MIN, PRIORITY, EnqueueError, enqueue
+from websurf.worker.core.queue import (
+    MAX_ATTEMPTS_LIMIT,
+    PRIORITY,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    EnqueueError,
+    enqueue,
+)
 from websurf.worker.core.registry import OperatorError, load_operators
 
 
@@ -25,7 +32,10 @@ from websurf.worker.core.registry import OperatorError, load_operators
 @click.argument("task_type")
 @option("--payload", default="{}", help="The task's payload, a JSON object.")
 @option(
-    "--priority", type=int, default=PRIORITY, help=f"Higher runs first ({INT32_MIN}..{INT32_MAX})."
+    "--priority",
+    type=int,
+    default=PRIORITY,
+    help=f"Higher runs first ({PRIORITY_MIN}..{PRIORITY_MAX}).",
 )
 @option("--delay", default=None, help="Run after this long, e.g. 30s, 5m, 2h.")
 @option("--at", "at", default=None, help="Run at this ISO 8601 time (with a time zone).")
@@ -57,10 +67,12 @@ def enqueue_command(
     """Add a task of TASK_TYPE to the queue and print its id."""
     with one_line_errors(PayloadError, exit_code=EXIT_USAGE, prefix="--payload "):
         body = parse_object(payload)
-    if not INT32_MIN <= priority <= INT32_MAX:
-        raise CommandError(f"--priority must be between {INT32_MIN} and {INT32_MAX}", EXIT_USAGE)
-    if max_attempts is not None and not 1 <= max_attempts <= INT32_MAX:
-        raise CommandError(f"--max-attempts must be between 1 and {INT32_MAX}", EXIT_USAGE)
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise CommandError(
+            f"--priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}", EXIT_USAGE
+        )
+    if max_attempts is not None and not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise CommandError(f"--max-attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}", EXIT_USAGE)
     if delay and at:
         raise CommandError("give --delay or --at, not both", EXIT_USAGE)
     when = None

@@ -96,7 +96,8 @@ WITH culprits AS (
 )
 UPDATE websurfing_task_queue AS t
 SET status = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
-    attempts = CASE WHEN h.counted THEN t.attempts ELSE t.attempts - 1 END,
+    -- never below 0 (0023's limit): a row written by hand may hold a claim it never counted
+    attempts = CASE WHEN h.counted THEN t.attempts ELSE greatest(t.attempts - 1, 0) END,
     failed_at = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN now()
                      ELSE t.failed_at END,
     scheduled_for = CASE WHEN h.counted AND t.attempts >= t.max_attempts THEN t.scheduled_for

@@ -602,3 +602,98 @@ def test_a_database_holding_hostile_rows_migrates_and_repairs_them(
     assert schedules["eons"] == ["10 years", "1900-01-01 00:00:00+00", False]
     assert schedules["deep"][2] is True  # its payload had to go: paused
     assert others == (True, 100000, True, 0, 86400.0)
+
+
+# -- the limits as the commands and the Python API meet them ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "reason"),
+    [
+        (queue.NewTask("noop", {}, priority=1001), "priority must be between -1000 and 1000"),
+        (queue.NewTask("noop", {}, max_attempts=1001), "max attempts must be between 1 and 1000"),
+        (queue.NewTask("noop", {"a": [[[[]]]]}), None),  # within the limits
+        (
+            queue.NewTask("noop", {"text": "x" * (2 * 2**20)}),
+            "breaks its limit task_queue_payload_size",
+        ),
+        (
+            queue.NewTask("noop", {}, unique_key="k" * 10_000),
+            "breaks its limit task_queue_unique_key_length",
+        ),
+    ],
+    ids=["priority", "max attempts", "fine", "2 MiB payload", "long unique key"],
+)
+def test_enqueue_refuses_what_breaks_a_limit_in_one_line(
+    conn: psycopg.Connection[Any], task: queue.NewTask, reason: str | None
+) -> None:
+    if reason is None:
+        queue.enqueue_many(conn, [task])
+        return
+    with pytest.raises(queue.EnqueueError, match=reason):
+        queue.enqueue_many(conn, [task])
+    assert conn.execute("SELECT count(*) FROM websurfing_task_queue").fetchone() == (0,)
+
+
+def test_enqueue_refuses_a_payload_deeper_than_the_database_keeps(
+    conn: psycopg.Connection[Any],
+) -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(70):
+        deep = {"a": deep}
+    with pytest.raises(queue.EnqueueError, match="nested more than 64 levels deep"):
+        queue.enqueue(conn, "noop", deep)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["enqueue", "noop", "--payload", '{"text": "' + "x" * (2 * 2**20) + '"}'],
+        ["enqueue", "noop", "--priority", "1001"],
+        ["schedules", "add", "s", "noop", "--every", "0.5s", "--allow-unknown-type"],
+        ["schedules", "add", "s", "noop", "--every", "3650d", "--allow-unknown-type"],
+        ["schedules", "add", "s", "noop", "--every", "1h", "--priority", "5000"],
+    ],
+    ids=["2 MiB payload", "priority", "every 0.5s", "every 10 years", "schedule priority"],
+)
+def test_a_command_asked_to_break_a_limit_says_so_in_one_line(
+    database_url: str, args: list[str]
+) -> None:
+    result = _cli(*args, "--database-url", database_url)
+    _answers(result, " ".join(args[:2]))
+    assert result.exit_code != 0
+
+
+def test_a_retry_past_the_attempts_limit_says_so_in_one_line(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    task = _one(
+        conn,
+        "INSERT INTO websurfing_task_queue (task_type, payload, status, attempts, max_attempts)"
+        " VALUES ('noop', '{}', 'failed', 1000, 1000) RETURNING id",
+    )
+
+    result = _cli("tasks", "retry", str(task), "--database-url", database_url)
+
+    _answers(result, "tasks retry")
+    assert result.exit_code != 0 and "at most 1000 attempts" in result.output
+
+
+def test_a_replacement_recovers_a_claim_its_predecessor_never_counted(
+    conn: psycopg.Connection[Any],
+) -> None:
+    dead = "host-a/0/dead"
+    task = _one(
+        conn,
+        "INSERT INTO websurfing_task_queue (task_type, payload, status, attempts, worker_id,"
+        " started_at) VALUES ('noop', '{}', 'processing', 0, %s, now()) RETURNING id",
+        dead,
+    )
+
+    counts = reaper.recover_dead_worker(conn, dead, how="killed by SIGKILL")
+
+    assert counts.handed_back == 1
+    row = conn.execute(
+        "SELECT status, attempts FROM websurfing_task_queue WHERE id = %s", (task,)
+    ).fetchone()
+    assert row == ("pending", 0)

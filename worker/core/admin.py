@@ -19,10 +19,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg.rows import class_row, dict_row
 
 from websurf.sql import QUERIES
 from websurf.worker.core.model import Status
+from websurf.worker.core.queue import MAX_ATTEMPTS_LIMIT
 
 LIST_LIMIT = 50
 RETRY_ATTEMPTS = 1
@@ -163,10 +165,18 @@ def retry_task(
     """
     if attempts < 1:
         raise InvalidRequest("a retry needs at least 1 more attempt")
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            QUERIES["retry_task"], {"id": task_id, "more_attempts": attempts}
-        ).fetchone()
+    if attempts > MAX_ATTEMPTS_LIMIT:
+        raise InvalidRequest(f"a task may have at most {MAX_ATTEMPTS_LIMIT} attempts in all")
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                QUERIES["retry_task"], {"id": task_id, "more_attempts": attempts}
+            ).fetchone()
+    except psycopg.errors.CheckViolation:  # 0023: attempts so far plus these, at most 1000
+        raise InvalidRequest(
+            f"a task may have at most {MAX_ATTEMPTS_LIMIT} attempts in all:"
+            " retry it with fewer more attempts"
+        ) from None
     if row is None:
         raise WrongState(
             f"task {task_id} is {_get_task(conn, task_id).status}:"

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-MAX_DEPTH = 100  # arrays and objects inside one another
+MAX_DEPTH = 64  # arrays and objects inside one another (the database's limit, 0023)
 MAX_INTEGER_DIGITS = 4300  # Python's default int_max_str_digits
 _MAX_INTEGER = 10**MAX_INTEGER_DIGITS
 

@@ -13,13 +13,15 @@ was handed to another cannot overwrite the newer attempt.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 from psycopg.rows import RowMaker, class_row, scalar_row
 from psycopg.types.json import Jsonb
@@ -33,7 +35,9 @@ PRIORITY = 5
 LOWEST_PRIORITY = -(2**31)  # the column is an integer
 URGENT_PRIORITY = PRIORITY + 1  # above the default: a person waits (an edit's robot is 8)
 TASK_TYPE_MAX_LENGTH = 100
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # priority and max_attempts are integer columns
+# The database's limits (migration 0023), checked here first for a one-line refusal.
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+MAX_ATTEMPTS_LIMIT = 1000
 MAX_DELAY = timedelta(days=36_500)  # a task due in a century is a mistake, not a schedule
 # A claim stops taking tasks once their payloads add up to this many bytes of JSON text
 # (always at least one task; a payload is at most 1 MiB, migration 0023).
@@ -77,8 +81,8 @@ def _checked(task: NewTask, registry: Registry | None, allow_unknown_type: bool)
     reason = payloads.problem(task.payload)
     if reason:
         raise EnqueueError(f"payload {reason}")
-    if not INT32_MIN <= task.priority <= INT32_MAX:
-        raise EnqueueError(f"priority must be between {INT32_MIN} and {INT32_MAX}")
+    if not PRIORITY_MIN <= task.priority <= PRIORITY_MAX:
+        raise EnqueueError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}")
     op = registry.get(task.task_type) if registry is not None else None
     if registry is not None and op is None and not allow_unknown_type:
         known = ", ".join(registry.names()) or "none"
@@ -91,8 +95,8 @@ def _checked(task: NewTask, registry: Registry | None, allow_unknown_type: bool)
         if task.max_attempts is not None
         else (op.max_attempts if op else MAX_ATTEMPTS)
     )
-    if not 1 <= max_attempts <= INT32_MAX:
-        raise EnqueueError(f"max attempts must be between 1 and {INT32_MAX}")
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise EnqueueError(f"max attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
     if task.delay is not None and task.scheduled_for is not None:
         raise EnqueueError("give a delay or a time, not both")
     scheduled_for = task.scheduled_for
@@ -161,7 +165,7 @@ def enqueue(
         "max_attempts": checked.max_attempts,
         "scheduled_for": checked.scheduled_for,
     }
-    with conn.cursor(row_factory=scalar_row) as cur:
+    with _database_limits(), conn.cursor(row_factory=scalar_row) as cur:
         inserted: UUID | None = cur.execute(QUERIES["enqueue_task"], params).fetchone()
     assert inserted is not None  # an INSERT ... RETURNING of one row
     return inserted
@@ -191,7 +195,7 @@ def enqueue_many(
     sending = [checked[i] for i in sent]
     # Without a key, a plain INSERT: INSERT privilege is all an enqueuing role needs.
     coalesce = QUERIES["enqueue_coalesce"] if last_of_key else sql.SQL("")
-    with conn.cursor(row_factory=class_row(_Enqueued)) as cur:
+    with _database_limits(), conn.cursor(row_factory=class_row(_Enqueued)) as cur:
         rows = cur.execute(
             QUERIES["enqueue_tasks"].format(coalesce=coalesce),
             {
@@ -206,6 +210,18 @@ def enqueue_many(
     _announce_coalesced(conn, rows)
     ids = {i: row.id for i, row in zip(sent, rows, strict=True)}
     return [ids[last_of_key.get(c.unique_key, i)] for i, c in enumerate(checked)]
+
+
+@contextmanager
+def _database_limits() -> Iterator[None]:
+    """A task the database refused for one of its limits (0023: the payload's size, say)
+    as an EnqueueError naming the limit, like the refusals checked here first."""
+    try:
+        yield
+    except psycopg.errors.CheckViolation as exc:
+        raise EnqueueError(
+            f"refused by the database: the task breaks its limit {exc.diag.constraint_name}"
+        ) from None
 
 
 def _claimed_row(cursor: Any) -> RowMaker[ClaimedRow]:  # a psycopg row factory

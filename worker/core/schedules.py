@@ -30,20 +30,30 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
+import psycopg.errors
 import structlog
 from cronsim import CronSim, CronSimError
 from psycopg.rows import dict_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
+from websurf.worker.core import payloads
 from websurf.worker.core.model import Status
-from websurf.worker.core.queue import PRIORITY, TASK_TYPE_MAX_LENGTH
+from websurf.worker.core.queue import (
+    MAX_ATTEMPTS_LIMIT,
+    PRIORITY,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TASK_TYPE_MAX_LENGTH,
+)
 from websurf.worker.core.registry import Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CATCH_UP = ("once", "skip")
 LATE_GRACE = timedelta(minutes=1)  # catch_up='skip' still runs a tick this late
+# The database's bounds (0023); PostgreSQL compares '10 years' as 3,600 days.
+EVERY_MIN, EVERY_MAX = timedelta(seconds=1), timedelta(days=3600)
 COUNT_MISSED_MAX = 10_000  # missed cron ticks are counted up to this many
 NAME_MAX_LENGTH = 200
 SOURCES = ("code", "cli", "column")
@@ -104,16 +114,23 @@ class Spec:
             raise ScheduleError("give a cron expression or an interval (every), not both")
         if self.every is not None and self.every <= timedelta(0):
             raise ScheduleError("the interval must be positive")
+        if self.every is not None and not EVERY_MIN <= self.every <= EVERY_MAX:
+            raise ScheduleError("the interval must be from 1 second to 10 years")
+        if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
+            raise ScheduleError(f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}")
         if not isinstance(self.payload, Mapping):
             raise ScheduleError(f"payload must be a JSON object, not {type(self.payload).__name__}")
         try:
             json.dumps(dict(self.payload))
         except (TypeError, ValueError) as exc:
             raise ScheduleError(f"payload is not JSON-serialisable: {exc}") from None
+        reason = payloads.problem(dict(self.payload))
+        if reason:
+            raise ScheduleError(f"payload {reason}")
         if self.catch_up not in CATCH_UP:
             raise ScheduleError(f"catch_up must be one of {', '.join(CATCH_UP)}")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ScheduleError("max attempts must be at least 1")
+        if self.max_attempts is not None and not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise ScheduleError(f"max attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
         _zone(self.time_zone)
         cron = _check_cron(self.cron) if self.cron is not None else None
         return replace(self, cron=cron, payload=dict(self.payload))
@@ -270,7 +287,12 @@ def add_schedule(
             " allow unknown types explicitly to schedule tasks for other workers"
         )
     first = next_tick(*spec.timing(), now or database_now(conn))
-    row = conn.execute(QUERIES["insert_schedule"], _params(spec, "cli", first)).fetchone()
+    try:
+        row = conn.execute(QUERIES["insert_schedule"], _params(spec, "cli", first)).fetchone()
+    except psycopg.errors.CheckViolation as exc:  # a limit only the database checks (size)
+        raise ScheduleError(
+            f"refused by the database: the schedule breaks its limit {exc.diag.constraint_name}"
+        ) from None
     if row is None:
         raise ScheduleError(f"a schedule named {spec.name!r} already exists")
     return first
