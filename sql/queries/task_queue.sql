@@ -59,7 +59,7 @@ WITH picked AS MATERIALIZED (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), within_budget AS (
-    SELECT id, bytes
+    SELECT id
     FROM (
         SELECT id, bytes,
                sum(bytes) OVER (ORDER BY priority DESC, scheduled_for ASC, id
@@ -74,17 +74,16 @@ SET status = 'processing',
     worker_id = %(worker_id)s,
     attempts = t.attempts + 1,
     updated_at = now()
-FROM within_budget AS w
--- = ANY(ARRAY(...)) makes the update a primary-key lookup per claimed row; a join alone
--- against the CTE lets the planner hash the whole table instead.
+-- = ANY(ARRAY(...)) makes the update a primary-key lookup per claimed row; a join
+-- against the CTE lets the planner hash the whole table instead (and carrying the byte
+-- counts through a join cost more than counting the claimed rows' again below).
 WHERE t.id = ANY(ARRAY(SELECT id FROM within_budget))
-  AND t.id = w.id
 -- waited_s: from when the task became due (the later of its creation and its schedule)
 -- to this claim, on the database clock; one float is cheaper to read than two timestamps.
 RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
           extract(epoch FROM now() - GREATEST(t.scheduled_for, t.created_at))::float8
               AS waited_s,
-          w.bytes AS payload_bytes
+          octet_length(t.payload::text) AS payload_bytes
 
 -- name: finish_tasks
 -- Record the outcome of claimed tasks, only where this worker still holds that claim (child loop).
