@@ -30,6 +30,7 @@ from support.waiting import wait_for
 
 from websurf.cli.main import cli
 from websurf.sql.migrate import migrate, shipped_migrations
+from websurf.worker.app import sheets
 from websurf.worker.core import queue
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.maintenance import pruner, reaper, scheduler
@@ -697,3 +698,20 @@ def test_a_replacement_recovers_a_claim_its_predecessor_never_counted(
         "SELECT status, attempts FROM websurfing_task_queue WHERE id = %s", (task,)
     ).fetchone()
     assert row == ("pending", 0)
+
+
+def test_an_edit_too_large_for_its_robots_payload_is_refused_whole(
+    conn: psycopg.Connection[Any],
+) -> None:
+    user = new_user(conn)
+    sheet = sheets.create_spreadsheet(conn, user, "Big", columns=2, rows=2)
+    source, robot = sheets.list_columns(conn, sheet.id)
+    sheets.set_column_operator(conn, robot.id, "uppercase", source_column_id=source.id)
+
+    with pytest.raises(errors.CheckViolation, match="task_queue_payload_size"):
+        sheets.edit_cell(conn, sheet.id, source.id, 1, "x" * (2 * 2**20), user_id=user)
+
+    assert conn.execute(
+        "SELECT count(*) FROM websurfing_cell WHERE content IS NOT NULL"
+    ).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM websurfing_task_queue").fetchone() == (0,)
