@@ -715,3 +715,24 @@ def test_an_edit_too_large_for_its_robots_payload_is_refused_whole(
         "SELECT count(*) FROM websurfing_cell WHERE content IS NOT NULL"
     ).fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM websurfing_task_queue").fetchone() == (0,)
+
+
+def test_a_column_refresh_beyond_ten_years_is_refused_in_one_line(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    user = new_user(conn)
+    sheet = sheets.create_spreadsheet(conn, user, "Slow", columns=2, rows=1)
+    source, robot = sheets.list_columns(conn, sheet.id)
+    sheets.set_column_operator(conn, robot.id, "uppercase", source_column_id=source.id)
+
+    result = _cli(
+        "schedules", "refresh", str(sheet.id), str(robot.id), "--every", "3650d",
+        "--database-url", database_url,
+    )  # fmt: skip
+
+    _answers(result, "schedules refresh")
+    assert result.exit_code != 0 and "10 years" in result.output
+    refresh_every = conn.execute(
+        "SELECT refresh_every FROM websurfing_column WHERE id = %s", (robot.id,)
+    ).fetchone()
+    assert refresh_every == (None,)

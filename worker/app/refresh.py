@@ -51,7 +51,7 @@ from websurf.sql import QUERIES
 from websurf.worker.core import queue
 from websurf.worker.core.model import Status
 from websurf.worker.core.queue import NewTask
-from websurf.worker.core.schedules import ScheduleError, database_now
+from websurf.worker.core.schedules import EVERY_MAX, ScheduleError, database_now
 
 REFRESH_PRIORITY = 1  # below the default (5) and a person's edit (8)
 REFRESH_WINDOW = 1000  # tasks of one column's round pending or running at once, at most
@@ -67,6 +67,8 @@ def set_column_refresh(
     """Make a robot column re-run its operator for every filled row this often (None: stop)."""
     if every is not None and every < REFRESH_MIN_EVERY:
         raise ScheduleError("a column refreshes at most once a minute")
+    if every is not None and every > EVERY_MAX:
+        raise ScheduleError("a column refreshes at least once every 10 years")
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             column = cur.execute(
