@@ -475,11 +475,15 @@ def test_a_real_worker_completes_good_work_beside_every_value_that_got_in(
     assert failed is not None
     assert failed[0] == "failed"
     assert "payload cannot be read" in failed[1]
-    big = conn.execute(
-        "SELECT count(*) FROM websurfing_task_queue"
-        " WHERE payload ? 'text' AND status = 'completed' AND attempts = 1"
-    ).fetchone()
-    assert big == (12,)
+
+    def big_done() -> bool:
+        row = conn.execute(
+            "SELECT count(*) FROM websurfing_task_queue"
+            " WHERE payload ? 'text' AND status = 'completed' AND attempts = 1"
+        ).fetchone()
+        return row == (12,)
+
+    wait_for(big_done, "the 900 KiB payloads to complete, a byte budget's worth per claim")
 
 
 # -- a live database that holds such rows already -------------------------------------------
