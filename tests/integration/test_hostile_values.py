@@ -740,3 +740,29 @@ def test_a_column_refresh_beyond_ten_years_is_refused_in_one_line(
         "SELECT refresh_every FROM websurfing_column WHERE id = %s", (robot.id,)
     ).fetchone()
     assert refresh_every == (None,)
+
+
+def test_schedules_that_cannot_run_are_paused_and_stop_crowding_out_the_others(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute(
+        "INSERT INTO websurf.schedule (name, cron, time_zone, task_type, next_run_at) VALUES"
+        " ('bad cron', 'every tuesday-ish', 'UTC', 'noop', now() - interval '3 hours'),"
+        " ('bad zone', '* * * * *', 'Mars/Olympus_Mons', 'noop', now() - interval '2 hours'),"
+        " ('bad payload', '* * * * *', 'UTC', 'noop', now() - interval '1 hour')"
+    )
+    conn.execute(
+        "UPDATE websurf.schedule SET payload = %s WHERE name = 'bad payload'", (HUGE_INTEGER,)
+    )
+    conn.execute(
+        "INSERT INTO websurf.schedule (name, every, task_type, next_run_at)"
+        " VALUES ('good', '1 minute', 'noop', now() - interval '1 second')"
+    )
+
+    # Two due schedules per turn, the bad ones first in line: each turn pauses what it
+    # cannot run, so the good schedule's turn comes.
+    ran = [scheduler.run_once(conn, limit=2).by_schedule for _ in range(2)]
+
+    assert ran[1] == {"good": "enqueued"}
+    paused = conn.execute("SELECT name FROM websurf.schedule WHERE paused ORDER BY name").fetchall()
+    assert paused == [("bad cron",), ("bad payload",), ("bad zone",)]

@@ -26,6 +26,10 @@ from psycopg import sql
 from psycopg.rows import RowMaker, class_row, scalar_row
 from psycopg.types.json import Jsonb
 
+# Installs load_json for the connections opened after it (a claim or a schedule tick on
+# a connection the caller opened, too): a payload Python cannot read then fails its task
+# alone instead of the whole fetch.
+import websurf.sql.database  # noqa: F401
 from websurf.sql import QUERIES
 from websurf.worker.core import payloads
 from websurf.worker.core.model import ClaimedRow, Outcome
