@@ -33,6 +33,35 @@ class CommandError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def parameter_name(param: click.Parameter) -> str:
+    """How the user wrote a parameter: ``--type`` for an option, ``TASK_TYPE`` for an argument."""
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return param.human_readable_name
+
+
+def usage_line(exc: click.UsageError) -> str:
+    """A usage error in one line, naming the parameter: ``--limit 0 is not in the range …``
+    (click's own show() prints the usage, a hint and the error on three lines)."""
+    if (
+        isinstance(exc, click.BadParameter)
+        and not isinstance(exc, click.MissingParameter)
+        and exc.param is not None
+    ):
+        return f"{parameter_name(exc.param)} {exc.message}"
+    command = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return exc.format_message() + command
+
+
+@contextmanager
+def usage_errors_in_one_line() -> Iterator[None]:
+    """A click usage error, raised while parsing or by a command, as ``error: …``, exit 2."""
+    try:
+        yield
+    except click.UsageError as exc:
+        raise CommandError(usage_line(exc), EXIT_USAGE) from None
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (a database error's detail and hint follow it)."""
     text = str(exc).strip()
