@@ -2,6 +2,12 @@
 
 What a command shows (a task table, the status report, a sheet) is in this package's
 modules, one per kind of thing; the command modules only call them.
+
+Everything printed goes through :func:`echo` (or :class:`CommandError`), which shows
+control characters instead of sending them to the terminal (:func:`visible`): stored
+text comes from whoever could write a row, and an escape sequence in a cell (OSC 52
+writes the reader's clipboard, CSI moves the cursor) must not act on the reader's
+terminal. JSON output already escapes them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import click
+
+# C0 controls but tab and line feed, DEL, the C1 set (0x9b is a one-byte CSI), and the
+# bidi controls that reorder what follows them on screen.
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
+_BIDI = [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_SHOWN = str.maketrans({c: f"\\x{c:02x}" for c in _CONTROLS} | {c: f"\\u{c:04x}" for c in _BIDI})
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -30,7 +42,7 @@ class CommandError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {visible(self.format_message())}", err=True)
 
 
 def parameter_name(param: click.Parameter) -> str:
@@ -82,8 +94,13 @@ def one_line_errors(
         raise CommandError(prefix + detail(exc), exit_code) from None
 
 
+def visible(text: str) -> str:
+    """``text`` with control characters shown as ``\\x1b`` (bidi controls as ``\\u202e``)."""
+    return text.translate(_SHOWN)
+
+
 def echo(text: str = "") -> None:
-    click.echo(text, file=sys.stdout)
+    click.echo(visible(text), file=sys.stdout)
 
 
 def echo_lines(lines: Iterable[str]) -> None:
