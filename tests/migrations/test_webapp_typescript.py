@@ -7,7 +7,8 @@ What it covers (see also the README section "TypeScript for the web app"):
 * tests/migrations/webapp/driver_check.ts, compiled with the pinned TypeScript and run
   by Node against a database websurf migrated, once through postgres-js and once
   through node-postgres (Drizzle, ``casing: "snake_case"``): an edit without an author is
-  refused and ``isCellAuthorError`` recognises it (and not another error);
+  refused and ``isCellAuthorError`` recognises it (and not another error), as it does
+  the refusal of a delete without an author (constraint ``cell_change_author``);
   ``withAuthor`` commits the edit with its audit row (edit type passed through) and its
   robot task, whose payload reads through the exported types; a throw inside it rolls
   the edit back; the new relations (a column's source column and the columns it feeds,
@@ -90,6 +91,7 @@ def test_the_author_helper_works_with_postgres_js_and_node_postgres(
     for seen in report["results"]:
         driver = seen["driver"]
         assert seen["anonymousEdit"] == "refused: cell author error", driver
+        assert seen["anonymousDelete"] == "refused: cell author error", driver
         assert seen["otherError"] == "not an author error", driver
         assert seen["withAuthorReturned"] == "done", driver
         assert seen["auditRow"] == {"userId": fixture["userId"], "editType": "paste"}, driver

@@ -91,6 +91,16 @@ async function check(name: string, db: ReturnType<typeof databases>["drivers"][n
   const mine = tasks.find((t) => (t.payload as RobotColumnPayload).input === content) as
     | TaskOf<"uppercase">
     | undefined;
+  // 3b. Deleting that cell (it has content now) with no author is refused, and recognised.
+  try {
+    await db.transaction(async (tx) => {
+      await tx.delete(cells).where(cell);
+      throw new Error("deleted without an author");
+    });
+  } catch (err) {
+    seen.anonymousDelete = isCellAuthorError(err) ? "refused: cell author error" : `refused: ${String(err)}`;
+  }
+
   seen.task = mine
     ? {
         status: mine.status,
