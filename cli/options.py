@@ -5,10 +5,10 @@ A command that works on the database is decorated with :func:`pass_runtime`: it 
 and opens its connection with :func:`open_db`.
 
 What a command is given is checked here, before the command runs, by the parameter
-types: text websurf can store (:class:`Text`: valid Unicode, no NUL, a bounded length;
-bytes in argv that are not UTF-8 reach Python as lone surrogates), finite numbers
-(:class:`FiniteFloatRange`: NaN passes every comparison, so a plain range lets it
-through), durations (:class:`Duration`) and JSON objects (:class:`JsonObject`).
+types: text websurf can store (:class:`Text`: valid Unicode, no NUL, a length bound where
+one is needed; bytes in argv that are not UTF-8 reach Python as lone surrogates), finite
+numbers (:class:`FiniteFloatRange`: NaN passes every comparison, so a plain range lets
+it through), durations (:class:`Duration`) and JSON objects (:class:`JsonObject`).
 :func:`option` and :func:`argument` give every string parameter the :class:`Text`
 type and every float range the finite one, so a new option is checked without asking.
 A refusal is a click usage error, shown as one line by :mod:`websurf.cli.main`.
@@ -50,23 +50,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-TEXT_MAX_LENGTH = 10_000  # characters of any text parameter without a tighter bound
 UNIQUE_KEY_MAX_LENGTH = 255  # a longer key would not fit the unique index's entry
 
 
 class Text(click.ParamType[str]):
-    """A string websurf can store: valid Unicode, no NUL, at most ``max_length`` characters."""
+    """A string websurf can store: valid Unicode, no NUL, at most ``max_length`` characters
+    if given (other length limits are the domain's: a sheet name's, a task type's)."""
 
     name = "text"
 
-    def __init__(self, max_length: int = TEXT_MAX_LENGTH) -> None:
+    def __init__(self, max_length: int | None = None) -> None:
         self.max_length = max_length
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not isinstance(value, str):
             return value
         reason = json_problem(value)
-        if reason is None and len(value) > self.max_length:
+        if reason is None and self.max_length is not None and len(value) > self.max_length:
             reason = f"is {len(value)} characters, more than {self.max_length}"
         if reason:
             self.fail(reason, param, ctx)
