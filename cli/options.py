@@ -10,7 +10,7 @@ one is needed; bytes in argv that are not UTF-8 reach Python as lone surrogates)
 numbers (:class:`FiniteFloatRange`: NaN passes every comparison, so a plain range lets
 it through), durations (:class:`Duration`) and JSON objects (:class:`JsonObject`).
 :func:`option` and :func:`argument` give every string parameter the :class:`Text`
-type and every float range the finite one, so a new option is checked without asking.
+type and every float one that refuses NaN, so a new option is checked without asking.
 A refusal is a click usage error, shown as one line by :mod:`websurf.cli.main`.
 """
 
@@ -77,17 +77,22 @@ TEXT = Text()
 
 
 class FiniteFloatRange(click.FloatRange):
-    """click.FloatRange that refuses NaN (every comparison with NaN is false)."""
+    """click.FloatRange that refuses NaN (every comparison with NaN is false) and infinity."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if math.isnan(number):
             self.fail(f"{value} is not a number", param, ctx)
+        if math.isinf(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
         return number
 
 
-def _finite(kind: click.FloatRange) -> FiniteFloatRange:
-    return FiniteFloatRange(kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp)
+def _finite(kind: Any) -> FiniteFloatRange:
+    """The finite version of a float type: ``float``, ``click.FLOAT`` or a FloatRange."""
+    if isinstance(kind, click.FloatRange):
+        return FiniteFloatRange(kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp)
+    return FiniteFloatRange()
 
 
 class JsonObject(click.ParamType[dict[str, Any]]):
@@ -108,9 +113,10 @@ JSON_OBJECT = JsonObject()
 
 
 def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Text for string parameters, the finite range for float ranges."""
+    """Text for string parameters, a finite range for floats."""
     kind = kwargs.get("type")
-    if isinstance(kind, click.FloatRange) and not isinstance(kind, FiniteFloatRange):
+    floats = kind is float or isinstance(kind, click.types.FloatParamType)
+    if floats and not isinstance(kind, FiniteFloatRange):
         kwargs["type"] = _finite(kind)
     elif kind is None and not kwargs.get("is_flag") and not kwargs.get("count"):
         default = kwargs.get("default")
@@ -121,7 +127,7 @@ def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     """click.option with a WEBSURF_<OPTION> environment variable and defaults shown,
-    strings checked by :class:`Text` and float ranges refusing NaN."""
+    strings checked by :class:`Text` and floats refusing NaN."""
     long_name = next(d for d in decls if d.startswith("--")).split("/")[0]
     kwargs.setdefault("envvar", "WEBSURF_" + long_name[2:].upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)

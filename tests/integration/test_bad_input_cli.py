@@ -60,7 +60,7 @@ def _refusal(database_url: str, conn: psycopg.Connection[Any], args: list[str]) 
     before = _counts(conn)
     group, *rest = args
     command = [group, *rest[:1], "--database-url", database_url, *rest[1:]]
-    if group in ("enqueue", "prune", "status"):
+    if group in ("enqueue", "prune", "status", "migrate"):
         command = [group, "--database-url", database_url, *rest]
     result = CliRunner().invoke(cli, command)
 
@@ -259,6 +259,8 @@ def test_add_column_on_a_long_sheet_writes_no_cells(
         (["sessions", "resume", NO_SESSION, "--input", UNDECODABLE], "--input contains a", 2),
         (["status", "--window", "NaN"], "--window NaN is not a number", 2),
         (["status", "--window", "inf"], "--window inf is not in the range", 2),
+        (["migrate", "--lock-timeout", "NaN"], "--lock-timeout NaN is not a number", 2),
+        (["migrate", "--lock-timeout", "-inf"], "--lock-timeout -inf is not a finite", 2),
         (["tasks", "list", "--limit", "0"], "--limit 0 is not in the range", 2),
         (["enqueue"], "Missing argument 'TASK_TYPE'", 2),
     ],
