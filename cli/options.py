@@ -10,7 +10,7 @@ one is needed; bytes in argv that are not UTF-8 reach Python as lone surrogates)
 numbers (:class:`FiniteFloatRange`: NaN passes every comparison, so a plain range lets
 it through), durations (:class:`Duration`) and JSON objects (:class:`JsonObject`).
 :func:`option` and :func:`argument` give every string parameter the :class:`Text`
-type and every float one that refuses NaN, so a new option is checked without asking.
+type and every float one that refuses NaN and infinity, so a new option is checked without asking.
 A refusal is a click usage error, shown as one line by :mod:`websurf.cli.main`.
 """
 
@@ -127,7 +127,7 @@ def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
     """click.option with a WEBSURF_<OPTION> environment variable and defaults shown,
-    strings checked by :class:`Text` and floats refusing NaN."""
+    strings checked by :class:`Text` and floats refusing NaN and infinity."""
     long_name = next(d for d in decls if d.startswith("--")).split("/")[0]
     kwargs.setdefault("envvar", "WEBSURF_" + long_name[2:].upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)

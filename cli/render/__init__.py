@@ -67,9 +67,12 @@ def usage_line(exc: click.UsageError) -> str:
 
 @contextmanager
 def usage_errors_in_one_line() -> Iterator[None]:
-    """A click usage error, raised while parsing or by a command, as ``error: …``, exit 2."""
+    """A click usage error, raised while parsing or by a command, as ``error: …``, exit 2
+    (a group given no command still shows its help)."""
     try:
         yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
     except click.UsageError as exc:
         raise CommandError(usage_line(exc), EXIT_USAGE) from None
 

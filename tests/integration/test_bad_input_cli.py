@@ -282,6 +282,15 @@ def test_text_numbers_and_durations_websurf_cannot_use_are_refused_naming_the_op
     assert conn.execute(SCHEDULES).fetchone() == schedules_before
 
 
+@pytest.mark.parametrize("args", [[], ["sheets"], ["tasks"]])
+def test_a_command_group_without_a_command_shows_its_help(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args, prog_name="websurf")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: websurf") and "Commands:" in result.stderr
+    assert "error:" not in result.stderr
+
+
 def test_undecodable_bytes_in_a_name_are_refused_by_the_real_command(
     database_url: str, conn: psycopg.Connection[Any], make_user: Callable[..., str]
 ) -> None:
