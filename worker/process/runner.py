@@ -530,8 +530,10 @@ class Runner:
     def _recorded(self, batch: list[Outcome]) -> None:
         self._held.difference_update((o.task.id.int, o.task.attempt) for o in batch)
         if self.limited:
-            # a limited task ended: its cap has room again, wherever it was claimed from
-            self._drained.difference_update(o.task.task_type for o in batch)
+            # A limited task's end gives its cap room: claim for it again (a hint, as if
+            # a task of its type had been announced).
+            for task_type in {o.task.task_type for o in batch} & self.limited:
+                self.wakeup.poke(task_type)
         self.slots.unrecorded = self.recorder.backlog
         if self._want_claim:
             self.wakeup.event.set()
