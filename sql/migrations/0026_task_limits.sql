@@ -3,12 +3,13 @@
 -- a 429 with Retry-After), for an operator as a whole or for one key inside it (a host,
 -- an API account, a person's quota).
 --
--- * websurfing_task_limit: one row per (operator, key); a NULL key limits every task of
---   the operator together. The web app may write it (per-user quotas are rows); the
---   worker fills rows from code (source 'code', at start), `websurf limits set` writes
---   source 'cli', and a handler's SlowDown sets paused_until (creating a row with no
---   caps when there was none). A row written from the terminal or the table is never
---   overwritten by code.
+-- * websurfing_task_limit: one row per (operator, key); the empty key '' limits every
+--   task of the operator together (not NULL: drizzle-kit cannot mirror a unique
+--   constraint with NULLS NOT DISTINCT). The web app may write it (per-user quotas
+--   are rows); the worker fills rows from code (source 'code', at start), `websurf
+--   limits set` writes source 'cli', and a handler's SlowDown sets paused_until
+--   (creating a row with no caps when there was none). A row written from the
+--   terminal or the table is never overwritten by code.
 -- * websurfing_task_queue.limit_key: the key a task counts against (NULL: only the
 --   operator's own limit applies). Set at enqueue, by the web app or websurf.
 -- * websurf.task_limit_start: when rate-limited tasks were claimed, one row per start
@@ -28,7 +29,7 @@
 CREATE TABLE websurfing_task_limit (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid() NOT NULL,
     task_type varchar(100) NOT NULL,
-    limit_key varchar(255),
+    limit_key varchar(255) DEFAULT '' NOT NULL,
     max_running integer,
     rate integer,
     period_s double precision,
@@ -43,10 +44,9 @@ CREATE TABLE websurfing_task_limit (
     CONSTRAINT task_limit_period_check CHECK (period_s > 0 AND period_s <= 86400),
     CONSTRAINT task_limit_rate_period_check CHECK ((rate IS NULL) = (period_s IS NULL)),
     CONSTRAINT task_limit_burst_check CHECK (burst IS NULL OR (burst >= 1 AND rate IS NOT NULL)),
-    CONSTRAINT task_limit_source_check CHECK (source IN ('code', 'cli', 'table', 'slowdown'))
+    CONSTRAINT task_limit_source_check CHECK (source IN ('code', 'cli', 'table', 'slowdown')),
+    CONSTRAINT task_limit_operator_key_unique UNIQUE (task_type, limit_key)
 );
-CREATE UNIQUE INDEX task_limit_operator_key_idx ON websurfing_task_limit (task_type, limit_key)
-    NULLS NOT DISTINCT;
 
 CREATE TRIGGER task_limit_touch_updated_at BEFORE UPDATE ON websurfing_task_limit
     FOR EACH ROW WHEN (OLD.updated_at IS NOT DISTINCT FROM NEW.updated_at)
@@ -147,7 +147,7 @@ BEGIN
             GROUP BY q.limit_key
         )
         , rooms AS (
-            SELECT l, websurf.limit_room(l, CASE WHEN l.limit_key IS NULL
+            SELECT l, websurf.limit_room(l, CASE WHEN l.limit_key = ''
                        THEN (SELECT coalesce(sum(n), 0) FROM running)
                        ELSE (SELECT coalesce(sum(n), 0) FROM running r
                              WHERE r.limit_key = l.limit_key) END::bigint, claim_time) AS room
@@ -160,7 +160,7 @@ BEGIN
         FROM rooms r
     LOOP
         reopens := least(reopens, candidate.reopens);
-        IF candidate.limit_key IS NULL THEN
+        IF candidate.limit_key = '' THEN
             op_room := candidate.room;
         ELSIF candidate.room IS NOT NULL AND candidate.room <= 0 THEN
             blocked := blocked || candidate.limit_key::text;
@@ -228,7 +228,7 @@ BEGIN
         INSERT INTO websurf.task_limit_start (limit_id, started_at)
         SELECT r.id, claim_time
         FROM claimed c JOIN rated_limits r
-          ON r.limit_key IS NULL OR r.limit_key = c.limit_key
+          ON r.limit_key = '' OR r.limit_key = c.limit_key
     ), pruned AS (
         DELETE FROM websurf.task_limit_start s
         USING rated_limits r

@@ -36,25 +36,25 @@ WHERE l.source = 'code'
   AND NOT EXISTS (
       SELECT 1
       FROM unnest(%(declared_types)s::text[], %(declared_keys)s::text[]) AS d(task_type, limit_key)
-      WHERE d.task_type = l.task_type AND d.limit_key IS NOT DISTINCT FROM l.limit_key
+      WHERE d.task_type = l.task_type AND d.limit_key = l.limit_key
   )
 RETURNING id
 
 -- name: remove_limit
 -- Delete the limit of an operator (and key) (websurf limits remove).
 DELETE FROM websurfing_task_limit
-WHERE task_type = %(task_type)s AND limit_key IS NOT DISTINCT FROM %(limit_key)s
+WHERE task_type = %(task_type)s AND limit_key = %(limit_key)s
 RETURNING source
 
 -- name: pause_limits_of_tasks
 -- Pause the limit key of each task until its time (a handler's SlowDown; recorder, in the transaction that hands the tasks back).
 INSERT INTO websurfing_task_limit (task_type, limit_key, paused_until, pause_reason, source)
-SELECT DISTINCT ON (q.task_type, q.limit_key)
-       q.task_type, q.limit_key, p.until, p.reason, 'slowdown'
+SELECT DISTINCT ON (q.task_type, coalesce(q.limit_key, ''))
+       q.task_type, coalesce(q.limit_key, ''), p.until, p.reason, 'slowdown'
 FROM unnest(%(ids)s::uuid[], %(until)s::timestamptz[], %(reasons)s::text[])
      AS p(id, until, reason)
 JOIN websurfing_task_queue AS q ON q.id = p.id
-ORDER BY q.task_type, q.limit_key, p.until DESC
+ORDER BY q.task_type, coalesce(q.limit_key, ''), p.until DESC
 ON CONFLICT (task_type, limit_key) DO UPDATE
 SET paused_until = EXCLUDED.paused_until,
     pause_reason = EXCLUDED.pause_reason
@@ -76,20 +76,20 @@ WITH running AS (
       AND q.task_type IN (SELECT task_type FROM websurfing_task_limit)
     GROUP BY q.task_type, q.limit_key
 )
-SELECT l.task_type AS operator, l.limit_key AS key, l.max_running, l.rate, l.period_s, l.burst,
+SELECT l.task_type AS operator, NULLIF(l.limit_key, '') AS key, l.max_running, l.rate, l.period_s, l.burst,
        l.source,
        CASE WHEN l.paused_until > now() THEN l.paused_until END AS paused_until,
        CASE WHEN l.paused_until > now() THEN l.pause_reason END AS pause_reason,
        (SELECT coalesce(sum(r.n), 0) FROM running r
         WHERE r.task_type = l.task_type
-          AND (l.limit_key IS NULL OR r.limit_key = l.limit_key))::int AS running,
+          AND (l.limit_key = '' OR r.limit_key = l.limit_key))::int AS running,
        (SELECT coalesce(sum(w.n), 0) FROM waiting w
         WHERE w.task_type = l.task_type
-          AND (l.limit_key IS NULL OR w.limit_key = l.limit_key))::int AS waiting,
+          AND (l.limit_key = '' OR w.limit_key = l.limit_key))::int AS waiting,
        CASE WHEN l.rate IS NOT NULL THEN
            (SELECT count(*) FROM websurf.task_limit_start s
             WHERE s.limit_id = l.id
               AND s.started_at > now() - make_interval(secs => l.period_s))::int
        END AS started_in_period
 FROM websurfing_task_limit l
-ORDER BY l.task_type, l.limit_key NULLS FIRST
+ORDER BY l.task_type, l.limit_key

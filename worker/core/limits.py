@@ -3,8 +3,8 @@ per period, and pauses ("slow down") that every worker honours.
 
 Design note
 -----------
-* Where limits live: ``websurfing_task_limit``, one row per operator and key (a NULL
-  key: every task of the operator together; a key: the tasks whose ``limit_key`` holds
+* Where limits live: ``websurfing_task_limit``, one row per operator and key (the
+  empty key: every task of the operator together; a key: the tasks whose ``limit_key`` holds
   it, e.g. a host, an API account, a person's quota). Rows come from code
   (``@operator(..., limits=Limit(...))``, stored by every worker at start, source
   ``code``), from the terminal (``websurf limits set``, source ``cli``), from the web
@@ -46,6 +46,8 @@ from websurf.worker.core.model import ClaimedRow, Outcome
 from websurf.worker.core.registry import Limit as Limit
 from websurf.worker.core.registry import LimitError as LimitError
 
+WHOLE_OPERATOR = ""  # websurfing_task_limit.limit_key of a limit on the whole operator
+
 log = structlog.get_logger("websurf.limits")
 
 
@@ -53,7 +55,7 @@ def _params(operator: str, limit: Limit, source: str) -> dict[str, Any]:
     return {
         "source": source,
         "task_type": operator,
-        "limit_key": limit.key,
+        "limit_key": limit.key or WHOLE_OPERATOR,
         "max_running": limit.max_running,
         "rate": limit.rate,
         "period_s": limit.per_s,
@@ -79,7 +81,7 @@ def sync_code_limits(conn: psycopg.Connection[Any], declared: Mapping[str, Seque
             {
                 "task_types": list(declared),
                 "declared_types": [op for op, _ in pairs],
-                "declared_keys": [key for _, key in pairs],
+                "declared_keys": [key or WHOLE_OPERATOR for _, key in pairs],
             },
         ).fetchall()
     if changed or dropped:
@@ -95,7 +97,8 @@ def set_limit(conn: psycopg.Connection[Any], operator: str, limit: Limit) -> Non
 
 def remove_limit(conn: psycopg.Connection[Any], operator: str, key: str | None = None) -> str:
     """Delete the limit of ``operator`` (and ``key``); returns where it had come from."""
-    row = conn.execute(QUERIES["remove_limit"], {"task_type": operator, "limit_key": key})
+    params = {"task_type": operator, "limit_key": key or WHOLE_OPERATOR}
+    row = conn.execute(QUERIES["remove_limit"], params)
     source = row.fetchone()
     if source is None:
         where = f"operator {operator!r}" + (f" and key {key!r}" if key is not None else "")
