@@ -55,6 +55,25 @@ CREATE TRIGGER task_limit_touch_updated_at BEFORE UPDATE ON websurfing_task_limi
 -- Nullable, no default: adding it rewrites nothing, and old rows count against no key.
 ALTER TABLE websurfing_task_queue ADD COLUMN limit_key varchar(255);
 
+-- web_title's tasks count against their URL's host (lower case, no port): a limit or a
+-- SlowDown (a 429) for one site holds that site's fetches only. The WHEN clause keeps
+-- the function off every other task's insert.
+CREATE FUNCTION websurf.web_title_limit_key() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = public, pg_catalog, pg_temp
+AS $$
+BEGIN
+    NEW.limit_key := left(lower(substring(
+        coalesce(NEW.payload->>'url', NEW.payload->>'input')
+        FROM '^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^@/?#]*@)?(\[[^]]*\]|[^:/?#\s]+)')), 255);
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER task_queue_web_title_limit_key BEFORE INSERT ON websurfing_task_queue
+    FOR EACH ROW WHEN (NEW.task_type = 'web_title' AND NEW.limit_key IS NULL)
+    EXECUTE FUNCTION websurf.web_title_limit_key();
+
 CREATE TABLE websurf.task_limit_start (
     limit_id uuid NOT NULL REFERENCES websurfing_task_limit (id) ON DELETE CASCADE,
     started_at timestamp with time zone NOT NULL
