@@ -6,14 +6,12 @@ becomes a one-line error.
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from websurf.cli.options import Runtime, duration_option_value, json_option, open_db, pass_runtime
-from websurf.cli.render import EXIT_USAGE, echo, one_line_errors, timestamp
+from websurf.cli.render import EXIT_USAGE, echo, one_line_errors, to_json
+from websurf.cli.render.limits import limit_lines, limit_name
 from websurf.worker.core import limits
-from websurf.worker.core.limits import LimitState
 from websurf.worker.core.registry import Limit, LimitError
 
 
@@ -46,7 +44,7 @@ def set_command(
         limit.validate(operator)
     with open_db(rt) as conn, one_line_errors(LimitError, exit_code=EXIT_USAGE):
         limits.set_limit(conn, operator, limit)
-    echo(f"{_name(operator, key)}: {limit.describe()}")
+    echo(f"{limit_name(operator, key)}: {limit.describe()}")
 
 
 @limits_group.command("list")
@@ -57,7 +55,7 @@ def list_command(rt: Runtime, as_json: bool) -> None:
     with open_db(rt) as conn:
         states = limits.limit_states(conn)
     if as_json:
-        echo(json.dumps([state.as_json() for state in states], indent=2))
+        echo(to_json(states, indent=2))
     else:
         echo("\n".join(limit_lines(states)) if states else "no limits")
 
@@ -71,28 +69,7 @@ def remove_command(rt: Runtime, operator: str, key: str | None) -> None:
     when a worker starts: remove it from the code too."""
     with open_db(rt) as conn, one_line_errors(LimitError):
         source = limits.remove_limit(conn, operator, key)
-    echo(f"{_name(operator, key)}: removed" + (" (declared in code)" if source == "code" else ""))
-
-
-def _name(operator: str, key: str | None) -> str:
-    return operator if key is None else f"{operator} [{key}]"
-
-
-def limit_lines(states: list[LimitState]) -> list[str]:
-    """One line per limit: its caps, what it holds now, and why tasks wait (if they do)."""
-    lines = []
-    for state in states:
-        parts = []
-        if state.max_running is not None:
-            parts.append(f"running {state.running}/{state.max_running}")
-        if state.rate is not None:
-            parts.append(f"started {state.started_in_period}/{state.rate} per {state.period_s:g}s")
-            if state.burst is not None:
-                parts.append(f"burst {state.burst}")
-        parts.append(f"waiting {state.waiting}")
-        if state.paused_until is not None:
-            parts.append(f"paused until {timestamp(state.paused_until)}")
-        why = state.throttled
-        line = f"{_name(state.operator, state.key)}: " + ", ".join(parts) + f" ({state.source})"
-        lines.append(line + (f": {why}" if why and state.paused_until is None else ""))
-    return lines
+    echo(
+        f"{limit_name(operator, key)}: removed"
+        + (" (declared in code)" if source == "code" else "")
+    )

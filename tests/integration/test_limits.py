@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -311,3 +312,22 @@ def test_limits_list_shows_what_holds_tasks_back(
 
     assert result.exit_code == 0, result.output
     assert "capped: running 0/0, waiting 2 (cli): at its cap of 0 running" in result.output
+
+
+def test_status_shows_throttled_keys_and_why_tasks_wait(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    conn.execute(
+        "INSERT INTO websurfing_task_limit (task_type, limit_key, rate, period_s, paused_until,"
+        " pause_reason) VALUES ('rated', 'api', 5, 60, now() + interval '1 minute', '429')"
+    )
+    _enqueue(conn, "rated", 3, key="api")
+
+    result = CliRunner().invoke(cli, ["status", "--json", "--database-url", database_url])
+
+    assert result.exit_code == 0, result.output
+    [shown] = json.loads(result.stdout)["limits"]
+    assert (shown["operator"], shown["key"], shown["waiting"]) == ("rated", "api", 3)
+    assert shown["throttled"].startswith("paused until") and shown["throttled"].endswith(": 429")
+    text = CliRunner().invoke(cli, ["status", "--database-url", database_url]).stdout
+    assert "rated [api]: started 0/5 per 60s, waiting 3, paused until" in text

@@ -159,7 +159,7 @@ def pause_for(conn: psycopg.Connection[Any], outcomes: Sequence[Outcome]) -> Non
 
 @dataclass(frozen=True, slots=True)
 class LimitState:
-    """A limit row as ``websurf limits list`` and ``websurf status`` show it."""
+    """A limit row as ``websurf limits list``, ``websurf status`` and /metrics show it."""
 
     operator: str
     key: str | None
@@ -173,43 +173,28 @@ class LimitState:
     running: int
     waiting: int  # due tasks of the operator (and key) not yet claimed
     started_in_period: int | None
+    throttled: str | None = None  # why its due tasks wait, or None when nothing holds them
 
-    @property
-    def throttled(self) -> str | None:
-        """Why due tasks of this limit wait, or None when nothing holds them back."""
-        if self.paused_until is not None:
-            return f"paused until {self.paused_until:%H:%M:%S}" + (
-                f": {self.pause_reason}" if self.pause_reason else ""
-            )
-        if not self.waiting:
-            return None
-        if self.max_running is not None and self.running >= self.max_running:
-            return f"at its cap of {self.max_running} running"
-        if self.rate is not None and (self.started_in_period or 0) >= self.rate:
-            return f"at its rate of {self.rate} per {self.period_s:g}s"
+
+def _throttled(row: Mapping[str, Any]) -> str | None:
+    """Why due tasks of a limit_states row wait, or None when nothing holds them back."""
+    if row["paused_until"] is not None:
+        reason = row["pause_reason"]
+        return f"paused until {row['paused_until']:%H:%M:%S}" + (f": {reason}" if reason else "")
+    if not row["waiting"]:
         return None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "operator": self.operator,
-            "key": self.key,
-            "max_running": self.max_running,
-            "rate": self.rate,
-            "period_s": self.period_s,
-            "burst": self.burst,
-            "source": self.source,
-            "running": self.running,
-            "waiting": self.waiting,
-            "started_in_period": self.started_in_period,
-            "paused_until": self.paused_until.isoformat() if self.paused_until else None,
-            "throttled": self.throttled,
-        }
+    if row["max_running"] is not None and row["running"] >= row["max_running"]:
+        return f"at its cap of {row['max_running']} running"
+    if row["rate"] is not None and (row["started_in_period"] or 0) >= row["rate"]:
+        return f"at its rate of {row['rate']} per {row['period_s']:g}s"
+    return None
 
 
 def limit_states(conn: psycopg.Connection[Any]) -> list[LimitState]:
-    """Every limit, with what it holds now."""
+    """Every limit, with what it holds now and why tasks wait."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return [LimitState(**row) for row in cur.execute(QUERIES["limit_states"])]
+        rows = cur.execute(QUERIES["limit_states"]).fetchall()
+    return [LimitState(**row, throttled=_throttled(row)) for row in rows]
 
 
 def pause_delay(retry_after: str | None, *, now: datetime) -> float | None:
