@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from support.waiting import wait_for
 
 from websurf.cli.main import cli
+from websurf.worker.bench.limits import most_in_window
 from websurf.worker.config import WorkerConfig
 from websurf.worker.core import limits
 from websurf.worker.core.queue import NewTask, enqueue_many
@@ -152,16 +153,6 @@ def _done(conn: psycopg.Connection[Any], operator: str) -> int:
     return int(row[0])
 
 
-def _most_in_window(times: list[float], window_s: float) -> int:
-    times = sorted(times)
-    most, first = 0, 0
-    for last, t in enumerate(times):
-        while t - times[first] >= window_s:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
-
-
 def test_a_cap_from_code_holds_across_processes_claiming_at_once(
     serve: Serve, conn: psycopg.Connection[Any], tracker: Tracker
 ) -> None:
@@ -202,9 +193,9 @@ def test_a_rate_set_from_the_terminal_is_never_exceeded_in_any_window(
             " AND started_at IS NOT NULL"
         )
     ]
-    assert _most_in_window(started, PERIOD_S) == RATE  # claims: exact on the database clock
+    assert most_in_window(started, PERIOD_S) == RATE  # claims: exact on the database clock
     # Handlers start a few milliseconds after their claim; allow for that jitter.
-    assert _most_in_window(tracker.starts, PERIOD_S - 0.1) <= RATE
+    assert most_in_window(tracker.starts, PERIOD_S - 0.1) <= RATE
     first_thirty = sorted(tracker.starts)[:total]
     span = first_thirty[-1] - first_thirty[0]
     # 30 starts at 10 per 2 s need just over 4 s; the rate was used, not wasted.
