@@ -114,9 +114,9 @@ def serve(database_url: str, tracker: Tracker) -> Iterator[Serve]:
     """Boot and serve Runners on threads (each one a worker process); stop them at the end."""
     started: list[tuple[Runner, threading.Thread]] = []
 
-    def start(worker_id: str, **settings: Any) -> Runner:
+    def start(worker_id: str, url: str = database_url, **settings: Any) -> Runner:
         settings.setdefault("poll_interval_s", 0.5)
-        config = WorkerConfig(database_url=database_url, **settings)
+        config = WorkerConfig(database_url=url, **settings)
         runner = Runner(config, worker_id, registry=_registry(tracker))
         runner.boot()
         thread = threading.Thread(target=runner.serve, name=f"serve-{worker_id}")
@@ -322,3 +322,51 @@ def test_status_shows_throttled_keys_and_why_tasks_wait(
     assert shown["throttled"].startswith("paused until") and shown["throttled"].endswith(": 429")
     text = CliRunner().invoke(cli, ["status", "--database-url", database_url]).stdout
     assert "rated [api]: started 0/5 per 60s, waiting 3, paused until" in text
+
+
+def test_the_worker_and_app_roles_do_their_part(
+    serve: Serve,
+    conn: psycopg.Connection[Any],
+    make_login: Callable[..., str],
+    tracker: Tracker,
+) -> None:
+    app_url = make_login("websurf_app")
+    worker_url = make_login("websurf_worker")
+    with psycopg.connect(app_url, autocommit=True) as app:  # a quota, as the web app sets it
+        app.execute(
+            "INSERT INTO websurfing_task_limit (task_type, limit_key, rate, period_s)"
+            " VALUES ('rated', 'ada', 2, 60)"
+        )
+        app.execute(
+            "INSERT INTO websurfing_task_queue (task_type, payload, limit_key)"
+            " SELECT 'rated', '{}', 'ada' FROM generate_series(1, 3)"
+        )
+        app.execute("UPDATE websurfing_task_limit SET rate = 3 WHERE limit_key = 'ada'")
+
+    # the worker role stores the code's limits, claims through claim_limited, logs starts
+    serve("host0/0/runner", url=worker_url)
+    wait_for(lambda: _done(conn, "rated") == 3, "the quota's three tasks completed")
+    _enqueue(conn, "capped", 4)
+    wait_for(lambda: _done(conn, "capped") == 4, "the capped tasks completed")
+
+    assert tracker.most[None] <= CAP
+    assert conn.execute("SELECT count(*) FROM websurf.task_limit_start").fetchone() == (3,)
+    with psycopg.connect(app_url, autocommit=True) as app:
+        app.execute("DELETE FROM websurfing_task_limit WHERE limit_key = 'ada'")
+    assert conn.execute("SELECT count(*) FROM websurf.task_limit_start").fetchone() == (0,)
+
+
+def test_code_limits_never_overwrite_the_terminal_and_go_when_the_code_drops_them(
+    conn: psycopg.Connection[Any],
+) -> None:
+    limits.set_limit(conn, "capped", Limit(max_running=9))
+    declared = {"capped": (Limit(max_running=2),), "rated": (Limit(rate=5, per_s=1.0),)}
+
+    limits.sync_code_limits(conn, declared)
+    limits.sync_code_limits(conn, {"capped": (), "rated": (Limit(key="k", max_running=1),)})
+
+    rows = conn.execute(
+        "SELECT task_type, limit_key, max_running, rate, source FROM websurfing_task_limit"
+        " ORDER BY 1, 2"
+    ).fetchall()
+    assert rows == [("capped", "", 9, None, "cli"), ("rated", "k", 1, None, "code")]
