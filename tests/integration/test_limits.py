@@ -370,3 +370,29 @@ def test_code_limits_never_overwrite_the_terminal_and_go_when_the_code_drops_the
         " ORDER BY 1, 2"
     ).fetchall()
     assert rows == [("capped", "", 9, None, "cli"), ("rated", "k", 1, None, "code")]
+
+
+def test_a_web_title_task_counts_against_its_urls_host(conn: psycopg.Connection[Any]) -> None:
+    enqueue_many(
+        conn,
+        [
+            NewTask("web_title", {"url": "https://Ada@Example.COM:8443/page?q=1"}),
+            NewTask("web_title", {"input": "news.example.org/today"}),
+            NewTask("web_title", {"url": "https://example.com"}, limit_key="acct-1"),
+            NewTask("noop", {"url": "https://example.com"}),
+        ],
+        allow_unknown_type=True,
+    )
+
+    keys = conn.execute(
+        "SELECT task_type, limit_key FROM websurfing_task_queue ORDER BY created_at, id"
+    ).fetchall()
+    assert sorted(keys, key=str) == sorted(
+        [
+            ("web_title", "example.com"),
+            ("web_title", "news.example.org"),
+            ("web_title", "acct-1"),  # a key given at enqueue is kept
+            ("noop", None),  # other operators get none
+        ],
+        key=str,
+    )
