@@ -80,52 +80,6 @@ CREATE TABLE websurf.task_limit_start (
 );
 CREATE INDEX task_limit_start_idx ON websurf.task_limit_start (limit_id, started_at);
 
--- What one limit row still allows at claim_time, counted after the caller took the operator's
--- lock. NULL: unlimited.
-CREATE FUNCTION websurf.limit_room(
-    lim websurfing_task_limit, running bigint, claim_time timestamptz
-)
-RETURNS bigint
-LANGUAGE sql STABLE
-SET search_path = public, pg_catalog, pg_temp
-AS $$
-    SELECT CASE
-        WHEN lim.paused_until > claim_time THEN 0
-        ELSE (SELECT min(room) FROM (VALUES
-            (lim.max_running - running),
-            (lim.rate - (SELECT count(*) FROM websurf.task_limit_start s
-                         WHERE s.limit_id = lim.id
-                           AND s.started_at > claim_time - make_interval(secs => lim.period_s))),
-            -- the burst: at most `burst` in any burst/rate of the period
-            (lim.burst - (SELECT count(*) FROM websurf.task_limit_start s
-                          WHERE s.limit_id = lim.id
-                            AND s.started_at > claim_time - make_interval(
-                                secs => lim.period_s * lim.burst / lim.rate)))
-        ) AS r(room))
-    END
-$$;
-
--- When a limit with no room now gets room again, as far as the start log and the pause
--- tell (a running task's end cannot be foreseen): the claimer's next look.
-CREATE FUNCTION websurf.limit_reopens_at(lim websurfing_task_limit, claim_time timestamptz)
-RETURNS timestamptz
-LANGUAGE sql STABLE
-SET search_path = public, pg_catalog, pg_temp
-AS $$
-    SELECT least(
-        CASE WHEN lim.paused_until > claim_time THEN lim.paused_until END,
-        (SELECT min(s.started_at) + make_interval(secs => lim.period_s)
-         FROM websurf.task_limit_start s
-         WHERE s.limit_id = lim.id
-           AND s.started_at > claim_time - make_interval(secs => lim.period_s)),
-        (SELECT min(s.started_at) + make_interval(secs => lim.period_s * lim.burst / lim.rate)
-         FROM websurf.task_limit_start s
-         WHERE s.limit_id = lim.id
-           AND s.started_at > claim_time - make_interval(
-               secs => lim.period_s * lim.burst / lim.rate))
-    )
-$$;
-
 -- The claimed tasks; then, when a limit held tasks back and its start log or pause says
 -- when it opens again, one more row with a NULL id and reopens_in_s set.
 CREATE FUNCTION websurf.claim_limited(
@@ -140,13 +94,12 @@ AS $$
 DECLARE
     total bigint := p_limit;
     op_room bigint;
-    keys text[] := '{}';
-    key_rooms bigint[] := '{}';
-    blocked text[] := '{}';
+    key_rooms jsonb;  -- key -> room left, for keys with a limit that has room
+    blocked jsonb;  -- key -> true, for keys with a limit that has none
     reopens timestamptz;
     chosen uuid[] := '{}';
     candidate record;
-    slot integer;
+    key_room bigint;
     claim_time timestamptz;
 BEGIN
     -- Every claim of this operator waits here for the one before it to commit. The
@@ -157,37 +110,57 @@ BEGIN
     -- (now(), the transaction's start, may be older than a start another claim logged).
     claim_time := clock_timestamp();
 
-    -- Each limit row's room, from the processing rows (grouped once) and the start log.
-    FOR candidate IN
-        WITH running AS (
-            SELECT q.limit_key, count(*) AS n
-            FROM websurfing_task_queue q
-            WHERE q.status = 'processing' AND q.task_type = p_task_type
-            GROUP BY q.limit_key
-        )
-        , rooms AS (
-            SELECT l, websurf.limit_room(l, CASE WHEN l.limit_key = ''
+    -- Each limit row's room now (NULL: unlimited), in one pass: running tasks from the
+    -- processing rows, starts in the period and in the burst window from the start log;
+    -- and, for a row without room, when the start log or its pause says it opens again
+    -- (a running task's end cannot be foreseen).
+    WITH lims AS (
+        SELECT l.id, l.limit_key, l.max_running, l.rate, l.burst, l.paused_until,
+               make_interval(secs => l.period_s) AS period_window,
+               make_interval(secs => l.period_s * l.burst / l.rate) AS burst_window
+        FROM websurfing_task_limit l
+        WHERE l.task_type = p_task_type
+    ), running AS (
+        SELECT q.limit_key, count(*) AS n
+        FROM websurfing_task_queue q
+        WHERE q.status = 'processing' AND q.task_type = p_task_type
+        GROUP BY q.limit_key
+    ), starts AS (
+        SELECT s.limit_id, count(*) AS in_period, min(s.started_at) AS first_in_period,
+               count(*) FILTER (WHERE s.started_at > claim_time - l.burst_window)
+                   AS in_burst,
+               min(s.started_at) FILTER (WHERE s.started_at > claim_time - l.burst_window)
+                   AS first_in_burst
+        FROM lims l
+        JOIN websurf.task_limit_start s
+          ON s.limit_id = l.id AND s.started_at > claim_time - l.period_window
+        GROUP BY s.limit_id
+    ), rooms AS (
+        SELECT l.limit_key, l.paused_until, l.period_window, l.burst_window,
+               st.first_in_period, st.first_in_burst,
+               CASE WHEN l.paused_until > claim_time THEN 0 ELSE least(
+                   l.max_running - CASE WHEN l.limit_key = ''
                        THEN (SELECT coalesce(sum(n), 0) FROM running)
-                       ELSE (SELECT coalesce(sum(n), 0) FROM running r
-                             WHERE r.limit_key = l.limit_key) END::bigint, claim_time) AS room
-            FROM websurfing_task_limit l
-            WHERE l.task_type = p_task_type
-        )
-        SELECT (r.l).limit_key, r.room,
-               CASE WHEN r.room <= 0 THEN websurf.limit_reopens_at(r.l, claim_time) END
-                   AS reopens
-        FROM rooms r
-    LOOP
-        reopens := least(reopens, candidate.reopens);
-        IF candidate.limit_key = '' THEN
-            op_room := candidate.room;
-        ELSIF candidate.room IS NOT NULL AND candidate.room <= 0 THEN
-            blocked := blocked || candidate.limit_key::text;
-        ELSIF candidate.room IS NOT NULL THEN
-            keys := keys || candidate.limit_key::text;
-            key_rooms := key_rooms || candidate.room;
-        END IF;
-    END LOOP;
+                       ELSE coalesce(r.n, 0) END,
+                   l.rate - coalesce(st.in_period, 0),
+                   l.burst - coalesce(st.in_burst, 0)
+               ) END AS room
+        FROM lims l
+        LEFT JOIN running r ON r.limit_key = l.limit_key
+        LEFT JOIN starts st ON st.limit_id = l.id
+    )
+    SELECT max(r.room) FILTER (WHERE r.limit_key = ''),
+           coalesce(jsonb_object_agg(r.limit_key, r.room)
+                        FILTER (WHERE r.limit_key <> '' AND r.room > 0), '{}'),
+           coalesce(jsonb_object_agg(r.limit_key, true)
+                        FILTER (WHERE r.limit_key <> '' AND r.room <= 0), '{}'),
+           min(least(
+               CASE WHEN r.paused_until > claim_time THEN r.paused_until END,
+               r.first_in_period + r.period_window,
+               r.first_in_burst + r.burst_window
+           )) FILTER (WHERE r.room <= 0)
+    INTO op_room, key_rooms, blocked, reopens
+    FROM rooms r;
     total := least(total, op_room);
     IF total <= 0 THEN
         RETURN QUERY SELECT NULL::uuid, NULL::varchar, NULL::jsonb, NULL::int, NULL::int,
@@ -205,15 +178,13 @@ BEGIN
           AND q.scheduled_for <= claim_time
           AND q.task_type = p_task_type
           AND q.priority >= p_min_priority
-          AND (q.limit_key IS NULL OR q.limit_key <> ALL (blocked))
+          AND (q.limit_key IS NULL OR NOT blocked ? q.limit_key)
         ORDER BY q.priority DESC, q.scheduled_for ASC
     LOOP
-        IF candidate.limit_key IS NOT NULL THEN
-            slot := array_position(keys, candidate.limit_key::text);
-            IF slot IS NOT NULL THEN
-                CONTINUE WHEN key_rooms[slot] <= 0;
-                key_rooms[slot] := key_rooms[slot] - 1;
-            END IF;
+        key_room := (key_rooms ->> candidate.limit_key)::bigint;  -- NULL: no limit of its own
+        IF key_room IS NOT NULL THEN
+            CONTINUE WHEN key_room <= 0;
+            key_rooms := key_rooms || jsonb_build_object(candidate.limit_key, key_room - 1);
         END IF;
         chosen := chosen || candidate.id;
         EXIT WHEN cardinality(chosen) >= total;
@@ -249,10 +220,13 @@ BEGIN
         FROM claimed c JOIN rated_limits r
           ON r.limit_key = '' OR r.limit_key = c.limit_key
     ), pruned AS (
+        -- the rated limits of the claimed tasks only: a claim stays as cheap with
+        -- thousands of per-user rows (another's old starts wait for its next claim)
         DELETE FROM websurf.task_limit_start s
         USING rated_limits r
         WHERE s.limit_id = r.id
           AND s.started_at <= claim_time - make_interval(secs => r.period_s)
+          AND (r.limit_key = '' OR r.limit_key IN (SELECT c.limit_key FROM claimed c))
     )
     SELECT c.id, c.task_type, c.payload, c.attempts, c.max_attempts, c.priority, c.waited_s,
            NULL::float8
@@ -290,9 +264,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'websurf_worker') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON websurfing_task_limit TO websurf_worker;
         GRANT SELECT, INSERT, DELETE ON websurf.task_limit_start TO websurf_worker;
-        GRANT EXECUTE ON FUNCTION websurf.claim_limited(text, text, integer, integer),
-            websurf.limit_room(websurfing_task_limit, bigint, timestamptz),
-            websurf.limit_reopens_at(websurfing_task_limit, timestamptz) TO websurf_worker;
+        GRANT EXECUTE ON FUNCTION websurf.claim_limited(text, text, integer, integer)
+            TO websurf_worker;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'websurf_app') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON websurfing_task_limit TO websurf_app;
