@@ -102,6 +102,11 @@ DECLARE
     key_room bigint;
     claim_time timestamptz;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- a snapshot taken before the lock would miss the claims made while it waited
+        RAISE EXCEPTION 'websurf.claim_limited runs at READ COMMITTED only, not %',
+            current_setting('transaction_isolation');
+    END IF;
     -- Every claim of this operator waits here for the one before it to commit. The
     -- counts below are separate statements, so their snapshots include that commit.
     PERFORM pg_advisory_xact_lock(hashtextextended('websurf.task_limit:' || p_task_type, 0));

@@ -396,3 +396,17 @@ def test_a_web_title_task_counts_against_its_urls_host(conn: psycopg.Connection[
         ],
         key=str,
     )
+
+
+def test_the_limited_claim_refuses_a_snapshot_older_than_its_lock(
+    conn: psycopg.Connection[Any],
+) -> None:
+    limits.set_limit(conn, "capped", Limit(max_running=1))
+    _enqueue(conn, "capped", 1)
+
+    refused = pytest.raises(psycopg.errors.RaiseException, match="READ COMMITTED only")
+    with refused, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        limits.claim_rows(conn, "w", "capped", 1, min_priority=0)
+    rows, reopens = limits.claim_rows(conn, "w", "capped", 5, min_priority=0)
+    assert (len(rows), reopens) == (1, None)
