@@ -23,8 +23,8 @@
 --   window, and claims at most what every applicable limit still allows.
 --
 -- Operators without a limit row keep using the claim_tasks statement: nothing here is
--- on their path (no trigger, no index entry: limit_key is NULL for their tasks and no
--- index reads it).
+-- on their claim or finish path (no index reads limit_key, so it adds no index entry;
+-- the one new trigger on the queue runs its function for web_title inserts only).
 
 CREATE TABLE websurfing_task_limit (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid() NOT NULL,
@@ -241,8 +241,8 @@ $$;
 
 -- A changed limit row tells the workers at once on the channel they already listen to
 -- (new_task, with "limits": true): they move the operator to or from the limited claim
--- and claim its tasks again (a cap may have grown). A pause that ends is noticed at the
--- poll interval.
+-- and claim its tasks again (a cap may have grown). The end of a pause or of a full
+-- rate window needs no notification: the claim that met it said when (reopens_in_s).
 CREATE FUNCTION websurf.notify_task_limit() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = public, pg_catalog, pg_temp
