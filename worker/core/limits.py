@@ -4,14 +4,13 @@ per period, and pauses ("slow down") that every worker honours.
 Design note
 -----------
 * Where limits live: ``websurfing_task_limit``, one row per operator and key (the
-  empty key: every task of the operator together; a key: the tasks whose ``limit_key`` holds
-  it, e.g. a host, an API account, a person's quota). Rows come from code
-  (``@operator(..., limits=Limit(...))``, stored by every worker at start, source
-  ``code``), from the terminal (``websurf limits set``, source ``cli``), from the web
-  app's own INSERTs (source ``table``) and from a handler's :class:`SlowDown`, which
-  (``websurf.worker.core.registry``) sets ``paused_until`` (source ``slowdown`` when
-  it had to create the row). Code never
-  overwrites a row the terminal or the table wrote.
+  empty key: every task of the operator together; a key: the tasks whose
+  ``limit_key`` holds it, e.g. a host, an API account, a person's quota). Rows come
+  from code (``@operator(..., limits=Limit(...))``, stored by every worker at start,
+  source ``code``), from the terminal (``websurf limits set``, source ``cli``), from
+  the web app's own INSERTs (source ``table``) and from a handler's ``SlowDown``
+  (``core/registry.py``), which sets ``paused_until`` (source ``slowdown`` when it had
+  to create the row). Code never overwrites a row the terminal or the table wrote.
 * Who claims: an operator with a limit row is claimed by ``websurf.claim_limited``
   (sql/migrations/0026), one operator per call; every other operator keeps the plain
   ``claim_tasks`` statement. The runner learns which operators are limited at start and
@@ -21,7 +20,8 @@ Design note
   committed before the lock was granted is seen): running tasks from the processing
   rows, starts from ``websurf.task_limit_start``. Nothing is a counter that could drift:
   a worker killed while holding tasks keeps its share until the reaper makes them
-  pending again, then it is free.
+  pending again, then it is free. Limited claims commit durably (synchronous_commit on),
+  so a server crash cannot forget a start whose handler ran.
 * Traded away: claims of one limited operator are serialised across the cluster (a
   few milliseconds each; fine for operators slow enough to need a limit), a claim walks
   the due tasks of that operator past keys that are full, and a start is counted at
