@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("websurf.cli.tasks", "tasks_command"),
     "prune": ("websurf.cli.prune", "prune_command"),
     "schedules": ("websurf.cli.schedules", "schedules_group"),
+    "limits": ("websurf.cli.limits", "limits_group"),
     "sheets": ("websurf.cli.sheets", "sheets_group"),
     "sessions": ("websurf.cli.sessions", "sessions_group"),
     "demo": ("websurf.cli.demo", "demo_command"),

@@ -123,6 +123,8 @@ def to_json(value: Any, **options: Any) -> str:
     """JSON text of a result: dataclasses as objects, times in ISO 8601, ids as strings."""
     if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
+    elif isinstance(value, list):
+        value = [asdict(v) if is_dataclass(v) and not isinstance(v, type) else v for v in value]
     return json.dumps(value, default=json_value, **options)
 
 

@@ -357,6 +357,10 @@ export const taskQueue = createTable(
     // and a pending task holding the key takes the newer payload instead of a second
     // task being queued. NULL: never coalesced.
     uniqueKey: d.text(),
+    // The key this task counts against in its operator's limits (websurfing_task_limit,
+    // sql/migrations/0026): a host, an API account, a user for a per-user quota. NULL:
+    // only the operator's own limit applies.
+    limitKey: d.varchar({ length: 255 }),
   }),
   (t) => [
     uniqueIndex("task_queue_unique_key_idx")
@@ -412,6 +416,55 @@ export type Task = Omit<
 };
 /** A task of one built-in type, with that type's payload. */
 export type TaskOf<K extends BuiltInOperator> = Task & { taskType: K; payload: TaskPayloads[K] };
+
+/** Where a limit came from: declared in code, `websurf limits set`, this table, a SlowDown. */
+export const taskLimitSources = ["code", "cli", "table", "slowdown"] as const;
+export type TaskLimitSource = (typeof taskLimitSources)[number];
+
+/**
+ * Limits across every worker (sql/migrations/0026): at most `maxRunning` tasks of an
+ * operator running at once, at most `rate` started in any `periodS` seconds (at most
+ * `burst` of them within burst/rate of the period), or none at all until
+ * `pausedUntil`. The empty `limitKey` ("", the default) limits the whole operator; a
+ * key limits the tasks whose `limitKey` holds it. The web app may insert, update and delete rows (a per-user
+ * quota: `{ taskType: "slow_llm", limitKey: userId, maxRunning: 2 }`, with the tasks
+ * inserted with that `limitKey`); workers see a change at once (a trigger notifies
+ * them). Rows from code are re-stored at every worker start, never over a row this
+ * table or the terminal wrote.
+ */
+export const taskLimits = createTable(
+  "task_limit",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    taskType: d.varchar({ length: 100 }).$type<OperatorType>().notNull(),
+    limitKey: d.varchar({ length: 255 }).default("").notNull(),
+    maxRunning: d.integer(),
+    rate: d.integer(),
+    periodS: d.doublePrecision(),
+    burst: d.integer(),
+    pausedUntil: d.timestamp({ withTimezone: true }),
+    pauseReason: d.text(),
+    source: d.varchar({ length: 20 }).$type<TaskLimitSource>().default("table").notNull(),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`).notNull(),
+    // Set by the touch_updated_at trigger on every UPDATE.
+    updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`).notNull(),
+  }),
+  (t) => [
+    check("task_limit_max_running_check", sql`${t.maxRunning} >= 0`),
+    check("task_limit_rate_check", sql`${t.rate} >= 1`),
+    check("task_limit_period_check", sql`${t.periodS} > 0 AND ${t.periodS} <= 86400`),
+    check("task_limit_rate_period_check", sql`(${t.rate} IS NULL) = (${t.periodS} IS NULL)`),
+    check(
+      "task_limit_burst_check",
+      sql`${t.burst} IS NULL OR (${t.burst} >= 1 AND ${t.rate} IS NOT NULL)`,
+    ),
+    check(
+      "task_limit_source_check",
+      sql`${t.source} IN ('code', 'cli', 'table', 'slowdown')`,
+    ),
+    unique("task_limit_operator_key_unique").on(t.taskType, t.limitKey),
+  ],
+);
 
 // ---------------------------------------------------------------------------------
 // Phase 3: the audit trail (sql/migrations/0004). A person's edit of a cell is a

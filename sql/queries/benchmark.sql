@@ -9,7 +9,8 @@ DROP DATABASE IF EXISTS {name} WITH (FORCE)
 -- name: bench_reset
 -- Empty the scratch database's queue, audit and sheet tables before a measurement (benchmark).
 TRUNCATE websurfing_task_queue, websurfing_robot_input_event, websurfing_cell_edit_event,
-         websurfing_cell, websurfing_column, websurfing_spreadsheet, websurf.worker CASCADE
+         websurfing_cell, websurfing_column, websurfing_spreadsheet, websurf.worker,
+         websurfing_task_limit CASCADE
 
 -- name: bench_database_clock
 -- The server's wall clock now, to time a run against completed_at (benchmark).
@@ -149,6 +150,13 @@ EXPLAIN (ANALYZE, BUFFERS) EXECUTE {name}({arguments})
 INSERT INTO websurfing_task_queue (task_type, payload, priority)
 SELECT %(task_type)s, jsonb_build_object('sleep_s', %(sleep_s)s::float8, 'n', n), %(priority)s
 FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_run_intervals
+-- When each completed task of %(task_type)s was claimed and finished, on the database clock (the limits measurement).
+SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM completed_at)::float8
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s AND status = 'completed'
+ORDER BY started_at
 
 -- name: bench_task_states
 -- Pending, processing and completed tasks of one type (benchmark waits on these counts).

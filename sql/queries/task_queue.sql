@@ -2,22 +2,23 @@
 -- Insert one task without a unique key (queue.enqueue): a plain INSERT ... VALUES, a few
 -- tenths of a millisecond quicker than enqueue_tasks' unnest for the single task a
 -- person's action or a script adds (the web app's INSERT looks the same).
-INSERT INTO websurfing_task_queue (task_type, payload, priority, max_attempts, scheduled_for)
+INSERT INTO websurfing_task_queue
+    (task_type, payload, priority, max_attempts, scheduled_for, limit_key)
 VALUES (%(task_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
-        COALESCE(%(scheduled_for)s::timestamptz, now()))
+        COALESCE(%(scheduled_for)s::timestamptz, now()), %(limit_key)s)
 RETURNING id
 
 -- name: enqueue_tasks
 -- Insert tasks in one statement (one notification per type); {coalesce} is enqueue_coalesce when a task has a unique_key (a pending task holding it is updated instead) or empty (queue.enqueue, queue.enqueue_many; keys unique within the call).
 INSERT INTO websurfing_task_queue
-    (task_type, payload, priority, max_attempts, scheduled_for, unique_key)
+    (task_type, payload, priority, max_attempts, scheduled_for, unique_key, limit_key)
 SELECT t.task_type, t.payload, t.priority, t.max_attempts, COALESCE(t.scheduled_for, now()),
-       t.unique_key
+       t.unique_key, t.limit_key
 FROM unnest(%(task_types)b::text[], %(payloads)b::jsonb[], %(priorities)b::int[],
             %(max_attempts)b::int[], %(scheduled_for)b::timestamptz[],
-            %(unique_keys)b::text[])
+            %(unique_keys)b::text[], %(limit_keys)b::text[])
      WITH ORDINALITY AS t(task_type, payload, priority, max_attempts, scheduled_for,
-                          unique_key, n)
+                          unique_key, limit_key, n)
 ORDER BY t.n
 {coalesce}
 -- xmax = 0 only in a row version this statement inserted (not one it updated).
@@ -30,7 +31,8 @@ SET task_type = EXCLUDED.task_type,
     payload = EXCLUDED.payload,
     priority = EXCLUDED.priority,
     max_attempts = EXCLUDED.max_attempts,
-    scheduled_for = EXCLUDED.scheduled_for
+    scheduled_for = EXCLUDED.scheduled_for,
+    limit_key = EXCLUDED.limit_key
 
 -- name: announce_coalesced_tasks
 -- Send new_task for pending tasks an enqueue coalesced into, which the INSERT trigger does not see (queue.enqueue, queue.enqueue_many).

@@ -18,7 +18,7 @@ import pytest
 from support.daemon import WEBSURF, Daemons, clean_env, query
 from support.waiting import wait_for
 
-from websurf.worker.bench import harness, latency, memory, producer, throughput
+from websurf.worker.bench import harness, latency, limits, memory, producer, throughput
 from websurf.worker.bench.harness import BenchError
 from websurf.worker.bench.options import BenchOptions
 from websurf.worker.bench.plan import measure_claim_plan
@@ -195,6 +195,17 @@ def test_plain_sleeps_all_run_in_the_thread_pool(scratch: str) -> None:
     assert result.from_start_per_s > 0
     assert _completed(scratch, "bench_sleep_plain") == 60
     assert _completed(scratch, "bench_sleep") == 0
+
+
+def test_limits_runs_count_the_peak_and_the_windows_from_the_rows(scratch: str) -> None:
+    cap = limits.measure_cap(scratch, cap=2, sleep_s=0.2, tasks=8, daemons=2, processes=1)
+    rate = limits.measure_rate(scratch, rate=5, period_s=1.0, tasks=10, daemons=2, processes=1)
+
+    assert cap.peak_running == 2 and 0 < cap.utilisation <= 1.0
+    assert rate.most_in_window == 5 and 0 < rate.used_share <= 1.0
+    assert _completed(scratch, "bench_sleep") == 10  # the second run reset the queue
+    assert limits.limit_problem(cap) is None and limits.limit_problem(rate) is None
+    assert limits.most_in_window([0.0, 0.5, 0.99, 1.0, 1.5], 1.0) == 3
 
 
 def test_memory_is_read_from_each_worker_process_with_its_tasks_in_flight(scratch: str) -> None:

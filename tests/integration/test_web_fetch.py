@@ -36,7 +36,15 @@ from support.waiting import wait_for
 
 from websurf.worker.app.operators import web, web_fetch
 from websurf.worker.app.operators.web import FetchFailed, FetchPolicy, FetchRefused, fetch
-from websurf.worker.core.registry import Context, PermanentError, Result, Snooze, Task, registry
+from websurf.worker.core.registry import (
+    Context,
+    PermanentError,
+    Result,
+    SlowDown,
+    Snooze,
+    Task,
+    registry,
+)
 
 LOOPBACK = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 BIG_BYTES = 2 * 1024 * 1024
@@ -100,6 +108,10 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b"<title>not html</title>", "utf-8", "text/plain")
             elif self.path == "/broken":
                 self._send(503, b"busy")
+            elif self.path == "/busy-for-a-minute":
+                self._send(503, b"busy", extra={"Retry-After": "60"})
+            elif self.path == "/too-many":
+                self._send(429, b"slow down")
             elif self.path == "/close":
                 self.close_connection = True
                 self._send(200, b"<title>Closing</title>", extra={"Connection": "close"})
@@ -452,6 +464,15 @@ def test_status_and_content_type_decide_what_is_written(site: Site) -> None:
     with pytest.raises(FetchFailed, match="answered 503"):
         run(fetch(site.base + "/broken", LOOPBACK))
     assert run(fetch(site.base + "/plain", LOOPBACK)).title is None
+
+
+def test_429_and_503_with_retry_after_ask_every_worker_to_slow_down(site: Site) -> None:
+    with pytest.raises(SlowDown, match="answered 503, retry after 60s") as asked:
+        run(fetch(site.base + "/busy-for-a-minute", LOOPBACK))
+    assert asked.value.retry_after == 60.0
+    with pytest.raises(SlowDown, match="answered 429") as asked:
+        run(fetch(site.base + "/too-many", LOOPBACK))
+    assert asked.value.retry_after == 30.0  # no Retry-After: a default pause
 
 
 def test_the_charset_comes_from_the_header_or_the_page(site: Site) -> None:

@@ -20,6 +20,13 @@ from websurf.worker.bench.latency import (
     measure_pickup_latency,
     priority_problem,
 )
+from websurf.worker.bench.limits import (
+    CapRun,
+    RateRun,
+    limit_problem,
+    measure_cap,
+    measure_rate,
+)
 from websurf.worker.bench.memory import Memory, measure_memory
 from websurf.worker.bench.options import SLEEP_S, BenchOptions
 from websurf.worker.bench.producer import CellEdits, measure_cell_edits, measure_enqueue
@@ -145,6 +152,27 @@ def _priority_check(runs: list[EditPriority]) -> str:
     )
 
 
+def _cap_label(run: CapRun) -> str:
+    return (
+        f"cap of {run.cap}, {run.sleep_s:g} s handlers, {run.tasks} tasks,"
+        f" {run.daemons} daemons x {plural(run.processes, 'process')}"
+    )
+
+
+def _rate_label(run: RateRun) -> str:
+    return (
+        f"rate of {run.rate} per {run.period_s:g} s, {run.tasks} tasks,"
+        f" {run.daemons} daemons x {plural(run.processes, 'process')}"
+    )
+
+
+def _limits_check(runs: list[CapRun | RateRun]) -> str:
+    return (
+        "limits: no moment with more tasks running than the cap, no window of the period"
+        " with more claims than the rate (counted from the tasks' rows)"
+    )
+
+
 def _percentiles(result: Any, names: Sequence[str]) -> list[Figure]:
     return [(name, "ms", getattr(result, f"{name}_ms")) for name in names]
 
@@ -267,5 +295,52 @@ def measurements(o: BenchOptions) -> list[Measurement[Any]]:
             ),
             problem=_priority_problem,
             check=_priority_check,
+        ),
+        Measurement(
+            "limits",
+            "limit_cap",
+            run=partial(
+                measure_cap,
+                cap=o.limit_cap,
+                sleep_s=o.limit_sleep_s,
+                tasks=o.limit_cap_tasks,
+                daemons=o.daemons,
+                processes=o.daemon_processes,
+            ),
+            label=_cap_label,
+            figures=lambda cap: [
+                ("peak running", "tasks", float(cap.peak_running)),
+                ("utilisation of the cap", "%", 100 * cap.utilisation),
+            ],
+            progress=lambda _, cap: (
+                f"cap of {cap.cap}: peak {cap.peak_running} running,"
+                f" {cap.utilisation:.0%} of cap x run time used"
+            ),
+            problem=limit_problem,
+            check=_limits_check,
+            completed="limits",
+        ),
+        Measurement(
+            "limits",
+            "limit_rate",
+            run=partial(
+                measure_rate,
+                rate=o.limit_rate,
+                period_s=o.limit_period_s,
+                tasks=o.limit_rate_tasks,
+                daemons=o.daemons,
+                processes=o.daemon_processes,
+            ),
+            label=_rate_label,
+            figures=lambda rate: [
+                ("most started in any window", "tasks", float(rate.most_in_window)),
+                ("allowed starts used", "%", 100 * rate.used_share),
+            ],
+            progress=lambda _, rate: (
+                f"rate of {rate.rate}/{rate.period_s:g}s: at most {rate.most_in_window} in a"
+                f" window, {rate.used_share:.0%} of the allowed starts used"
+            ),
+            problem=limit_problem,
+            check=_limits_check,
         ),
     ]

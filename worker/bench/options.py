@@ -21,6 +21,7 @@ MEASUREMENTS = (
     "threaded",
     "memory",
     "priority",
+    "limits",
     "plan",
 )
 
@@ -45,6 +46,12 @@ class BenchOptions:
     memory_sleep_s: float = MEMORY_SLEEP_S
     priority_bulk_tasks: int = 4_000
     priority_edits: int = 40
+    limit_cap: int = 5  # the limits run: at most this many bench_sleep tasks at once
+    limit_sleep_s: float = 1.0  # each capped task's handler sleeps this long
+    limit_cap_tasks: int = 50
+    limit_rate: int = 20  # ... and at most this many started per limit_period_s
+    limit_period_s: float = 2.0
+    limit_rate_tasks: int = 100  # a multiple of limit_rate: every window can be full
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
@@ -63,6 +70,8 @@ class BenchOptions:
             "async_tasks": 2_000,
             "threaded_tasks": 500,
             "priority_edits": 10,
+            "limit_cap_tasks": 20,
+            "limit_rate_tasks": 60,
             "only": tuple(m for m in MEASUREMENTS if m != "plan"),
         }
         settings.update(overrides)

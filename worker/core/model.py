@@ -139,6 +139,7 @@ class Outcome:
     duration_ms: int = 0  # how long the handler ran (measured once, by the executor)
     writes_cell: bool = False
     cell_content: str | None = None
+    slow_down: bool = False  # a SlowDown: pause the task's limit key until run_at
 
     @property
     def success(self) -> bool:

@@ -33,6 +33,7 @@ PRIORITY = 5
 LOWEST_PRIORITY = -(2**31)  # the column is an integer
 URGENT_PRIORITY = PRIORITY + 1  # above the default: a person waits (an edit's robot is 8)
 TASK_TYPE_MAX_LENGTH = 100
+LIMIT_KEY_MAX_LENGTH = 255  # websurfing_task_queue.limit_key
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # priority and max_attempts are integer columns
 MAX_DELAY = timedelta(days=36_500)  # a task due in a century is a mistake, not a schedule
 
@@ -51,6 +52,8 @@ class NewTask:
     delay: timedelta | None = None
     # At most one pending task per key; None: never coalesced.
     unique_key: str | None = None
+    # The key this task counts against in its operator's limits (core/limits.py).
+    limit_key: str | None = None
 
 
 class _Checked(NamedTuple):
@@ -62,11 +65,14 @@ class _Checked(NamedTuple):
     max_attempts: int
     scheduled_for: datetime | None
     unique_key: str | None
+    limit_key: str | None
 
 
 def _checked(task: NewTask, registry: Registry | None, allow_unknown_type: bool) -> _Checked:
     if task.unique_key is not None and not task.unique_key:
         raise EnqueueError("a unique key must not be empty (leave it out for no key)")
+    if task.limit_key is not None and not 1 <= len(task.limit_key) <= LIMIT_KEY_MAX_LENGTH:
+        raise EnqueueError(f"a limit key must be 1 to {LIMIT_KEY_MAX_LENGTH} characters")
     if not task.task_type or len(task.task_type) > TASK_TYPE_MAX_LENGTH:
         raise EnqueueError(f"task type must be 1 to {TASK_TYPE_MAX_LENGTH} characters")
     if not isinstance(task.payload, dict):
@@ -108,6 +114,7 @@ def _checked(task: NewTask, registry: Registry | None, allow_unknown_type: bool)
         max_attempts,
         scheduled_for,
         task.unique_key,
+        task.limit_key,
     )
 
 
@@ -138,13 +145,17 @@ def enqueue(
     registry: Registry | None = None,
     allow_unknown_type: bool = False,
     unique_key: str | None = None,
+    limit_key: str | None = None,
 ) -> UUID:
     """Insert one task on ``conn`` (inside its transaction, if one is open).
 
     With ``unique_key``, a pending task holding that key takes this one's payload,
-    priority, attempts and due time instead; its id is returned.
+    priority, attempts and due time instead; its id is returned. ``limit_key``: the key
+    it counts against in its operator's limits (``websurf limits``).
     """
-    task = NewTask(task_type, payload, priority, max_attempts, scheduled_for, delay, unique_key)
+    task = NewTask(
+        task_type, payload, priority, max_attempts, scheduled_for, delay, unique_key, limit_key
+    )
     if unique_key is not None:
         [task_id] = enqueue_many(
             conn, [task], registry=registry, allow_unknown_type=allow_unknown_type
@@ -157,6 +168,7 @@ def enqueue(
         "priority": checked.priority,
         "max_attempts": checked.max_attempts,
         "scheduled_for": checked.scheduled_for,
+        "limit_key": checked.limit_key,
     }
     with conn.cursor(row_factory=scalar_row) as cur:
         inserted: UUID | None = cur.execute(QUERIES["enqueue_task"], params).fetchone()
@@ -198,6 +210,7 @@ def enqueue_many(
                 "max_attempts": [c.max_attempts for c in sending],
                 "scheduled_for": [c.scheduled_for for c in sending],
                 "unique_keys": [c.unique_key for c in sending],
+                "limit_keys": [c.limit_key for c in sending],
             },
         ).fetchall()
     _announce_coalesced(conn, rows)

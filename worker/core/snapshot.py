@@ -19,6 +19,7 @@ import psycopg
 
 from websurf.sql import QUERIES
 from websurf.worker.core import workers
+from websurf.worker.core.limits import LimitState, limit_states
 from websurf.worker.core.model import Status
 from websurf.worker.core.schedules import last_run_succeeded, list_schedules
 
@@ -99,6 +100,8 @@ class StatusSnapshot:
     # Pending tasks per type that no live worker handles: they wait forever unless a
     # worker with that operator starts (a typo in a column's operator_type, say).
     unhandled: dict[str, int] = field(default_factory=dict)
+    # Limits across the cluster, with what they hold and why tasks wait (core/limits.py).
+    limits: list[LimitState] = field(default_factory=list)
 
 
 def status_snapshot(
@@ -152,6 +155,7 @@ def status_snapshot(
             for w in workers.list_workers(conn)
         ]
         schedules = [_schedule(row) for row in list_schedules(conn)]
+        limits = limit_states(conn)
     types = {name: TypeCounts(**counts[name]) for name in sorted(counts)}
     handled = {t for w in roster if not w.stale for t in w.task_types}
     unhandled = {
@@ -172,6 +176,7 @@ def status_snapshot(
         totals={key: sum(getattr(c, key) for c in types.values()) for key in COUNTED},
         schedules=schedules,
         unhandled=unhandled,
+        limits=limits,
     )
 
 

@@ -31,12 +31,15 @@ import time
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from websurf.worker.core import schedules
 from websurf.worker.core.model import ClaimedRow, Outcome, OutcomeKind
 from websurf.worker.daemon.health import DATABASE_OK_METRIC, MULTIPROC_ENV
+
+if TYPE_CHECKING:
+    from websurf.worker.core.limits import LimitState
 
 QUEUE_DEPTH_INTERVAL_S = 10.0
 DURATION_BUCKETS_S = (
@@ -56,6 +59,17 @@ SCHEDULE_GAUGES = (
         " with no failed task), 0 when it failed; unset while it runs.",
     ),
     ("paused", "websurf_schedule_paused", "1 while a schedule is paused."),
+)
+
+
+LIMIT_GAUGES = (
+    ("running", "websurf_limit_running", "Tasks running under a limit (sampled by the workers)."),
+    ("waiting", "websurf_limit_waiting", "Due tasks waiting under a limit (sampled)."),
+    (
+        "throttled",
+        "websurf_limit_throttled",
+        "1 while a limit holds due tasks back: at its cap, at its rate, or paused (sampled).",
+    ),
 )
 
 
@@ -83,6 +97,9 @@ class NullMetrics:
         pass
 
     def schedules(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def limits(self, states: Sequence[LimitState]) -> None:
         pass
 
 
@@ -215,8 +232,13 @@ class WorkerMetrics:
             key: Gauge(name, text, ["schedule"], multiprocess_mode="livemostrecent")
             for key, name, text in SCHEDULE_GAUGES
         }
+        self._limit_gauges = {
+            key: Gauge(name, text, ["operator", "key"], multiprocess_mode="livemostrecent")
+            for key, name, text in LIMIT_GAUGES
+        }
         self._children: dict[tuple[Any, ...], Any] = {}
         self._depth_types: set[str] = set()
+        self._limit_labels: set[tuple[str, str]] = set()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -283,6 +305,25 @@ class WorkerMetrics:
             for key, value in values.items():
                 if value is not None:
                     self._child(self._schedule_gauges[key], row["name"]).set(float(value))
+
+    def limits(self, states: Sequence[LimitState]) -> None:
+        """Set the limit gauges from limit_states (limits gone drop to 0; the whole
+        operator's limit has the key label "")."""
+        seen: set[tuple[str, str]] = set()
+        for state in states:
+            labels = (state.operator, state.key or "")
+            seen.add(labels)
+            values = {
+                "running": state.running,
+                "waiting": state.waiting,
+                "throttled": 1 if state.throttled else 0,
+            }
+            for key, value in values.items():
+                self._child(self._limit_gauges[key], *labels).set(value)
+        for labels in self._limit_labels - seen:
+            for gauge in self._limit_gauges.values():
+                self._child(gauge, *labels).set(0)
+        self._limit_labels |= seen
 
 
 def for_worker(metrics_port: int | None) -> WorkerMetrics | NullMetrics:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from websurf.worker.core.model import Outcome, Status, retry_or_fail
-from websurf.worker.core.registry import Context, Operator, Result, Snooze, Task
+from websurf.worker.core.registry import Context, Operator, Result, SlowDown, Snooze, Task
 from websurf.worker.process.running import RunningNote, line_for
 
 ERROR_MESSAGE_MAX = 2000
@@ -182,11 +182,21 @@ class Executor:
             ctx.log.warning("task_interrupted", reason="shutdown", duration_ms=duration_ms)
             return Outcome(task, Status.PENDING, op.name, handed_back=True, duration_ms=duration_ms)
         except Snooze as snooze:
-            ctx.log.info("task_snoozed", reason=str(snooze), delay_s=snooze.delay_s)
+            slow_down = isinstance(snooze, SlowDown)
+            event = "task_slowed_down" if slow_down else "task_snoozed"
+            ctx.log.info(event, reason=str(snooze), delay_s=snooze.delay_s)
             decision = retry_or_fail(
                 task.attempt, task.max_attempts, now=datetime.now(UTC), snooze_s=snooze.delay_s
             )
-            return Outcome(task, decision.status, op.name, handed_back=True, run_at=decision.run_at)
+            return Outcome(
+                task,
+                decision.status,
+                op.name,
+                handed_back=True,
+                run_at=decision.run_at,
+                error=str(snooze) if slow_down else None,
+                slow_down=slow_down,
+            )
         except Exception as exc:
             return self._failed(task, op, exc, started, ctx=ctx)
         return self._completed(task, op, ctx, value, started)

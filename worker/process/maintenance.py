@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from websurf.sql import QUERIES
 from websurf.sql.database import scrub
 from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
-from websurf.worker.core import workers
+from websurf.worker.core import limits, workers
 from websurf.worker.core.registry import Registry
 from websurf.worker.daemon import metrics as metrics_module
 from websurf.worker.maintenance import pruner, reaper, recurring
@@ -105,6 +105,7 @@ class Maintenance:
         if self.metrics.enabled and now >= self._next_depth:
             self._next_depth = now + metrics_module.QUEUE_DEPTH_INTERVAL_S
             self.metrics.queue_depth(conn.execute(QUERIES["count_pending_by_type"]).fetchall())
+            self.metrics.limits(limits.limit_states(conn))
         pruned = self._pruning.run_if_due(conn, now) if self._pruning else None
         if pruned is not None:
             self.metrics.pruned(pruned.deleted)

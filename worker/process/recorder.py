@@ -31,7 +31,7 @@ from uuid import UUID
 
 import psycopg
 
-from websurf.worker.core import queue
+from websurf.worker.core import limits, queue
 from websurf.worker.core.model import Outcome, OutcomeKind, Status
 from websurf.worker.daemon import metrics as metrics_module
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection, forever
@@ -183,6 +183,11 @@ class Recorder:
 
     def _write(self, outcomes: list[Outcome]) -> set[UUID]:
         conn = self.connection.get()
+        if any(o.slow_down for o in outcomes):  # rare: a service asked to slow down
+            with conn.transaction():
+                recorded = self._write_in(conn, outcomes)
+                limits.pause_for(conn, [o for o in outcomes if o.task.id in recorded])
+            return recorded
         if not queue.audited_outcomes(outcomes):
             # Nothing but the tasks' own rows to write: one statement, which is its own
             # transaction. An explicit one would stay open between round trips while this
@@ -191,11 +196,15 @@ class Recorder:
             # processes on two cores: 2 us less PostgreSQL CPU per no-op task without it).
             return queue.finish(conn, self.worker_id, outcomes)
         with conn.transaction():
-            recorded = queue.finish(conn, self.worker_id, outcomes)
-            if len(recorded) == len(outcomes):
-                queue.record_robot_events(conn, outcomes)
-            else:
-                queue.record_robot_events(conn, [o for o in outcomes if o.task.id in recorded])
+            return self._write_in(conn, outcomes)
+
+    def _write_in(self, conn: psycopg.Connection[Any], outcomes: list[Outcome]) -> set[UUID]:
+        """The fenced finish and the audit rows and cells of what it let through."""
+        recorded = queue.finish(conn, self.worker_id, outcomes)
+        if len(recorded) == len(outcomes):
+            queue.record_robot_events(conn, outcomes)
+        else:
+            queue.record_robot_events(conn, [o for o in outcomes if o.task.id in recorded])
         return recorded
 
     def _write_alone(self, outcome: Outcome) -> tuple[set[UUID], Outcome]:

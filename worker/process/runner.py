@@ -17,6 +17,11 @@ Design note
   With every slot taken, a hint still leads to one claim of urgent tasks (above the
   default priority) into the slots' small reserve (``slots.py``): a person's edit
   never waits for bulk work to end.
+* Limits across the cluster (``core/limits.py``): an operator with a row in
+  websurfing_task_limit is claimed on its own through ``claim_limited``, which takes
+  only what its limits allow; the others keep the one ``claim_tasks`` statement. The
+  loop learns which operators are limited at boot (after storing the code's limits)
+  and again whenever a notification says a limit row changed.
 * Running one handler under its deadline is the executor's job (``executor.py``);
   recording outcomes in batched, fenced transactions the recorder's
   (``recorder.py``); waking up the wakeup's (``wakeup.py``); heartbeat, reaper and
@@ -60,7 +65,7 @@ from websurf.sql.database import (
 )
 from websurf.sql.migrate import pending_migrations
 from websurf.worker.config import WorkerConfig
-from websurf.worker.core import queue, workers
+from websurf.worker.core import limits, queue, workers
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Operator, Registry, Task, load_operators
 from websurf.worker.daemon import metrics
@@ -76,6 +81,8 @@ from websurf.worker.process.wakeup import Wakeup
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
 RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back
 DEREGISTER_WAIT_S = 2.0  # for the roster row to go at exit, at most
+DURABLE = {"synchronous_commit": "on"}  # the claims of limited operators
+LIMIT_REOPEN_MARGIN_S = 0.005  # look this long after a full rate window opens again
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -135,6 +142,7 @@ class Runner:
         # Operators whose last claim came back short, with no announcement of new tasks
         # of theirs since: the claims leave them out until a hint or the poll interval.
         self._drained: set[str] = set()
+        self.limited: frozenset[str] = frozenset()  # operators with a limit row
         self.recycle_reason: str | None = None
         self.counts: dict[str, int] = {}
 
@@ -220,6 +228,12 @@ class Runner:
             give_up_at=lambda: give_up,
             until_stop=True,
         )
+        self.retry(
+            "limits",
+            lambda: self._sync_limits(self.connections.claimer.get()),
+            give_up_at=lambda: give_up,
+            until_stop=True,
+        )
         self._listener = self.retry(
             "listen", self._listen, give_up_at=lambda: give_up, until_stop=True
         )
@@ -241,6 +255,32 @@ class Runner:
             pid=os.getpid(),
             task_types=self.task_types,
             stale_after_s=self.config.stale_after_s,
+        )
+
+    def _sync_limits(self, conn: psycopg.Connection[Any]) -> None:
+        """Store the code's limits, then learn which operators have one (boot)."""
+        limits.sync_code_limits(conn, {n: op.limits for n, op in self.operators.items()})
+        self._read_limited(conn)
+
+    def _read_limited(self, conn: psycopg.Connection[Any]) -> None:
+        found = frozenset(limits.limited_operators(conn, self.task_types))
+        if found != self.limited:
+            self.log.info("limited_operators", operators=sorted(found))
+        self.limited = found
+        if hasattr(self, "slots"):
+            self.slots.limited = found
+
+    async def _refresh_limited(self) -> None:
+        """Read which operators are limited again (a limit row changed somewhere)."""
+
+        def read() -> None:
+            conn = self.connections.claimer.get()
+            with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
+                self._read_limited(conn)
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._claim_thread, lambda: self.retry("limits", read, until_stop=True)
         )
 
     def _listen(self) -> psycopg.Connection[Any]:
@@ -280,6 +320,7 @@ class Runner:
             stuck_grace_s=config.stuck_grace_s,
         )
         self.slots = Slots(config.tasks_per_process, config.threads_per_process, self.operators)
+        self.slots.limited = self.limited
         self.recorder = Recorder(
             self.connections.recording(),
             worker_id=self.worker_id,
@@ -352,6 +393,12 @@ class Runner:
         drained = self._drained
         undrained_at = float("-inf")  # drained operators are claimed for again each poll
         while not self.stopping:
+            if wake.limits_changed:
+                wake.limits_changed = False
+                try:
+                    await self._refresh_limited()
+                except psycopg.OperationalError:
+                    break  # stopping while the database is away
             now = time.monotonic()
             if wake.hints != seen or now - last_claim >= poll_s:
                 want, seen = True, wake.hints
@@ -415,7 +462,10 @@ class Runner:
     async def _claim_urgent(self) -> None:
         """Claim urgent tasks (above the default priority) into the reserve slots."""
         limit = min(self.slots.urgent_free(), self.config.batch_max)
-        tasks = await self._claim(self.task_types, limit, min_priority=queue.URGENT_PRIORITY)
+        types = [t for t in self.task_types if t not in self.limited]
+        if not types:
+            return
+        tasks = await self._claim(types, limit, min_priority=queue.URGENT_PRIORITY)
         self._start_claimed(tasks, self.executor.stuck, urgent=True)
 
     def _start_claimed(self, tasks: list[Task], stuck: int, *, urgent: bool = False) -> bool:
@@ -441,12 +491,27 @@ class Runner:
     async def _claim(
         self, types: list[str], limit: int, *, min_priority: int = queue.LOWEST_PRIORITY
     ) -> list[Task]:
+        limited = len(types) == 1 and types[0] in self.limited
+
         def claim() -> list[Task]:
             conn = self.connections.claimer.get()
-            with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
-                rows = queue.claim_rows(
-                    conn, self.worker_id, types, limit, min_priority=min_priority
-                )
+            if limited:
+                # Durable: a start the server forgot in a crash would no longer count
+                # against the window, though its handler ran.
+                with with_settings(conn, DURABLE, pooled=self.connections.pooled):
+                    rows, reopens_in_s = limits.claim_rows(
+                        conn, self.worker_id, types[0], limit, min_priority=min_priority
+                    )
+                if reopens_in_s is not None and self._loop is not None:
+                    # a full window or a pause: look again when it opens
+                    self._loop.call_soon_threadsafe(
+                        self.wakeup.due_in, reopens_in_s + LIMIT_REOPEN_MARGIN_S
+                    )
+            else:
+                with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
+                    rows = queue.claim_rows(
+                        conn, self.worker_id, types, limit, min_priority=min_priority
+                    )
             self.metrics.claimed(rows)
             return [row.task for row in rows]
 
@@ -464,6 +529,11 @@ class Runner:
 
     def _recorded(self, batch: list[Outcome]) -> None:
         self._held.difference_update((o.task.id.int, o.task.attempt) for o in batch)
+        if self.limited:
+            # A limited task's end gives its cap room: claim for it again (a hint, as if
+            # a task of its type had been announced).
+            for task_type in {o.task.task_type for o in batch} & self.limited:
+                self.wakeup.poke(task_type)
         self.slots.unrecorded = self.recorder.backlog
         if self._want_claim:
             self.wakeup.event.set()

@@ -99,6 +99,9 @@ class Wakeup:
         # type may have new tasks (a timer, a reconnect, a notification without a type)
         self._hinted: set[str] | None = set()
         self.due_at = float("inf")  # monotonic time of the earliest known future task
+        # a limit row changed (a notification with "limits": true), or one may have
+        # changed unseen (a reconnect): the runner reads which operators are limited
+        self.limits_changed = False
         self._conn: psycopg.Connection[Any] | None = None
         self._fd = -1  # the LISTEN socket as registered with the loop (kept: a lost
         # connection can no longer tell its own descriptor)
@@ -169,6 +172,7 @@ class Wakeup:
             return
         self._attach(conn)
         self.log.info("listener_reconnected")
+        self.limits_changed = True
         self.poke()  # poll at once: a notification sent meanwhile is not missed
 
     def check(self) -> None:
@@ -200,6 +204,8 @@ class Wakeup:
             data = json.loads(payload)
             due = data.get("scheduled_for")
             task_type = data.get("task_type")
+            if data.get("limits") is True:
+                self.limits_changed = True
         except (ValueError, AttributeError):
             due = task_type = None
         if not isinstance(task_type, str):

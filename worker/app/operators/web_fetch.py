@@ -67,6 +67,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
@@ -75,10 +76,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from websurf.worker.app.operators.web import ALLOW_ENV, FETCH_TIMEOUT_S
+from websurf.worker.core.limits import pause_delay
 from websurf.worker.core.registry import (
     Context,
     PermanentError,
     Result,
+    SlowDown,
     Snooze,
     Task,
 )
@@ -97,6 +100,8 @@ USER_AGENT = "websurf-web-title/0.1"
 ALLOW_PRIVATE_ENV = "WEBSURF_FETCH_ALLOW_PRIVATE"
 PER_HOST_ENV = "WEBSURF_FETCH_PER_HOST"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+SLOW_DOWN_STATUSES = frozenset({429, 503})  # with Retry-After: pause the host's key
+TOO_MANY_REQUESTS_PAUSE_S = 30.0  # a 429 without (a readable) Retry-After
 REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept": "text/html", "Accept-Encoding": "identity"}
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -398,7 +403,8 @@ async def fetch(
     """GET ``url`` under ``policy``, following checked redirects; at most max_bytes are read.
 
     Raises FetchRefused (permanent), PermanentError (a 4xx answer), FetchFailed (worth
-    retrying) or Snooze (the host is busy with this process's other fetches).
+    retrying), Snooze (the host is busy with this process's other fetches) or SlowDown
+    (the host answered 429, or 503 with Retry-After).
     """
     policy = policy or FetchPolicy.from_env()
     budget_s = policy.timeout_s
@@ -456,6 +462,8 @@ async def _get_once(
     try:
         async with session.get(url, allow_redirects=False) as response:
             status = response.status
+            if status in SLOW_DOWN_STATUSES:
+                _slow_down(url, status, response.headers.get("Retry-After"))
             if 500 <= status < 600:
                 raise FetchFailed(f"{url} answered {status}")
             if 400 <= status < 500:
@@ -474,6 +482,19 @@ async def _get_once(
         raise FetchRefused(f"{url} is not a valid URL: {exc}") from None
     except (OSError, aiohttp.ClientError) as exc:
         raise FetchFailed(f"fetching {url.raw_host}: {type(exc).__name__}: {exc}") from None
+
+
+def _slow_down(url: URL, status: int, retry_after: str | None) -> None:
+    """Raise SlowDown for a 429 (Retry-After or 30 s) or a 503 with Retry-After.
+
+    The task's limit key (the URL's host, set at enqueue by migration 0026) then pauses
+    on every worker until the host said to come back.
+    """
+    delay = pause_delay(retry_after, now=datetime.now(UTC))
+    if delay is None and status == 429:
+        delay = TOO_MANY_REQUESTS_PAUSE_S
+    if delay is not None:
+        raise SlowDown(delay, f"{url.raw_host} answered {status}, retry after {delay:g}s")
 
 
 async def _read_capped(stream: aiohttp.StreamReader, max_bytes: int) -> tuple[bytes, bool]:
