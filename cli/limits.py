@@ -6,9 +6,19 @@ becomes a one-line error.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 
-from websurf.cli.options import Runtime, duration_option_value, json_option, open_db, pass_runtime
+from websurf.cli.options import (
+    DURATION,
+    Runtime,
+    argument,
+    json_option,
+    open_db,
+    option,
+    pass_runtime,
+)
 from websurf.cli.render import EXIT_USAGE, echo, one_line_errors, to_json
 from websurf.cli.render.limits import limit_lines, limit_name
 from websurf.worker.core import limits
@@ -22,23 +32,23 @@ def limits_group() -> None:
 
 @limits_group.command("set")
 @pass_runtime
-@click.argument("operator")
-@click.option("--key", default=None, help="Only tasks with this limit key [default: all].")
-@click.option("--max-running", type=int, default=None, help="At most this many running at once.")
-@click.option("--rate", type=int, default=None, help="At most this many started per period.")
-@click.option("--per", default=None, help="The rate's period, e.g. 1s, 1m, 1h.")
-@click.option("--burst", type=int, default=None, help="At most this many in burst/rate of it.")
+@argument("operator")
+@option("--key", default=None, help="Only tasks with this limit key [default: all].")
+@option("--max-running", type=int, default=None, help="At most this many running at once.")
+@option("--rate", type=int, default=None, help="At most this many started per period.")
+@option("--per", type=DURATION, default=None, help="The rate's period, e.g. 1s, 1m, 1h.")
+@option("--burst", type=int, default=None, help="At most this many in burst/rate of it.")
 def set_command(
     rt: Runtime,
     operator: str,
     key: str | None,
     max_running: int | None,
     rate: int | None,
-    per: str | None,
+    per: timedelta | None,
     burst: int | None,
 ) -> None:
     """Limit OPERATOR (or its tasks with --key) on every worker; replaces its limit."""
-    per_s = duration_option_value("--per", per).total_seconds() if per is not None else None
+    per_s = per.total_seconds() if per is not None else None
     limit = Limit(max_running=max_running, rate=rate, per_s=per_s, burst=burst, key=key)
     with one_line_errors(LimitError, exit_code=EXIT_USAGE):
         limit.validate(operator)
@@ -62,8 +72,8 @@ def list_command(rt: Runtime, as_json: bool) -> None:
 
 @limits_group.command("remove")
 @pass_runtime
-@click.argument("operator")
-@click.option("--key", default=None, help="The key's limit [default: the operator's own].")
+@argument("operator")
+@option("--key", default=None, help="The key's limit [default: the operator's own].")
 def remove_command(rt: Runtime, operator: str, key: str | None) -> None:
     """Delete the limit of OPERATOR (or of its --key). A limit declared in code comes back
     when a worker starts: remove it from the code too."""
