@@ -7,6 +7,7 @@ waiting for something.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,17 @@ def gated_upper(task: Task, context: Context) -> Result:
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
     return Result(output={"text": text.upper()}, cell_content=text.upper())
+
+
+@operator("test_async_gate", timeout_s=None, max_attempts=1)
+async def async_gate(task: Task, context: Context) -> Any:
+    """Await the file named ``gate`` (at most ``GATE_DEADLINE_S``), then return.
+
+    Awaiting runs no handler code: a process killed meanwhile dies outside handlers, so
+    these attempts are not the death's culprits.
+    """
+    gate = Path(str(task.payload["gate"]))
+    deadline = time.monotonic() + GATE_DEADLINE_S
+    while not gate.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return {"attempt": task.attempt}

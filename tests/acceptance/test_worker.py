@@ -280,6 +280,74 @@ def test_a_killed_child_is_replaced_and_its_task_recovered(
     assert daemon.alive()
 
 
+def _slot_worker(daemon: Daemon, slot: int, dead: set[str]) -> tuple[str, int] | None:
+    """(worker id, pid) of the live process registered for ``slot``, if any."""
+    return next(
+        ((w, p) for w, p in daemon.workers() if w.split("/")[-2] == str(slot) and w not in dead),
+        None,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_childs_tasks_go_back_uncharged_however_long_its_restart_waits(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """Kills in a row grow the slot's restart backoff past --stale-after: the other
+    process's reaper used to take the dead child's tasks first and charge them."""
+    daemon = start_worker(
+        database_url,
+        *("--tasks-per-process", "3", "--heartbeat-interval", "1", "--stale-after", "3"),
+        *("--reaper-interval", "0.5"),
+        concurrency=2,
+    )
+    daemon.wait_ready(2)
+    dead: set[str] = set()
+
+    def slot_0_process() -> tuple[str, int] | None:
+        return _slot_worker(daemon, 0, dead)
+
+    for _ in range(3):  # quick deaths in a row: the backoff grows to 4 s
+        victim, pid = daemon.wait_for(slot_0_process, "slot 0 to have a new process")
+        os.kill(pid, signal.SIGKILL)
+        dead.add(victim)
+        daemon.wait_for(
+            lambda: len(daemon.events("child_exited")) == len(dead), "the supervisor to see it"
+        )
+    gate = tmp_path / "gate"
+    ids = [_insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(9)]
+
+    def slot_0_holds_tasks() -> tuple[str, int, list[str]] | None:
+        current = slot_0_process()
+        if current is None:
+            return None
+        held = daemon.query(
+            "SELECT id FROM websurfing_task_queue WHERE worker_id = %s AND status = 'processing'",
+            current[0],
+        )
+        return (*current, [str(r[0]) for r in held]) if len(held) == 3 else None
+
+    holder, pid, held = daemon.wait_for(slot_0_holds_tasks, "slot 0's process to hold 3 tasks")
+    os.kill(pid, signal.SIGKILL)
+    daemon.wait_for(lambda: len(daemon.events("child_exited")) == 4, "the supervisor to see it")
+    assert daemon.events("child_exited")[-1]["restart_in_s"] >= 4  # longer than --stale-after
+
+    def still_held() -> int:
+        [(count,)] = daemon.query(
+            "SELECT count(*) FROM websurfing_task_queue"
+            " WHERE worker_id = %s AND status = 'processing'",
+            holder,
+        )
+        return int(count)
+
+    daemon.wait_for(lambda: still_held() == 0, "the dead child's tasks to be taken back")
+    # Handed back uncharged (and maybe claimed again since), not charged by the
+    # stale-heartbeat path.
+    assert {_status(daemon, t) for t in held} <= {("pending", 0, None), ("processing", 1, None)}
+    gate.touch()
+    daemon.wait_for(lambda: _completed(daemon) == len(ids), "every task to complete")
+    assert {_status(daemon, t) for t in ids} == {("completed", 1, None)}
+
+
 def test_children_stop_when_the_supervisor_is_killed(
     database_url: str, start_worker: Start, tmp_path: Path
 ) -> None:

@@ -4,6 +4,10 @@ The supervisor writes the configuration as JSON on the child's stdin (so the dat
 URL, which may hold a password, never shows in ``ps``). The child answers on stdout
 with one line: ``ready`` once it serves, or ``error <reason>`` when it cannot boot.
 
+A replacement started while its slot backs off from a crash (``serve_after_s``) takes
+its predecessors' tasks back at once, says ``recovered``, and waits out the backoff
+before it serves (and says ``ready``).
+
 The supervisor also passes a small file (``running_task_fd``) where the child notes
 which tasks its handler code is executing (see ``websurf.worker.process.running``).
 If the child dies, the supervisor reads it and tells the replacement, which recovers
@@ -64,6 +68,7 @@ def main() -> None:
     worker_id: str = data.pop("worker_id")
     predecessors: list[dict[str, Any]] = data.pop("predecessors", [])
     running_fd: int | None = data.pop("running_task_fd", None)
+    serve_after_s = float(data.pop("serve_after_s", 0.0))
     data["operator_modules"] = tuple(data.get("operator_modules", ()))
     config = WorkerConfig(**data)
     configure_logging(config.log_level, config.log_format)
@@ -87,6 +92,10 @@ def main() -> None:
         _exit(EXIT_BOOT_DATABASE if database else EXIT_BOOT_CONFIG)
     if predecessors:
         recover_predecessors(runner.connections.pool, predecessors, log)
+        _tell_parent("recovered")
+    if serve_after_s > 0:
+        log.info("restart_backoff_waiting", serve_after_s=round(serve_after_s, 2))
+        runner.wait_before_serving(serve_after_s)  # a stop request ends it (and serve)
     _tell_parent("ready")
     # What boot made (modules, operators, connections) lives as long as the process: out
     # of the collector's generations, each collection walks only what serving creates.

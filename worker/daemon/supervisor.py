@@ -19,6 +19,13 @@ and write to a wake-up pipe; the loop acts on it:
   or that exited to be recycled (a handler thread stuck past its timeout), is
   restarted without growing backoff: a poison task ends after its max attempts, and
   the daemon keeps serving the other tasks.
+* Backoff never delays a recovery. A child that had served is replaced at once even
+  while its slot backs off: the replacement takes its predecessor's tasks back
+  (uncharged unless they were running handler code), then waits out the backoff before
+  it claims anything. Starting it late instead left those tasks to another process's
+  reaper, which charges them (stale heartbeat, or past their timeout) once the backoff
+  outlasts ``stale_after_s`` or a task's timeout. A child that never became ready holds
+  no tasks of its own: its restart waits, so a crash at boot is not started in a loop.
 * A child that cannot boot for a reason a restart will not fix (bad operator module,
   schema behind) stops the whole daemon with its message, instead of crash-looping.
   One that cannot reach the database stops the daemon only before any child ever
@@ -139,12 +146,13 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------
 
-    def _spawn(self, slot: Slot) -> None:
+    def _spawn(self, slot: Slot, *, serve_after_s: float = 0.0) -> None:
         slot.worker_id = f"{self.config.hostname}/{slot.index}/{uuid.uuid4().hex[:12]}"
         settings = dataclasses.asdict(self.config)
         settings["operator_modules"] = list(self.config.operator_modules)
         settings["worker_id"] = slot.worker_id
         settings["predecessors"] = slot.predecessors
+        settings["serve_after_s"] = serve_after_s
         if slot.running_file is None:
             slot.running_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives with the slot; unlinked)
         size = note_bytes(self.config.threads_per_process)
@@ -174,14 +182,14 @@ class Supervisor:
         slot.status_buffer = b""
         log.info("child_started", slot=slot.index, pid=process.pid, child_worker_id=slot.worker_id)
 
-    def _start(self, slot: Slot) -> None:
+    def _start(self, slot: Slot, *, serve_after_s: float = 0.0) -> None:
         """Spawn the slot's process; if that fails (out of file descriptors or memory), retry.
 
         The supervisor must outlive a failed fork: it logs, and tries again with the slot's
         restart backoff, keeping the slot's predecessors for the process that does start.
         """
         try:
-            self._spawn(slot)
+            self._spawn(slot, serve_after_s=serve_after_s)
         except OSError as exc:
             slot.process = None
             slot.failures += 1
@@ -206,7 +214,9 @@ class Supervisor:
         while b"\n" in slot.status_buffer:
             line, slot.status_buffer = slot.status_buffer.split(b"\n", 1)
             text = line.decode(errors="replace").strip()
-            if text == "ready":
+            if text == "recovered":  # its predecessors' tasks are taken back
+                slot.predecessors = []
+            elif text == "ready":
                 slot.ready = True
                 slot.predecessors = []
                 self.ever_ready = True
@@ -246,6 +256,7 @@ class Supervisor:
             running = parse_running_tasks(os.pread(slot.running_file.fileno(), size, 0))
         dead_id = slot.worker_id
         pid = slot.process.pid
+        served = slot.ready
         slot.process = None
         if self.health is not None:
             self.health.child_exited(pid)
@@ -267,7 +278,6 @@ class Supervisor:
             died_in_handler=bool(running),
             recycled=code == EXIT_RECYCLE,
         )
-        slot.restart_at = time.monotonic() + delay
         if dead_id:
             dead = {"worker_id": dead_id, "how": how, "running": running}
             slot.predecessors = [*slot.predecessors, dead]
@@ -280,6 +290,11 @@ class Supervisor:
             restart_in_s=round(delay, 2),
             running_task_ids=[task_id for task_id, _ in running],
         )
+        if delay > 0 and served:
+            # Its tasks go back uncharged now; the replacement waits before it serves.
+            self._start(slot, serve_after_s=delay)
+        else:
+            slot.restart_at = time.monotonic() + delay
 
     def _alive(self) -> list[Slot]:
         return [s for s in self.slots if s.process is not None]

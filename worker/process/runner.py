@@ -233,6 +233,21 @@ class Runner:
             connections=paths.routes() if (paths := self.connections.paths) else None,
         )
 
+    def wait_before_serving(self, seconds: float) -> None:
+        """Wait ``seconds`` before serving (a stop request ends the wait), heartbeating.
+
+        The supervisor starts a crashed process's replacement at once, to take the dead
+        process's tasks back, and has it wait out the restart backoff here. It stays on
+        the roster meanwhile: forgotten, its first claims would be taken by another
+        process's reaper (and charged) before its own heartbeat put it back.
+        """
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop_event.wait(min(left, self.config.heartbeat_interval_s)):
+                return
+            with contextlib.suppress(psycopg.OperationalError):  # the next beat retries
+                self._register(self.connections.claimer.get())
+
     def _register(self, conn: psycopg.Connection[Any]) -> None:
         workers.register(
             conn,
