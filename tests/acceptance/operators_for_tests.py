@@ -60,3 +60,15 @@ async def async_gate(task: Task, context: Context) -> Any:
     while not gate.exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     return {"attempt": task.attempt}
+
+
+@operator("test_loop_blocker", timeout_s=None)
+async def loop_blocker(task: Task, context: Context) -> Any:
+    """A faulty ``async def`` handler: blocks the event loop (a synchronous sleep) until
+    the file named ``gate`` exists, at most ``GATE_DEADLINE_S``."""
+    Path(str(task.payload["started_file"])).touch()
+    gate = Path(str(task.payload["gate"]))
+    deadline = time.monotonic() + GATE_DEADLINE_S
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"attempt": task.attempt}

@@ -23,6 +23,7 @@ from support.daemon import Daemon
 from support.rows import column_of_cells
 
 from websurf.sql.migrate import migrate, shipped_migrations
+from websurf.worker.daemon.supervisor import EXIT_CHILD_KILLED
 
 Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 
@@ -230,6 +231,35 @@ def test_a_second_signal_hurries_the_shutdown(
     assert _status(daemon, task_id) == ("pending", 0, None)
     assert _processing(daemon) == 0
     assert [e.get("hurry") for e in daemon.events("stop_requested")] == [False, True]
+
+
+def test_a_stop_with_a_handler_blocking_the_event_loop_hands_every_task_back_and_fails(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """The blocked process cannot drain: it is killed, its tasks are handed back (only
+    the blocking attempt is charged), and the exit code says a process was killed."""
+    daemon = start_worker(database_url, "--shutdown-timeout", "1")
+    daemon.wait_ready(1)
+    gate, started = tmp_path / "gate", tmp_path / "blocking"
+    waiting = [
+        _insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(12)
+    ]
+    daemon.wait_for(lambda: _processing(daemon) == 12, "the waiting tasks to start")
+    blocker = _insert_task(
+        database_url, "test_loop_blocker", {"gate": str(gate), "started_file": str(started)}
+    )
+    daemon.wait_for(started.exists, "the handler to block the event loop")
+
+    daemon.send(signal.SIGTERM)
+    code = daemon.wait(timeout=30)
+
+    assert code == EXIT_CHILD_KILLED, daemon.log()[-3000:]
+    assert _processing(daemon) == 0
+    assert {_status(daemon, t) for t in waiting} == {("pending", 0, None)}
+    status, attempts, error = _status(daemon, blocker)
+    assert (status, attempts) == ("pending", 1)
+    assert error is not None and "died" in error
+    assert daemon.workers() == []
 
 
 # -- crashes --------------------------------------------------------------------------------
