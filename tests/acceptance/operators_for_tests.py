@@ -65,8 +65,11 @@ async def async_gate(task: Task, context: Context) -> Any:
 @operator("test_loop_blocker", timeout_s=None)
 async def loop_blocker(task: Task, context: Context) -> Any:
     """A faulty ``async def`` handler: blocks the event loop (a synchronous sleep) until
-    the file named ``gate`` exists, at most ``GATE_DEADLINE_S``."""
+    the file named ``gate`` exists, at most ``GATE_DEADLINE_S``; with ``block_attempts``,
+    only the first that many attempts block."""
     Path(str(task.payload["started_file"])).touch()
+    if task.attempt > int(task.payload.get("block_attempts", 1_000_000)):
+        return {"attempt": task.attempt}
     gate = Path(str(task.payload["gate"]))
     deadline = time.monotonic() + GATE_DEADLINE_S
     while not gate.exists() and time.monotonic() < deadline:

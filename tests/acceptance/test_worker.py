@@ -262,6 +262,36 @@ def test_a_stop_with_a_handler_blocking_the_event_loop_hands_every_task_back_and
     assert daemon.workers() == []
 
 
+@pytest.mark.slow
+def test_a_handler_blocking_the_event_loop_gets_its_process_recycled(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """Only the blocking attempt is charged; the others go back and run on."""
+    daemon = start_worker(database_url)
+    [(first_id, _)] = daemon.wait_ready(1)
+    gate, started = tmp_path / "gate", tmp_path / "blocking"
+    waiting = [_insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(5)]
+    daemon.wait_for(lambda: _processing(daemon) == 5, "the waiting tasks to start")
+    payload = {"gate": str(gate), "started_file": str(started), "block_attempts": 1}
+    blocker = _insert_task(database_url, "test_loop_blocker", payload)
+
+    daemon.wait_for(lambda: daemon.events("event_loop_stalled"), "the stall to be noticed")
+    [stalled] = daemon.events("event_loop_stalled")
+    assert stalled["task_ids"] == [blocker]
+    daemon.wait_for(
+        lambda: [w for w, _ in daemon.workers() if w != first_id], "a fresh process to register"
+    )
+    gate.touch()
+    daemon.wait_for(lambda: _completed(daemon) == 6, "every task to complete")
+
+    assert {_status(daemon, t) for t in waiting} == {("completed", 1, None)}
+    status, attempts, error = _status(daemon, blocker)
+    assert (status, attempts) == ("completed", 2)
+    assert error is not None and "event loop was blocked" in error
+    assert [e["how"] for e in daemon.events("child_exited")] == ["exit code 76"]
+    assert daemon.alive()
+
+
 # -- crashes --------------------------------------------------------------------------------
 
 

@@ -112,7 +112,9 @@ def main() -> None:
 
     note = RunningNote(running_fd, config.threads_per_process) if running_fd is not None else None
     try:
-        runner = Runner(config, worker_id, note=note)
+        runner = Runner(
+            config, worker_id, note=note, on_loop_stalled=lambda: _exit(EXIT_LOOP_STALLED)
+        )
         runner.boot(install_signal_handlers=True)
     except (BootError, OperatorError) as exc:
         database = isinstance(exc, BootError) and exc.database_unreachable

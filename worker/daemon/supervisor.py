@@ -24,7 +24,8 @@ and write to a wake-up pipe; the loop acts on it:
   the child (only those count) and how it died. A child that died inside a handler,
   or that exited to be recycled (a handler thread stuck past its timeout), is
   restarted without growing backoff: a poison task ends after its max attempts, and
-  the daemon keeps serving the other tasks.
+  the daemon keeps serving the other tasks. So is one whose event loop a handler
+  blocked (``EXIT_LOOP_STALLED``: it handed its tasks back before exiting).
 * Backoff never delays a recovery. A child that had served is replaced at once even
   while its slot backs off: the replacement takes its predecessor's tasks back
   (uncharged unless they were running handler code), then waits out the backoff before
@@ -300,7 +301,7 @@ class Supervisor:
             slot.failures,
             served_s=served_s,
             died_in_handler=bool(running),
-            recycled=code == EXIT_RECYCLE,
+            recycled=code in (EXIT_RECYCLE, EXIT_LOOP_STALLED),
         )
         if dead_id:
             dead = {"worker_id": dead_id, "how": how, "running": running}
