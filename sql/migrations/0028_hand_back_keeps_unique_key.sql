@@ -24,10 +24,12 @@
 -- it would inherit its spent attempts.
 --
 -- The WHEN clause is evaluated without calling the function: claims, completions and
--- retries pay nothing for it.
+-- retries pay nothing for it. SECURITY DEFINER, as the cancel trigger (0019): what it
+-- writes (the row's own key, or its cancellation) is the trigger's decision, whatever
+-- columns the role that sent the task back may update; fixed search_path, pg_temp last.
 
 CREATE OR REPLACE FUNCTION websurf.task_queue_keep_unique_key() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     BEGIN
         UPDATE websurfing_task_queue
@@ -54,11 +56,11 @@ DECLARE
         WHERE c.oid = 'websurfing_task_queue'::regclass
     );
 BEGIN
-    -- The tables' schema, then pg_temp last (0015, point 5; 0021, point 1).
     EXECUTE format('ALTER FUNCTION websurf.task_queue_keep_unique_key() SET search_path = %s,'
                    ' pg_catalog, pg_temp', home);
 END;
 $$;
+REVOKE EXECUTE ON FUNCTION websurf.task_queue_keep_unique_key() FROM PUBLIC;
 
 CREATE OR REPLACE TRIGGER task_queue_keep_unique_key AFTER UPDATE ON websurfing_task_queue
     FOR EACH ROW
