@@ -262,6 +262,27 @@ def test_a_stop_with_a_handler_blocking_the_event_loop_hands_every_task_back_and
     assert daemon.workers() == []
 
 
+def test_a_child_killed_while_stopping_has_its_tasks_handed_back_and_the_exit_says_so(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """The supervisor's own last step: it never touches the database, a short-lived
+    process it starts hands the dead child's tasks back."""
+    daemon = start_worker(database_url, "--shutdown-timeout", "60")
+    [(_, child)] = daemon.wait_ready(1)
+    gate = tmp_path / "gate"
+    waiting = [_insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(4)]
+    daemon.wait_for(lambda: _processing(daemon) == 4, "the tasks to start")
+    daemon.send(signal.SIGTERM)
+    daemon.wait_for(lambda: daemon.events("stop_requested"), "the stop to begin")
+
+    os.kill(child, signal.SIGKILL)  # while it waits for its tasks to finish
+    code = daemon.wait(timeout=30)
+
+    assert code == EXIT_CHILD_KILLED, daemon.log()[-3000:]
+    assert {_status(daemon, t) for t in waiting} == {("pending", 0, None)}
+    assert daemon.workers() == []
+
+
 @pytest.mark.slow
 def test_a_handler_blocking_the_event_loop_gets_its_process_recycled(
     database_url: str, start_worker: Start, tmp_path: Path
