@@ -4,7 +4,8 @@ Enqueue takes the caller's connection, so a task can be enqueued inside the call
 own transaction. A task may carry a ``unique_key``: at most one pending task holds a
 key, and enqueueing a key that a pending task holds replaces that task's payload,
 priority, attempts budget and due time instead of adding a task (the latest request
-wins; sql/migrations/0017 has the rules, including what happens on retry).
+wins; sql/migrations/0017 has the rules, including what happens on retry, and 0028 how
+a hand-back keeps its key).
 
 Finishing is fenced: an outcome is recorded only where the worker still holds the
 claim (same worker_id, same attempts, still ``processing``), so a worker whose task

@@ -28,7 +28,6 @@ import asyncio
 import collections.abc
 import itertools
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -140,8 +139,6 @@ class Executor:
         self._pool = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="handler", initializer=self._name_thread
         )
-        level = getattr(log, "get_effective_level", lambda: logging.INFO)()
-        self._log_completions = level <= logging.INFO  # else skip binding a logger per task
         self.threads_busy = 0  # plain handlers whose thread has not returned (stuck ones too)
         self.stuck = 0
         self.interrupting = False
@@ -280,8 +277,6 @@ class Executor:
         problem = _unstorable(output, content if writes else None)
         if problem is not None:
             return self._failed(task, op, TypeError(problem), started, ctx=ctx, permanent=True)
-        if self._log_completions:
-            ctx.log.info("task_completed", duration_ms=duration_ms)
         return Outcome(
             task,
             Status.COMPLETED,

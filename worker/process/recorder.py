@@ -15,6 +15,9 @@ Design note
   deleted under its task, say) is written again one outcome per transaction; an
   outcome that still cannot be written fails its task with the reason, alone. So one
   bad row never fails, loses or retries the others.
+* ``task_completed`` is logged here, once the completion is committed, not when the
+  handler returns: a process killed in between has logged nothing for an attempt that
+  runs again, and a result the fence discards is logged as lost, never as completed.
 * While the database is away the writer retries with backoff (outcomes stay in
   memory); the fence makes a repeated finish harmless. When the process stops, the
   runner calls :meth:`close`, which writes what is left until the given deadline.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -79,6 +83,8 @@ class Recorder:
         self._writer: asyncio.Task[None] | None = None
         self._writing = 0
         self.on_recorded: Callable[[list[Outcome]], None] = lambda batch: None
+        level = getattr(log, "get_effective_level", lambda: logging.INFO)()
+        self._log_completions = level <= logging.INFO  # else skip the line per task
 
     @property
     def backlog(self) -> int:
@@ -233,6 +239,15 @@ class Recorder:
             kind = outcome.kind(recorded)
             if kind is not OutcomeKind.DISCARDED:
                 counts[kind] += 1
+                if kind is OutcomeKind.COMPLETED and self._log_completions:
+                    task = outcome.task
+                    self.log.info(
+                        "task_completed",
+                        task_id=str(task.id),
+                        task_type=task.task_type,
+                        attempt=task.attempt,
+                        duration_ms=outcome.duration_ms,
+                    )
                 continue
             counts[LOST] += 1
             self.log.warning(

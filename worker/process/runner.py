@@ -39,7 +39,10 @@ Design note
 * Recycling: a plain handler that does not return after its timeout plus a grace
   period holds a thread forever. The process then stops as on SIGTERM and says so in
   ``recycle_reason``; the child exits with its recycle code and the supervisor starts
-  a fresh process at once.
+  a fresh process at once. An ``async def`` handler that blocks the event loop for
+  the grace period (``watchdog.py``) leaves nothing to drain with: the watchdog's
+  thread hands this process's tasks back itself, charging only the blocking attempt,
+  and calls ``on_loop_stalled`` (the child exits at once; in-process, a stop).
 """
 
 from __future__ import annotations
@@ -69,14 +72,16 @@ from websurf.worker.core import limits, queue, workers
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Operator, Registry, Task, load_operators
 from websurf.worker.daemon import metrics
+from websurf.worker.maintenance import reaper
 from websurf.worker.process.connections import Connections
 from websurf.worker.process.database import DatabaseRetry
 from websurf.worker.process.executor import Executor, error_text
 from websurf.worker.process.maintenance import Maintenance
 from websurf.worker.process.recorder import Recorder
-from websurf.worker.process.running import RunningNote
+from websurf.worker.process.running import RunningNote, parse_running_tasks
 from websurf.worker.process.slots import Slots
 from websurf.worker.process.wakeup import Wakeup
+from websurf.worker.process.watchdog import LoopWatchdog
 
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
 RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back
@@ -111,10 +116,12 @@ class Runner:
         *,
         registry: Registry | None = None,
         note: RunningNote | None = None,
+        on_loop_stalled: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
         self.note = note
+        self.on_loop_stalled = on_loop_stalled or self.request_stop
         self.log = structlog.get_logger("websurf.worker").bind(worker_id=worker_id)
         self.registry = registry or load_operators(config.operator_modules)
         self.operators: dict[str, Operator] = dict(self.registry.operators)
@@ -247,6 +254,21 @@ class Runner:
             connections=paths.routes() if (paths := self.connections.paths) else None,
         )
 
+    def wait_before_serving(self, seconds: float) -> None:
+        """Wait ``seconds`` before serving (a stop request ends the wait), heartbeating.
+
+        The supervisor starts a crashed process's replacement at once, to take the dead
+        process's tasks back, and has it wait out the restart backoff here. It stays on
+        the roster meanwhile: forgotten, its first claims would be taken by another
+        process's reaper (and charged) before its own heartbeat put it back.
+        """
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop_event.wait(min(left, self.config.heartbeat_interval_s)):
+                return
+            with contextlib.suppress(psycopg.OperationalError):  # the next beat retries
+                self._register(self.connections.claimer.get())
+
     def _register(self, conn: psycopg.Connection[Any]) -> None:
         workers.register(
             conn,
@@ -352,10 +374,13 @@ class Runner:
         )
         maintenance.start()
         self._claim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claimer")
+        watchdog = LoopWatchdog(loop, config.stuck_grace_s, self._loop_stalled)
+        watchdog.start()
         try:
             await self._claim_loop()
             await self._drain()
         finally:
+            watchdog.stop()
             await self.wakeup.close()
             await asyncio.to_thread(maintenance.stop)
             await self._run_stop_hooks()
@@ -374,6 +399,26 @@ class Runner:
                     await result
             except Exception as exc:
                 self.log.warning("stop_hook_failed", hook=repr(hook), error=error_text(exc))
+
+    def _loop_stalled(self, stalled_s: float) -> None:
+        """On the watchdog's thread: the loop is blocked; hand this process's tasks back."""
+        culprits = parse_running_tasks(bytes(self.note.loop_line)) if self.note else []
+        how = f"its event loop was blocked for {stalled_s:.1f}s by an async handler"
+        self.recycle_reason = how
+        self.log.error(
+            "event_loop_stalled",
+            stalled_s=round(stalled_s, 1),
+            task_ids=[task_id for task_id, _ in culprits],
+            action="handing back this process's tasks, then stopping",
+        )
+        try:
+            with self.connections.pool.connection(timeout=DEREGISTER_WAIT_S) as conn:
+                reaper.recover_dead_worker(conn, self.worker_id, how=how, running=culprits)
+        except Exception as exc:  # the replacement, or the reaper, recovers them then
+            self.log.warning(
+                "stall_recovery_failed", error=scrub(error_text(exc), self.config.database_url)
+            )
+        self.on_loop_stalled()
 
     def _recycle(self, reason: str) -> None:
         if self.recycle_reason is None:
