@@ -66,7 +66,10 @@ class LoopWatchdog:
 
     def _watch(self) -> None:
         while not self._done.wait(self._tick_s):
-            stalled_s = time.monotonic() - self._turned_at
+            # How late the loop's next turn is: a healthy loop notes a turn every tick, so
+            # the time since the last note alone reaches tick_s without any stall (with a
+            # limit as short as the tick, every look would be an alarm).
+            stalled_s = time.monotonic() - self._turned_at - self._tick_s
             if stalled_s > self._limit_s:
                 self._done.set()
                 self._on_stall(stalled_s)
