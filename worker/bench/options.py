@@ -10,7 +10,7 @@ from websurf.worker.config import TASKS_PER_PROCESS
 
 SLEEP_S = 0.1  # how long each robot of the async, threaded and priority runs waits
 MEMORY_SLEEP_S = 10.0  # long enough for every task to be in flight when memory is read
-# In the order they run; "plan" runs once, after the repeated runs of the others.
+# In the order they run; "plan" and "dashboard" run once, after the repeated runs.
 MEASUREMENTS = (
     "noop",
     "cells",
@@ -22,6 +22,7 @@ MEASUREMENTS = (
     "memory",
     "priority",
     "plan",
+    "dashboard",
 )
 
 
@@ -48,11 +49,13 @@ class BenchOptions:
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
+    dashboard_finished: int = 1_000_000  # the queue the dashboard's pages are timed on
+    dashboard_pending: int = 100_000
     only: tuple[str, ...] = MEASUREMENTS
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:
-        """Small counts, one run, no claim plan: a check that everything works."""
+        """Small counts, one run, no claim plan or dashboard pages: a check that all works."""
         settings: dict[str, Any] = {
             "runs": 1,
             "tasks": 2_000,
@@ -63,7 +66,7 @@ class BenchOptions:
             "async_tasks": 2_000,
             "threaded_tasks": 500,
             "priority_edits": 10,
-            "only": tuple(m for m in MEASUREMENTS if m != "plan"),
+            "only": tuple(m for m in MEASUREMENTS if m not in ("plan", "dashboard")),
         }
         settings.update(overrides)
         return cls(**settings)
