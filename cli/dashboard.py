@@ -10,8 +10,9 @@ import os
 
 import click
 
-from websurf.cli.options import Runtime, direct_url_option, option, pass_runtime
+from websurf.cli.options import Runtime, direct_url_option, open_db, option, pass_runtime
 from websurf.cli.render import EXIT_FAILURE, EXIT_USAGE, CommandError, echo
+from websurf.sql.migrate import pending_migrations
 
 try:
     from websurf.worker.dashboard import server
@@ -67,6 +68,12 @@ def dashboard_command(rt: Runtime, host: str, port: int, read_only: bool) -> Non
         raise CommandError(str(exc), EXIT_USAGE) from None
     direct = rt.direct_database()
     database = rt.database()
+    with open_db(rt) as conn:
+        pending = pending_migrations(conn)
+    if pending:
+        raise CommandError(
+            f"the database needs `websurf migrate` first ({pending[0].name})", EXIT_FAILURE
+        )
     config = DashboardConfig(
         database_url=database.url,
         listen_url=direct.url if direct else database.url,

@@ -1,16 +1,16 @@
 -- name: dashboard_finished_per_bucket
--- Completed and failed tasks per time bucket and type over a window (dashboard overview chart).
+-- Completed and failed tasks per time bucket and type since a bucket's start (dashboard overview charts).
 -- One branch per status, so each range-scans task_queue_finished_idx (status, updated_at).
 SELECT date_bin(make_interval(secs => %(bucket_s)s), updated_at, 'epoch'::timestamptz) AS bucket,
        task_type, 'completed' AS status, count(*) AS tasks
 FROM websurfing_task_queue
-WHERE status = 'completed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
+WHERE status = 'completed' AND updated_at >= %(since)s
 GROUP BY 1, 2
 UNION ALL
 SELECT date_bin(make_interval(secs => %(bucket_s)s), updated_at, 'epoch'::timestamptz),
        task_type, 'failed', count(*)
 FROM websurfing_task_queue
-WHERE status = 'failed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
+WHERE status = 'failed' AND updated_at >= %(since)s
 GROUP BY 1, 2
 ORDER BY 1, 2, 3
 
@@ -35,10 +35,11 @@ GROUP BY bucket
 ORDER BY bucket
 
 -- name: dashboard_queue_depth
--- Pending tasks per type and priority, due now and scheduled later, through the pending index (dashboard overview).
+-- Pending tasks per type and priority: due now, scheduled later, already run many times; through the pending index (dashboard overview).
 SELECT task_type, priority,
        count(*) FILTER (WHERE scheduled_for <= now()) AS due,
        count(*) FILTER (WHERE scheduled_for > now()) AS scheduled,
+       count(*) FILTER (WHERE attempts >= %(many_attempts)s) AS retried,
        extract(epoch FROM now() - min(scheduled_for) FILTER (WHERE scheduled_for <= now()))::float8
            AS oldest_due_s
 FROM websurfing_task_queue
@@ -56,38 +57,37 @@ SELECT w.id, w.hostname, w.pid, w.task_types, w.started_at, w.last_heartbeat_at,
 FROM websurf.worker AS w
 ORDER BY w.hostname, w.started_at
 
--- name: dashboard_attention_tasks
--- Tasks a person should look at: running longer than stuck_s, or pending after many attempts (dashboard overview).
-(SELECT id, task_type, status, attempts, max_attempts, worker_id, error_message,
-        extract(epoch FROM now() - started_at)::float8 AS running_s
- FROM websurfing_task_queue
- WHERE status = 'processing' AND started_at < now() - make_interval(secs => %(stuck_s)s)
- ORDER BY started_at
- LIMIT %(limit)s)
-UNION ALL
-(SELECT id, task_type, status, attempts, max_attempts, worker_id, error_message, NULL
- FROM websurfing_task_queue
- WHERE status = 'pending' AND attempts >= %(many_attempts)s
- ORDER BY priority DESC, scheduled_for
- LIMIT %(limit)s)
+-- name: dashboard_stuck_tasks
+-- Tasks running longer than stuck_s, longest first, through task_queue_claimed_idx (dashboard overview).
+SELECT id, task_type, attempts, max_attempts, worker_id,
+       extract(epoch FROM now() - started_at)::float8 AS running_s
+FROM websurfing_task_queue
+WHERE status = 'processing' AND started_at < now() - make_interval(secs => %(stuck_s)s)
+ORDER BY started_at
+LIMIT %(limit)s
 
 -- name: dashboard_failure_groups
 -- Failures within the window (failed, or pending for a retry after an error) grouped by type and normalised error (dashboard failures page).
 -- The error is normalised (first line; ids, long hex and numbers replaced; URLs cut to
 -- their host) so a thousand timeouts to one site are one group; `fingerprint` names it.
+-- Only the newest `sample` failed tasks and `sample` retrying ones are read, so a burst
+-- of failures costs a bounded read (the page says when the sample was full).
 -- dashboard_failure_group_tasks repeats the expression: keep the two the same.
 WITH failure AS (
-    SELECT id, task_type, status, updated_at, error_message
-    FROM websurfing_task_queue
-    WHERE status = 'failed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
+    (SELECT id, task_type, status, updated_at, error_message
+     FROM websurfing_task_queue
+     WHERE status = 'failed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
+     ORDER BY updated_at DESC
+     LIMIT %(sample)s)
     UNION ALL
-    SELECT id, task_type, status, updated_at, error_message
-    FROM websurfing_task_queue
-    WHERE status = 'pending' AND error_message IS NOT NULL
+    (SELECT id, task_type, status, updated_at, error_message
+     FROM websurfing_task_queue
+     WHERE status = 'pending' AND error_message IS NOT NULL
+     LIMIT %(sample)s)
 ), normalised AS (
     SELECT *, left(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
                split_part(coalesce(error_message, '(no error message)'), E'\n', 1),
-               '(https?://[^/\s"'']+)[^\s"'']*', '\1/…', 'gi'),
+               '(https?://[^/\s"'']+)[^\s"'',;:)]*', '\1/…', 'gi'),
                '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'gi'),
                '\m(0x)?[0-9a-f]{8,}\M', '<hex>', 'gi'),
                '[0-9]+', 'N', 'g'), 200) AS error
@@ -105,99 +105,117 @@ ORDER BY count(*) DESC, max(updated_at) DESC
 LIMIT %(limit)s
 
 -- name: dashboard_failure_group_tasks
--- The tasks of one failure group, newest first (dashboard failure group page and its retry/cancel actions).
+-- The tasks of one failure group of one type, newest first, each row with the group's totals (dashboard failure group page and its retry/cancel actions).
 WITH failure AS (
-    SELECT id, task_type, status, updated_at, error_message, attempts, max_attempts, worker_id
-    FROM websurfing_task_queue
-    WHERE status = 'failed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
+    (SELECT id, task_type, status, updated_at, error_message, attempts, max_attempts, worker_id
+     FROM websurfing_task_queue
+     WHERE status = 'failed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
+       AND task_type = %(task_type)s
+     ORDER BY updated_at DESC
+     LIMIT %(sample)s)
     UNION ALL
-    SELECT id, task_type, status, updated_at, error_message, attempts, max_attempts, worker_id
-    FROM websurfing_task_queue
-    WHERE status = 'pending' AND error_message IS NOT NULL
+    (SELECT id, task_type, status, updated_at, error_message, attempts, max_attempts, worker_id
+     FROM websurfing_task_queue
+     WHERE status = 'pending' AND error_message IS NOT NULL AND task_type = %(task_type)s
+     LIMIT %(sample)s)
 ), normalised AS (
     SELECT *, left(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
                split_part(coalesce(error_message, '(no error message)'), E'\n', 1),
-               '(https?://[^/\s"'']+)[^\s"'']*', '\1/…', 'gi'),
+               '(https?://[^/\s"'']+)[^\s"'',;:)]*', '\1/…', 'gi'),
                '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'gi'),
                '\m(0x)?[0-9a-f]{8,}\M', '<hex>', 'gi'),
                '[0-9]+', 'N', 'g'), 200) AS error
     FROM failure
+), grouped AS (
+    SELECT *, count(*) FILTER (WHERE status = 'failed') OVER () AS group_failed,
+           count(*) FILTER (WHERE status = 'pending') OVER () AS group_retrying,
+           min(updated_at) OVER () AS first_seen, max(updated_at) OVER () AS last_seen
+    FROM normalised
+    WHERE left(md5(task_type || E'\x1f' || error), 16) = %(fingerprint)s
 )
-SELECT id, task_type, status, updated_at, error_message, error, attempts, max_attempts, worker_id
-FROM normalised
-WHERE left(md5(task_type || E'\x1f' || error), 16) = %(fingerprint)s
+SELECT id, task_type, status, updated_at, error_message, error, attempts, max_attempts,
+       worker_id, group_failed, group_retrying, first_seen, last_seen
+FROM grouped
 ORDER BY updated_at DESC
 LIMIT %(limit)s
 
 -- name: dashboard_find_tasks
--- Tasks of one status, filtered by type, spreadsheet and error text, newest first (dashboard tasks page).
+-- Tasks of one status, filtered by type, spreadsheet and error text (dashboard tasks page).
 -- One branch per status so each reads its own index: pending in claim order through the
--- pending index, running through the workers' claims, finished within the window through
--- task_queue_finished_idx (a filter on a rare value then reads the window, not the table).
+-- pending index, running through the workers' claims, finished ones newest first through
+-- task_queue_finished_idx. The filters look at the newest `sample` tasks of the status
+-- (finished within the window), so a filter on a rare value costs a bounded read.
 SELECT *
 FROM (
-    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, updated_at,
-            worker_id, error_message, payload ->> 'spreadsheet_id' AS spreadsheet_id
-     FROM websurfing_task_queue
-     WHERE status = 'pending' AND %(status)s::text = 'pending'
-       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-       AND (%(spreadsheet_id)s::text IS NULL
-            OR payload ->> 'spreadsheet_id' = %(spreadsheet_id)s::text)
-       AND (%(error)s::text IS NULL
-            OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+    (SELECT *
+     FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
+                  updated_at, worker_id, error_message,
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+           FROM websurfing_task_queue
+           WHERE status = 'pending' AND %(status)s::text = 'pending'
+           ORDER BY priority DESC, scheduled_for
+           LIMIT %(sample)s) AS next_due
+     WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+       AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
+       AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
      ORDER BY priority DESC, scheduled_for
      LIMIT %(limit)s)
     UNION ALL
-    (SELECT t.id, t.task_type, t.status, t.priority, t.attempts, t.max_attempts,
-            t.scheduled_for, t.updated_at, t.worker_id, t.error_message,
-            t.payload ->> 'spreadsheet_id'
-     FROM websurf.worker AS w
-     JOIN websurfing_task_queue AS t ON t.worker_id = w.id AND t.status = 'processing'
-     WHERE %(status)s::text = 'processing'
-       AND (%(task_type)s::text IS NULL OR t.task_type = %(task_type)s::text)
-       AND (%(spreadsheet_id)s::text IS NULL
-            OR t.payload ->> 'spreadsheet_id' = %(spreadsheet_id)s::text)
-       AND (%(error)s::text IS NULL
-            OR strpos(lower(t.error_message), lower(%(error)s::text)) > 0)
-     ORDER BY t.started_at DESC
-     LIMIT %(limit)s)
-    UNION ALL
-    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, updated_at,
-            worker_id, error_message, payload ->> 'spreadsheet_id'
-     FROM websurfing_task_queue
-     WHERE status = 'completed' AND %(status)s::text = 'completed'
-       AND updated_at >= now() - make_interval(secs => %(window_s)s)
-       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-       AND (%(spreadsheet_id)s::text IS NULL
-            OR payload ->> 'spreadsheet_id' = %(spreadsheet_id)s::text)
-       AND (%(error)s::text IS NULL
-            OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+    (SELECT *
+     FROM (SELECT t.id, t.task_type, t.status, t.priority, t.attempts, t.max_attempts,
+                  t.scheduled_for, t.started_at AS updated_at, t.worker_id, t.error_message,
+                  t.payload ->> 'spreadsheet_id' AS spreadsheet_id
+           FROM websurf.worker AS w
+           JOIN websurfing_task_queue AS t ON t.worker_id = w.id AND t.status = 'processing'
+           WHERE %(status)s::text = 'processing') AS running
+     WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+       AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
+       AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
      ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
-    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, updated_at,
-            worker_id, error_message, payload ->> 'spreadsheet_id'
-     FROM websurfing_task_queue
-     WHERE status = 'failed' AND %(status)s::text = 'failed'
-       AND updated_at >= now() - make_interval(secs => %(window_s)s)
-       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-       AND (%(spreadsheet_id)s::text IS NULL
-            OR payload ->> 'spreadsheet_id' = %(spreadsheet_id)s::text)
-       AND (%(error)s::text IS NULL
-            OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+    (SELECT *
+     FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
+                  updated_at, worker_id, error_message,
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+           FROM websurfing_task_queue
+           WHERE status = 'completed' AND %(status)s::text = 'completed'
+             AND updated_at >= now() - make_interval(secs => %(window_s)s)
+           ORDER BY updated_at DESC
+           LIMIT %(sample)s) AS newest
+     WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+       AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
+       AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
      ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
-    (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, updated_at,
-            worker_id, error_message, payload ->> 'spreadsheet_id'
-     FROM websurfing_task_queue
-     WHERE status = 'cancelled' AND %(status)s::text = 'cancelled'
-       AND updated_at >= now() - make_interval(secs => %(window_s)s)
-       AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-       AND (%(spreadsheet_id)s::text IS NULL
-            OR payload ->> 'spreadsheet_id' = %(spreadsheet_id)s::text)
-       AND (%(error)s::text IS NULL
-            OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+    (SELECT *
+     FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
+                  updated_at, worker_id, error_message,
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+           FROM websurfing_task_queue
+           WHERE status = 'failed' AND %(status)s::text = 'failed'
+             AND updated_at >= now() - make_interval(secs => %(window_s)s)
+           ORDER BY updated_at DESC
+           LIMIT %(sample)s) AS newest
+     WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+       AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
+       AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+     ORDER BY updated_at DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT *
+     FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
+                  updated_at, worker_id, error_message,
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+           FROM websurfing_task_queue
+           WHERE status = 'cancelled' AND %(status)s::text = 'cancelled'
+             AND updated_at >= now() - make_interval(secs => %(window_s)s)
+           ORDER BY updated_at DESC
+           LIMIT %(sample)s) AS newest
+     WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
+       AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
+       AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
      ORDER BY updated_at DESC
      LIMIT %(limit)s)
 ) AS found

@@ -93,12 +93,12 @@ def test_every_page_answers_and_stored_text_shows_as_text(
     web = client()
 
     groups = web.get("/failures")
-    fingerprint = re.search(r'href="/failures/([0-9a-f]{16})"', groups.text)
-    assert fingerprint, groups.text
+    group = re.search(r'href="(/failures/web_title/[0-9a-f]{16})"', groups.text)
+    assert group, groups.text
     pages = [
         "/",
         "/failures",
-        f"/failures/{fingerprint.group(1)}",
+        group.group(1),
         "/tasks?status=failed",
         f"/tasks/{task_id}",
         "/schedules",
@@ -117,7 +117,9 @@ def test_unknown_task_and_group_are_404(client: Client) -> None:
 
     assert web.get(f"/tasks/{uuid.uuid4()}").status_code == 404
     assert web.get("/tasks/not-a-uuid").status_code == 404
-    assert web.get("/failures/0123456789abcdef").status_code == 404
+    assert web.get("/failures/web_title/not-a-fingerprint").status_code == 404
+    empty = web.get("/failures/web_title/0123456789abcdef")
+    assert empty.status_code == 200 and "No task of this group" in empty.text
 
 
 def test_failures_to_one_site_are_one_group_and_retried_together(
@@ -133,11 +135,11 @@ def test_failures_to_one_site_are_one_group_and_retried_together(
     web = client()
 
     groups = web.get("/failures").text
-    rows = re.findall(r'href="/failures/([0-9a-f]{16})"', groups)
+    rows = re.findall(r'href="/failures/web_title/([0-9a-f]{16})"', groups)
     assert len(rows) == 2, groups
     assert "https://slow.example/…" in groups
-    biggest = rows[0]
-    group_page = web.get(f"/failures/{biggest}").text
+    biggest = f"{rows[0]}:web_title"
+    group_page = web.get(f"/failures/web_title/{rows[0]}").text
     assert re.search(r'class="failed-count">30<', group_page), group_page
 
     asked = act(web, group_page, "retry-group", biggest, confirmed=False)
@@ -306,6 +308,10 @@ def test_overview_shows_depth_workers_and_what_needs_a_person(
         "INSERT INTO websurfing_task_queue (task_type, payload, priority)"
         " SELECT 'uppercsae', '{}', 7 FROM generate_series(1, 3)"
     )
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, attempts, max_attempts)"
+        " VALUES ('web_title', '{}', 4, 6)"
+    )
     failed_task(conn, "web_title", "boom")
     web = client()
 
@@ -313,6 +319,7 @@ def test_overview_shows_depth_workers_and_what_needs_a_person(
 
     assert "3 pending" in page and "no live worker handles this type" in page
     assert "running for 2.0 h on host-a/1/x" in page
+    assert '1 pending <a href="/failures">web_title</a> tasks already ran 3 times' in page
     assert "host-a" in page and "<svg" in page
     fragment = web.get("/", headers={"HX-Request": "true"}).text
     assert fragment.lstrip().startswith('<div id="live"') and "<html" not in fragment
@@ -363,3 +370,21 @@ def test_a_public_address_without_credentials_is_refused(database_url: str) -> N
         " WEBSURF_DASHBOARD_PASSWORD), or bind 127.0.0.1"
     ]
     assert half.exit_code == 2 and "set both" in half.output
+
+
+def test_static_files_are_served_from_the_package(client: Client) -> None:
+    web = client()
+
+    script = web.get("/static/htmx.min.js")
+    style = web.get("/static/dashboard.css")
+
+    assert script.status_code == 200 and "htmx" in script.text
+    assert style.status_code == 200 and "text/css" in style.headers["content-type"]
+    assert web.get("/static/../app.py").status_code == 404
+
+
+def test_an_unmigrated_database_is_named_before_serving(empty_database_url: str) -> None:
+    answer = CliRunner().invoke(dashboard_command, ["--database-url", empty_database_url])
+
+    assert answer.exit_code == 1
+    assert "the database needs `websurf migrate` first" in answer.output

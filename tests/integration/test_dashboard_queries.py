@@ -9,6 +9,7 @@ The bench's measurement itself runs here on a small queue: every page answers ov
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -23,23 +24,32 @@ from websurf.worker.dashboard import reads
 FINISHED_ROWS = 200_000
 PENDING_ROWS = 20_000
 SOME_TASK = "00000000-0000-0000-0000-000000000000"
+HOUR_AGO = datetime.now(UTC) - timedelta(hours=1)
+DAY_AGO = datetime.now(UTC) - timedelta(days=1)
 TASKS = {
     "task_type": None,
     "spreadsheet_id": None,
     "error": None,
     "window_s": reads.TASK_WINDOW_S,
     "limit": reads.PAGE_LIMIT,
+    "sample": reads.SAMPLE,
 }
 PAGE_QUERIES: dict[str, dict[str, Any]] = {
-    "dashboard_finished_per_bucket[hour]": {"window_s": 3600.0, "bucket_s": 60.0},
-    "dashboard_finished_per_bucket[day]": {"window_s": 86400.0, "bucket_s": 900.0},
+    "dashboard_finished_per_bucket[hour]": {"since": HOUR_AGO, "bucket_s": 60.0},
+    "dashboard_finished_per_bucket[day]": {"since": DAY_AGO, "bucket_s": 900.0},
     "dashboard_pickup_latency": {"window_s": 3600.0, "bucket_s": 60.0},
-    "dashboard_queue_depth": {},
+    "dashboard_queue_depth": {"many_attempts": 3},
     "dashboard_workers": {},
-    "dashboard_attention_tasks": {"stuck_s": 900.0, "many_attempts": 3, "limit": 20},
-    "dashboard_failure_groups": {"window_s": reads.FAILURE_WINDOW_S, "limit": 100},
+    "dashboard_stuck_tasks": {"stuck_s": 900.0, "limit": 20},
+    "dashboard_failure_groups": {
+        "window_s": reads.FAILURE_WINDOW_S,
+        "limit": 100,
+        "sample": reads.SAMPLE,
+    },
     "dashboard_failure_group_tasks": {
+        "task_type": "web_title",
         "fingerprint": "0123456789abcdef",
+        "sample": reads.SAMPLE,
         "window_s": reads.FAILURE_WINDOW_S,
         "limit": 100,
     },

@@ -208,7 +208,8 @@ def render(report: Report) -> str:
         pages = report.dashboard_pages
         lines += ["", f"dashboard pages: {pages.summary} (seeded in {pages.seed_s:g} s)"]
         lines += [
-            f"  {page.median_ms:8.1f} ms median {page.max_ms:8.1f} ms max  {page.page}"
+            f"  {page.median_ms:8.1f} ms median {page.max_ms:8.1f} ms max"
+            f" {page.first_ms:8.1f} ms first  {page.page}"
             for page in pages.pages
         ]
     if report.checks:

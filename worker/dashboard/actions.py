@@ -58,8 +58,12 @@ def _run_task_now(conn: psycopg.Connection[Any], target: str) -> str:
     return f"task {task_id} is due now"
 
 
-def _group(conn: psycopg.Connection[Any], fingerprint: str, status: str) -> list[Any]:
-    tasks = reads.failure_group_tasks(conn, fingerprint, limit=reads.GROUP_ACTION_LIMIT)
+def _group(conn: psycopg.Connection[Any], target: str, status: str) -> list[Any]:
+    """The ids of a group's tasks in ``status``; the target is ``<fingerprint>:<task type>``."""
+    fingerprint, _, task_type = target.partition(":")
+    if not task_type:
+        raise ActionError(f"{target!r} does not name a failure group")
+    _, tasks = reads.failure_group(conn, task_type, fingerprint, limit=reads.GROUP_ACTION_LIMIT)
     return [task.id for task in tasks if task.status == status]
 
 

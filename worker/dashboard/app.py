@@ -21,6 +21,7 @@ the fairness and limits work is meant to be added this way).
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,7 @@ from websurf.worker.dashboard.security import (
     who,
 )
 
+FINGERPRINT = re.compile(r"[0-9a-f]{16}")  # a failure group's name (dashboard.sql)
 POOL_MAX_SIZE = 4  # pages read in a few short queries; more connections buy nothing
 NAVIGATION = (
     ("/", "Overview"),
@@ -98,6 +100,7 @@ class _State:
             open=False,
             name="dashboard",
         )
+        self.closed_buckets = reads.ClosedBuckets()
         self.broadcaster = Broadcaster(config.listen_url or config.database_url)
         environment = Environment(
             loader=PackageLoader("websurf.worker.dashboard", "templates"),
@@ -135,12 +138,13 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
 
 def overview_page(request: Request) -> Response:
     with _state(request).pool.connection() as conn:
-        found = reads.overview(conn)
+        found = reads.overview(conn, _state(request).closed_buckets)
     return _render(
         request,
         "overview.html",
         {
             "overview": found,
+            "many_attempts": reads.MANY_ATTEMPTS,
             "hour_completed": charts.line_chart(
                 "Completed per minute, last hour", found.hour.buckets, found.hour.completed
             ),
@@ -170,18 +174,24 @@ def failures_page(request: Request) -> Response:
 
 
 def failure_group_page(request: Request) -> Response:
+    task_type = request.path_params["task_type"]
     fingerprint = request.path_params["fingerprint"]
+    if not FINGERPRINT.fullmatch(fingerprint):
+        return _render(request, "missing.html", {"what": f"failure group {fingerprint}"}, 404)
     with _state(request).pool.connection() as conn:
-        groups = [g for g in reads.failure_groups(conn) if g.fingerprint == fingerprint]
-        tasks = reads.failure_group_tasks(conn, fingerprint)
-    if not groups and not tasks:
-        return _render(
-            request, "missing.html", {"what": f"failure group {fingerprint}"}, status=404
-        )
+        group, tasks = reads.failure_group(conn, task_type, fingerprint)
+    # A group whose tasks were all retried or cancelled is shown empty, not as missing:
+    # the page a person just acted on says so.
     return _render(
         request,
         "failure_group.html",
-        {"group": groups[0] if groups else None, "fingerprint": fingerprint, "tasks": tasks},
+        {
+            "group": group,
+            "tasks": tasks,
+            "task_type": task_type,
+            "fingerprint": fingerprint,
+            "target": f"{fingerprint}:{task_type}",
+        },
     )
 
 
@@ -327,7 +337,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         routes=[
             Route("/", overview_page),
             Route("/failures", failures_page),
-            Route("/failures/{fingerprint}", failure_group_page),
+            Route("/failures/{task_type}/{fingerprint}", failure_group_page),
             Route("/tasks", tasks_page),
             Route("/tasks/{task_id}", task_page),
             Route("/schedules", schedules_page),
@@ -335,7 +345,8 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/events", events_endpoint),
             Mount(
                 "/static",
-                StaticFiles(packages=[("websurf.worker.dashboard", "static")]),
+                # Our own package's files; a development install links them in.
+                StaticFiles(packages=[("websurf.worker.dashboard", "static")], follow_symlink=True),
                 name="static",
             ),
         ],

@@ -9,6 +9,7 @@ while a page renders. Each query reads an index of the queue, never the whole ta
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,14 +21,15 @@ from psycopg.rows import dict_row
 from websurf.sql import QUERIES
 from websurf.worker.core import admin
 from websurf.worker.core.schedules import list_schedules
-from websurf.worker.core.snapshot import ScheduleState, schedule_state, status_snapshot
+from websurf.worker.core.snapshot import ScheduleState, schedule_state
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
 HOUR_BUCKET_S = 60.0  # the last hour, per minute
 DAY_BUCKET_S = 900.0  # the last day, per quarter hour
-FAILURE_WINDOW_S = 7 * DAY_S  # failures grouped on the failures page
-TASK_WINDOW_S = DAY_S  # finished tasks the task search looks through, by default
+FAILURE_WINDOW_S = DAY_S  # failures grouped on the failures page
+TASK_WINDOW_S = DAY_S  # finished tasks the task search looks through
+SAMPLE = 20_000  # most rows of one status a search or the grouping of failures reads
 STUCK_S = 900.0  # a task running longer than this needs a person
 MANY_ATTEMPTS = 3  # a pending task that already ran this often needs a person
 ATTENTION_LIMIT = 20
@@ -72,6 +74,7 @@ class Depth:
     priority: int
     due: int
     scheduled: int
+    retried: int  # already ran MANY_ATTEMPTS times or more
     oldest_due_s: float | None
 
 
@@ -91,17 +94,15 @@ class Worker:
 
 
 @dataclass(frozen=True)
-class AttentionTask:
-    """A task stuck running or retried many times."""
+class StuckTask:
+    """A task running for longer than STUCK_S."""
 
     id: uuid.UUID
     task_type: str
-    status: str
     attempts: int
     max_attempts: int
     worker_id: str | None
-    error_message: str | None
-    running_s: float | None
+    running_s: float
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ class Overview:
     latency: Latency
     depth: list[Depth]
     workers: list[Worker]
-    attention: list[AttentionTask]
+    stuck: list[StuckTask]
+    retried: dict[str, int]  # pending tasks per type that already ran MANY_ATTEMPTS times
     unhandled: dict[str, int]
     failing_schedules: list[ScheduleState]
 
@@ -147,6 +149,19 @@ class GroupTask:
     attempts: int
     max_attempts: int
     worker_id: str | None
+
+
+@dataclass(frozen=True)
+class GroupTotals:
+    """One failure group's counts (over the whole group, not only the tasks shown)."""
+
+    task_type: str
+    fingerprint: str
+    error: str
+    failed: int
+    retrying: int
+    first_seen: datetime
+    last_seen: datetime
 
 
 @dataclass(frozen=True)
@@ -190,13 +205,47 @@ def _rows(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> l
         return cur.execute(QUERIES[name], params).fetchall()
 
 
-def throughput(conn: psycopg.Connection[Any], window_s: float, bucket_s: float) -> Throughput:
+class ClosedBuckets:
+    """Chart counts of buckets that are over, kept between requests by one dashboard process.
+
+    A task's finish time does not change once it is past, so a bucket that has ended is
+    counted once; each request then reads only the tasks finished since the last ended
+    bucket (a minute or a quarter hour of them), not the whole day. What this trades away:
+    a failure retried later stays counted in the bucket where it failed (the chart is a
+    history of finishes), and a pruned task stays counted until the process restarts.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[float, float], tuple[datetime, list[dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+
+    def rows(
+        self, conn: psycopg.Connection[Any], now: datetime, window_s: float, bucket_s: float
+    ) -> list[dict[str, Any]]:
+        """Every bucket row of the window: the kept ended ones and the new ones read now."""
+        buckets = _buckets(now, window_s, bucket_s)
+        current = buckets[-1]
+        with self._lock:
+            until, kept = self._kept.get((window_s, bucket_s), (buckets[0], []))
+        since = max(until, buckets[0])
+        fresh = _rows(conn, "dashboard_finished_per_bucket", {"since": since, "bucket_s": bucket_s})
+        ended = [r for r in kept if r["bucket"] >= buckets[0]]
+        ended += [r for r in fresh if r["bucket"] < current]
+        with self._lock:
+            self._kept[(window_s, bucket_s)] = (current, ended)
+        return ended + [r for r in fresh if r["bucket"] >= current]
+
+
+def throughput(
+    conn: psycopg.Connection[Any],
+    window_s: float,
+    bucket_s: float,
+    closed: ClosedBuckets | None = None,
+) -> Throughput:
     """Completed and failed per bucket and operator; buckets without a task read as 0."""
-    rows = _rows(
-        conn, "dashboard_finished_per_bucket", {"window_s": window_s, "bucket_s": bucket_s}
-    )
-    now = conn.execute(QUERIES["database_now"]).fetchone()[0]  # type: ignore[index]
+    now = _now(conn)
     buckets = _buckets(now, window_s, bucket_s)
+    rows = (closed or ClosedBuckets()).rows(conn, now, window_s, bucket_s)
     index = {b: i for i, b in enumerate(buckets)}
     counts: dict[tuple[str, str], list[float]] = {}
     for row in rows:
@@ -204,7 +253,7 @@ def throughput(conn: psycopg.Connection[Any], window_s: float, bucket_s: float) 
         if slot is None:
             continue
         line = counts.setdefault((row["status"], row["task_type"]), [0.0] * len(buckets))
-        line[slot] = float(row["tasks"])
+        line[slot] += float(row["tasks"])
 
     def lines(status: str) -> tuple[Series, ...]:
         return tuple(
@@ -214,6 +263,13 @@ def throughput(conn: psycopg.Connection[Any], window_s: float, bucket_s: float) 
         )
 
     return Throughput(window_s, bucket_s, buckets, lines("completed"), lines("failed"))
+
+
+def _now(conn: psycopg.Connection[Any]) -> datetime:
+    row = conn.execute(QUERIES["database_now"]).fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
 
 
 def _buckets(now: datetime, window_s: float, bucket_s: float) -> tuple[datetime, ...]:
@@ -227,34 +283,40 @@ def _buckets(now: datetime, window_s: float, bucket_s: float) -> tuple[datetime,
 def latency(conn: psycopg.Connection[Any], window_s: float, bucket_s: float) -> Latency:
     """Pickup latency per bucket of finished tasks; empty buckets read as 0."""
     rows = _rows(conn, "dashboard_pickup_latency", {"window_s": window_s, "bucket_s": bucket_s})
-    now = conn.execute(QUERIES["database_now"]).fetchone()[0]  # type: ignore[index]
-    buckets = _buckets(now, window_s, bucket_s)
+    buckets = _buckets(_now(conn), window_s, bucket_s)
     found = {row["bucket"]: row for row in rows}
     mean = tuple(float(found[b]["mean_s"]) if b in found else 0.0 for b in buckets)
     worst = tuple(float(found[b]["max_s"]) if b in found else 0.0 for b in buckets)
     return Latency(buckets, Series("mean", mean), Series("worst", worst))
 
 
-def overview(conn: psycopg.Connection[Any]) -> Overview:
+def overview(conn: psycopg.Connection[Any], closed: ClosedBuckets | None = None) -> Overview:
     """Everything the overview page shows."""
-    snapshot = status_snapshot(conn)
+    depth = [
+        Depth(**row)
+        for row in _rows(conn, "dashboard_queue_depth", {"many_attempts": MANY_ATTEMPTS})
+    ]
+    roster = [Worker(**row) for row in _rows(conn, "dashboard_workers", {})]
+    handled = {t for w in roster if not w.stale for t in w.task_types}
+    unhandled: dict[str, int] = {}
+    retried: dict[str, int] = {}
+    for row in depth:
+        if row.task_type not in handled:
+            unhandled[row.task_type] = unhandled.get(row.task_type, 0) + row.due + row.scheduled
+        if row.retried:
+            retried[row.task_type] = retried.get(row.task_type, 0) + row.retried
+    stuck_params = {"stuck_s": STUCK_S, "limit": ATTENTION_LIMIT}
     return Overview(
-        at=snapshot.at,
-        hour=throughput(conn, HOUR_S, HOUR_BUCKET_S),
-        day=throughput(conn, DAY_S, DAY_BUCKET_S),
+        at=_now(conn),
+        hour=throughput(conn, HOUR_S, HOUR_BUCKET_S, closed),
+        day=throughput(conn, DAY_S, DAY_BUCKET_S, closed),
         latency=latency(conn, HOUR_S, HOUR_BUCKET_S),
-        depth=[Depth(**row) for row in _rows(conn, "dashboard_queue_depth", {})],
-        workers=[Worker(**row) for row in _rows(conn, "dashboard_workers", {})],
-        attention=[
-            AttentionTask(**row)
-            for row in _rows(
-                conn,
-                "dashboard_attention_tasks",
-                {"stuck_s": STUCK_S, "many_attempts": MANY_ATTEMPTS, "limit": ATTENTION_LIMIT},
-            )
-        ],
-        unhandled=snapshot.unhandled,
-        failing_schedules=[s for s in snapshot.schedules if s.last_run_ok is False],
+        depth=depth,
+        workers=roster,
+        stuck=[StuckTask(**row) for row in _rows(conn, "dashboard_stuck_tasks", stuck_params)],
+        retried=retried,
+        unhandled=unhandled,
+        failing_schedules=[s for s in schedules(conn) if s.last_run_ok is False],
     )
 
 
@@ -262,20 +324,41 @@ def failure_groups(
     conn: psycopg.Connection[Any], window_s: float = FAILURE_WINDOW_S
 ) -> list[FailureGroup]:
     """Failures grouped by operator and normalised error, biggest group first."""
-    params = {"window_s": window_s, "limit": GROUP_LIMIT}
+    params = {"window_s": window_s, "limit": GROUP_LIMIT, "sample": SAMPLE}
     return [FailureGroup(**row) for row in _rows(conn, "dashboard_failure_groups", params)]
 
 
-def failure_group_tasks(
+def failure_group(
     conn: psycopg.Connection[Any],
+    task_type: str,
     fingerprint: str,
     *,
     window_s: float = FAILURE_WINDOW_S,
     limit: int = PAGE_LIMIT,
-) -> list[GroupTask]:
-    """The tasks of one failure group, newest first."""
-    params = {"fingerprint": fingerprint, "window_s": window_s, "limit": limit}
-    return [GroupTask(**row) for row in _rows(conn, "dashboard_failure_group_tasks", params)]
+) -> tuple[GroupTotals | None, list[GroupTask]]:
+    """One failure group's totals (None: no task left in it) and its newest tasks."""
+    params = {
+        "task_type": task_type,
+        "fingerprint": fingerprint,
+        "window_s": window_s,
+        "limit": limit,
+        "sample": SAMPLE,
+    }
+    rows = _rows(conn, "dashboard_failure_group_tasks", params)
+    if not rows:
+        return None, []
+    first = rows[0]
+    totals = GroupTotals(
+        task_type,
+        fingerprint,
+        first["error"],
+        first["group_failed"],
+        first["group_retrying"],
+        first["first_seen"],
+        first["last_seen"],
+    )
+    fields = set(GroupTask.__dataclass_fields__)
+    return totals, [GroupTask(**{k: v for k, v in row.items() if k in fields}) for row in rows]
 
 
 def find_tasks(conn: psycopg.Connection[Any], wanted: TaskFilter) -> list[FoundTask]:
@@ -287,6 +370,7 @@ def find_tasks(conn: psycopg.Connection[Any], wanted: TaskFilter) -> list[FoundT
         "error": wanted.error,
         "window_s": wanted.window_s,
         "limit": PAGE_LIMIT,
+        "sample": SAMPLE,
     }
     return [FoundTask(**row) for row in _rows(conn, "dashboard_find_tasks", params)]
 

@@ -8,7 +8,9 @@ on it that logs people in) reaches it.
 from __future__ import annotations
 
 import ipaddress
+import signal
 from collections.abc import Mapping
+from types import FrameType
 
 from websurf.worker.dashboard.security import Access
 
@@ -61,15 +63,29 @@ def url(host: str, port: int) -> str:
 
 
 def serve(app: object, host: str, port: int) -> None:
-    """Run uvicorn until interrupted (its own signal handling; no access log)."""
+    """Run uvicorn until SIGTERM or SIGINT, then shut down gracefully and return.
+
+    uvicorn handles the signal, and once shut down sends it again to the handler that
+    was there before it; that handler is a no-op here, so the command exits 0 after a
+    clean stop instead of dying of the signal.
+    """
     import uvicorn
 
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
-        server_header=False,
-    )
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.run(
+            app,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
+            server_header=False,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """The signal uvicorn passes on after its graceful shutdown: nothing left to do."""
