@@ -23,6 +23,12 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8750
 
 
+def dashboard_url(host: str, port: int) -> str:
+    """The address a browser opens for a dashboard listening on ``host``:``port``."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
 @click.command("dashboard")
 @pass_runtime
 @direct_url_option
@@ -80,5 +86,6 @@ def dashboard_command(rt: Runtime, host: str, port: int, read_only: bool) -> Non
         access=access,
         read_only=read_only,
     )
-    echo(f"websurf dashboard at {server.url(host, port)}" + (" (read-only)" if read_only else ""))
+    shown = dashboard_url(host, port) + (" (read-only)" if read_only else "")
+    echo(f"websurf dashboard at {shown}")
     server.serve(create_app(config), host, port)

@@ -57,11 +57,6 @@ def check_bind(host: str, access: Access) -> None:
         )
 
 
-def url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
-
-
 def serve(app: object, host: str, port: int) -> None:
     """Run uvicorn until SIGTERM or SIGINT, then shut down gracefully and return.
 
