@@ -1,38 +1,27 @@
 -- name: dashboard_finished_per_bucket
--- Completed and failed tasks per time bucket and type since a bucket's start (dashboard overview charts).
+-- Completed and failed tasks per time bucket and type since a bucket's start, with their pickup waits (dashboard overview charts).
 -- One branch per status, so each range-scans task_queue_finished_idx (status, updated_at).
+-- A task's wait is from when it was due (scheduled, or created if later) to its start.
 SELECT date_bin(make_interval(secs => %(bucket_s)s), updated_at, 'epoch'::timestamptz) AS bucket,
-       task_type, 'completed' AS status, count(*) AS tasks
+       task_type, 'completed' AS status, count(*) AS tasks, count(started_at) AS started,
+       coalesce(sum(extract(epoch FROM started_at - greatest(scheduled_for, created_at))), 0)
+           ::float8 AS waited_s,
+       coalesce(max(extract(epoch FROM started_at - greatest(scheduled_for, created_at))), 0)
+           ::float8 AS max_waited_s
 FROM websurfing_task_queue
 WHERE status = 'completed' AND updated_at >= %(since)s
 GROUP BY 1, 2
 UNION ALL
 SELECT date_bin(make_interval(secs => %(bucket_s)s), updated_at, 'epoch'::timestamptz),
-       task_type, 'failed', count(*)
+       task_type, 'failed', count(*), count(started_at),
+       coalesce(sum(extract(epoch FROM started_at - greatest(scheduled_for, created_at))), 0)
+           ::float8,
+       coalesce(max(extract(epoch FROM started_at - greatest(scheduled_for, created_at))), 0)
+           ::float8
 FROM websurfing_task_queue
 WHERE status = 'failed' AND updated_at >= %(since)s
 GROUP BY 1, 2
 ORDER BY 1, 2, 3
-
--- name: dashboard_pickup_latency
--- Mean and worst wait from due to started, per time bucket, of tasks finished within the window (dashboard overview chart).
-SELECT bucket, avg(waited_s)::float8 AS mean_s, max(waited_s)::float8 AS max_s, count(*) AS tasks
-FROM (
-    SELECT date_bin(make_interval(secs => %(bucket_s)s), updated_at, 'epoch'::timestamptz)
-               AS bucket,
-           extract(epoch FROM started_at - greatest(scheduled_for, created_at)) AS waited_s
-    FROM websurfing_task_queue
-    WHERE status = 'completed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
-      AND started_at IS NOT NULL
-    UNION ALL
-    SELECT date_bin(make_interval(secs => %(bucket_s)s), updated_at, 'epoch'::timestamptz),
-           extract(epoch FROM started_at - greatest(scheduled_for, created_at))
-    FROM websurfing_task_queue
-    WHERE status = 'failed' AND updated_at >= now() - make_interval(secs => %(window_s)s)
-      AND started_at IS NOT NULL
-) AS finished
-GROUP BY bucket
-ORDER BY bucket
 
 -- name: dashboard_queue_depth
 -- Pending tasks per type and priority: due now, scheduled later, already run many times; through the pending index (dashboard overview).

@@ -37,7 +37,6 @@ TASKS = {
 PAGE_QUERIES: dict[str, dict[str, Any]] = {
     "dashboard_finished_per_bucket[hour]": {"since": HOUR_AGO, "bucket_s": 60.0},
     "dashboard_finished_per_bucket[day]": {"since": DAY_AGO, "bucket_s": 900.0},
-    "dashboard_pickup_latency": {"window_s": 3600.0, "bucket_s": 60.0},
     "dashboard_queue_depth": {"many_attempts": 3},
     "dashboard_workers": {},
     "dashboard_stuck_tasks": {"stuck_s": 900.0, "limit": 20},

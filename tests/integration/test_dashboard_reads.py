@@ -13,11 +13,17 @@ import psycopg
 from websurf.worker.dashboard import reads
 
 
-def finish(conn: psycopg.Connection[Any], task_type: str, status: str, ago: str, n: int) -> None:
+def finish(
+    conn: psycopg.Connection[Any], task_type: str, status: str, ago: str, n: int, waited: str = "1s"
+) -> None:
+    """n tasks finished ``ago``, each started ``waited`` after it was due."""
     conn.execute(
-        "INSERT INTO websurfing_task_queue (task_type, payload, status, updated_at)"
-        " SELECT %s, '{}', %s, now() - %s::interval FROM generate_series(1, %s)",
-        (task_type, status, ago, n),
+        "INSERT INTO websurfing_task_queue"
+        " (task_type, payload, status, created_at, scheduled_for, started_at, updated_at)"
+        " SELECT %(type)s, '{}', %(status)s, t - %(waited)s::interval - interval '1s',"
+        "        t - %(waited)s::interval, t, t"
+        " FROM (SELECT now() - %(ago)s::interval AS t FROM generate_series(1, %(n)s)) AS s",
+        {"type": task_type, "status": status, "ago": ago, "n": n, "waited": waited},
     )
 
 
@@ -48,11 +54,21 @@ def test_ended_buckets_are_kept_and_each_task_counted_once(conn: psycopg.Connect
         "failed": {"web_title": 2.0},
     }
     assert len(second.buckets) == 97  # a day of quarter hours, and the one under way
-    assert second.completed[0].values[-1] == 3.0  # the newest bucket holds the new ones
+
+
+def test_pickup_latency_is_the_wait_from_due_to_started(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():  # one now(): all four finish in the same minute
+        finish(conn, "web_title", "completed", "0 seconds", 3, waited="2 seconds")
+        finish(conn, "uppercase", "failed", "0 seconds", 1, waited="6 seconds")
+
+    found = reads.throughput(conn, reads.HOUR_S, reads.HOUR_BUCKET_S)
+
+    assert [v for v in found.mean_wait_s.values if v] == [3.0]  # (3 x 2 s + 6 s) / 4
+    assert [v for v in found.max_wait_s.values if v] == [6.0]
 
 
 def test_an_empty_queue_draws_empty_charts(conn: psycopg.Connection[Any]) -> None:
     found = reads.overview(conn)
 
     assert found.hour.completed == () and found.depth == [] and found.workers == []
-    assert len(found.latency.mean_s.values) == 61
+    assert len(found.hour.mean_wait_s.values) == 61 and not any(found.hour.max_wait_s.values)

@@ -159,8 +159,8 @@ def overview_page(request: Request) -> Response:
             ),
             "latency": charts.line_chart(
                 "Pickup latency (due to started), last hour",
-                found.latency.buckets,
-                (found.latency.mean_s, found.latency.max_s),
+                found.hour.buckets,
+                (found.hour.mean_wait_s, found.hour.max_wait_s),
                 unit="s",
             ),
         },

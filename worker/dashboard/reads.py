@@ -48,22 +48,16 @@ class Series:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Completed and failed tasks per bucket and operator over a window."""
+    """Completed and failed tasks per bucket and operator over a window, and their pickup
+    latency (due to started) per bucket: mean and worst, in seconds."""
 
     window_s: float
     bucket_s: float
     buckets: tuple[datetime, ...]
     completed: tuple[Series, ...]
     failed: tuple[Series, ...]
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Pickup latency (due to started) per bucket: mean and worst, in seconds."""
-
-    buckets: tuple[datetime, ...]
-    mean_s: Series
-    max_s: Series
+    mean_wait_s: Series
+    max_wait_s: Series
 
 
 @dataclass(frozen=True)
@@ -112,7 +106,6 @@ class Overview:
     at: datetime
     hour: Throughput
     day: Throughput
-    latency: Latency
     depth: list[Depth]
     workers: list[Worker]
     stuck: list[StuckTask]
@@ -248,12 +241,17 @@ def throughput(
     rows = (closed or ClosedBuckets()).rows(conn, now, window_s, bucket_s)
     index = {b: i for i, b in enumerate(buckets)}
     counts: dict[tuple[str, str], list[float]] = {}
+    started, waited, worst = ([0.0] * len(buckets) for _ in range(3))
     for row in rows:
         slot = index.get(row["bucket"])
         if slot is None:
             continue
         line = counts.setdefault((row["status"], row["task_type"]), [0.0] * len(buckets))
         line[slot] += float(row["tasks"])
+        started[slot] += row["started"]
+        waited[slot] += row["waited_s"]
+        worst[slot] = max(worst[slot], row["max_waited_s"])
+    mean = tuple(w / n if n else 0.0 for w, n in zip(waited, started, strict=True))
 
     def lines(status: str) -> tuple[Series, ...]:
         return tuple(
@@ -262,7 +260,15 @@ def throughput(
             if kind == status
         )
 
-    return Throughput(window_s, bucket_s, buckets, lines("completed"), lines("failed"))
+    return Throughput(
+        window_s,
+        bucket_s,
+        buckets,
+        lines("completed"),
+        lines("failed"),
+        Series("mean", mean),
+        Series("worst", tuple(worst)),
+    )
 
 
 def _now(conn: psycopg.Connection[Any]) -> datetime:
@@ -278,16 +284,6 @@ def _buckets(now: datetime, window_s: float, bucket_s: float) -> tuple[datetime,
     last = int(now.timestamp()) // step * step
     first = last - int(window_s) // step * step
     return tuple(datetime.fromtimestamp(t, tz=now.tzinfo) for t in range(first, last + step, step))
-
-
-def latency(conn: psycopg.Connection[Any], window_s: float, bucket_s: float) -> Latency:
-    """Pickup latency per bucket of finished tasks; empty buckets read as 0."""
-    rows = _rows(conn, "dashboard_pickup_latency", {"window_s": window_s, "bucket_s": bucket_s})
-    buckets = _buckets(_now(conn), window_s, bucket_s)
-    found = {row["bucket"]: row for row in rows}
-    mean = tuple(float(found[b]["mean_s"]) if b in found else 0.0 for b in buckets)
-    worst = tuple(float(found[b]["max_s"]) if b in found else 0.0 for b in buckets)
-    return Latency(buckets, Series("mean", mean), Series("worst", worst))
 
 
 def overview(conn: psycopg.Connection[Any], closed: ClosedBuckets | None = None) -> Overview:
@@ -310,7 +306,6 @@ def overview(conn: psycopg.Connection[Any], closed: ClosedBuckets | None = None)
         at=_now(conn),
         hour=throughput(conn, HOUR_S, HOUR_BUCKET_S, closed),
         day=throughput(conn, DAY_S, DAY_BUCKET_S, closed),
-        latency=latency(conn, HOUR_S, HOUR_BUCKET_S),
         depth=depth,
         workers=roster,
         stuck=[StuckTask(**row) for row in _rows(conn, "dashboard_stuck_tasks", stuck_params)],
