@@ -1,6 +1,6 @@
 """The overview's numbers: per-bucket counts that stay right across requests.
 
-The day chart keeps the counts of ended buckets between requests (reads.ClosedBuckets)
+The day chart keeps the counts of ended buckets between requests (history.ClosedBuckets)
 and reads only what finished since: a second request must count each task once.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from websurf.worker.dashboard import reads
+from websurf.worker.dashboard import history, reads
 
 
 def finish(
@@ -27,7 +27,7 @@ def finish(
     )
 
 
-def totals(found: reads.Throughput) -> dict[str, dict[str, float]]:
+def totals(found: history.Throughput) -> dict[str, dict[str, float]]:
     return {
         "completed": {s.name: sum(s.values) for s in found.completed},
         "failed": {s.name: sum(s.values) for s in found.failed},
@@ -39,11 +39,11 @@ def test_ended_buckets_are_kept_and_each_task_counted_once(conn: psycopg.Connect
     finish(conn, "web_title", "failed", "2 hours", 2)
     finish(conn, "uppercase", "completed", "0 seconds", 1)
     finish(conn, "uppercase", "completed", "2 days", 7)  # outside the day
-    closed = reads.ClosedBuckets()
+    closed = history.ClosedBuckets()
 
-    first = reads.throughput(conn, reads.DAY_S, reads.DAY_BUCKET_S, closed)
+    first = history.throughput(conn, reads.DAY_S, reads.DAY_BUCKET_S, closed)
     finish(conn, "uppercase", "completed", "0 seconds", 2)
-    second = reads.throughput(conn, reads.DAY_S, reads.DAY_BUCKET_S, closed)
+    second = history.throughput(conn, reads.DAY_S, reads.DAY_BUCKET_S, closed)
 
     assert totals(first) == {
         "completed": {"uppercase": 1.0, "web_title": 5.0},
@@ -61,7 +61,7 @@ def test_pickup_latency_is_the_wait_from_due_to_started(conn: psycopg.Connection
         finish(conn, "web_title", "completed", "0 seconds", 3, waited="2 seconds")
         finish(conn, "uppercase", "failed", "0 seconds", 1, waited="6 seconds")
 
-    found = reads.throughput(conn, reads.HOUR_S, reads.HOUR_BUCKET_S)
+    found = history.throughput(conn, reads.HOUR_S, reads.HOUR_BUCKET_S)
 
     assert [v for v in found.mean_wait_s.values if v] == [3.0]  # (3 x 2 s + 6 s) / 4
     assert [v for v in found.max_wait_s.values if v] == [6.0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from websurf.worker.dashboard import charts
-from websurf.worker.dashboard.reads import Series
+from websurf.worker.dashboard.history import Series
 
 START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from websurf.worker.dashboard.reads import Series
+from websurf.worker.dashboard.history import Series
 
 WIDTH = 640
 HEIGHT = 200

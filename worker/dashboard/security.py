@@ -120,9 +120,10 @@ def who(request: Request) -> str:
 
 def csrf_token(request: Request) -> str:
     """This browser's CSRF token: its cookie's, or a new one :func:`keep_csrf` will set."""
-    token = request.cookies.get(CSRF_COOKIE)
+    token = request.cookies.get(CSRF_COOKIE) or getattr(request.state, "new_csrf", None)
     if not token:
-        token = request.state.__dict__.setdefault("new_csrf", secrets.token_urlsafe(32))
+        token = secrets.token_urlsafe(32)
+        request.state.new_csrf = token
     return str(token)
 
 
