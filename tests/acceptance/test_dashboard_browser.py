@@ -50,8 +50,8 @@ def artefacts(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def dashboard(daemons: Daemons, database_url: str) -> Iterator[str]:
-    """The real ``websurf dashboard`` on a free loopback port; its address."""
+def dashboard(daemons: Daemons, database_url: str) -> Iterator[tuple[str, Daemon]]:
+    """The real ``websurf dashboard`` on a free loopback port: its address and process."""
     port = free_port()
     process = daemons.launch(
         [
@@ -79,9 +79,8 @@ def dashboard(daemons: Daemons, database_url: str) -> Iterator[str]:
             return False
 
     process.wait_for(answers, "the dashboard to answer")
-    yield address
-    assert process.stop() == 0, process.log_tail()
-    assert "dashboard_action" in process.log()  # the retry was logged, with who did it
+    yield address, process
+    assert process.stop() == 0, process.log_tail()  # a clean stop on SIGTERM
 
 
 @pytest.fixture
@@ -102,13 +101,14 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
 
 def test_a_failure_appears_live_is_retried_from_its_group_and_completes(
     start_worker: Callable[..., Daemon],
-    dashboard: str,
+    dashboard: tuple[str, Daemon],
     browser_page: Any,
     artefacts: Path,
     database_url: str,
 ) -> None:
     page = browser_page
     expect = sync_api.expect
+    address, server = dashboard
     worker = start_worker(database_url)
     worker.wait_ready(1)
     worker.query(
@@ -116,7 +116,7 @@ def test_a_failure_appears_live_is_retried_from_its_group_and_completes(
         " SELECT 'test_sleep', jsonb_build_object('sleep_s', 0) FROM generate_series(1, 20)"
     )
 
-    page.goto(dashboard + "/failures")
+    page.goto(address + "/failures")
     expect(page.locator("#live-state")).to_have_text("●", timeout=LIVE_DEADLINE_MS)
     expect(page.get_by_text("No failures.")).to_be_visible()
     worker.query(
@@ -138,6 +138,12 @@ def test_a_failure_appears_live_is_retried_from_its_group_and_completes(
     page.screenshot(path=artefacts / "confirm.png", full_page=True)
     page.get_by_role("button", name="Yes: Retry all failed").click()
     expect(page.locator(".outcome")).to_have_text("3 tasks retried")
+    [logged] = server.events("dashboard_action")
+    assert (logged["action"], logged["who"], logged["result"]) == (
+        "retry-group",
+        "anonymous",
+        "3 tasks retried",
+    )
 
     page.get_by_role("link", name="Back").click()
     expect(page.get_by_text("No task of this group is failed")).to_be_visible(
@@ -156,12 +162,12 @@ def test_a_failure_appears_live_is_retried_from_its_group_and_completes(
     task_id = worker.query(
         "SELECT id FROM websurfing_task_queue WHERE task_type = 'test_flaky' LIMIT 1"
     )[0][0]
-    page.goto(f"{dashboard}/tasks/{task_id}")
+    page.goto(f"{address}/tasks/{task_id}")
     expect(page.locator("dd.status")).to_have_text("completed")
     expect(page.locator("pre.error")).to_contain_text("connection refused")  # the last error
     page.screenshot(path=artefacts / "task.png", full_page=True)
 
-    page.goto(dashboard + "/")
+    page.goto(address + "/")
     expect(page.locator("figure.chart")).to_have_count(5)
     expect(page.locator(".legend li", has_text="test_sleep").first).to_be_visible()
     page.screenshot(path=artefacts / "overview.png", full_page=True)
