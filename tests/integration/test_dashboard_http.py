@@ -388,3 +388,16 @@ def test_an_unmigrated_database_is_named_before_serving(empty_database_url: str)
 
     assert answer.exit_code == 1
     assert "the database needs `websurf migrate` first" in answer.output
+
+
+def test_pages_survive_a_database_restart(database_url: str, client: Client) -> None:
+    """Connections the server dropped (a restart, a failover) are replaced, not shown as errors."""
+    web = client()
+    assert web.get("/").status_code == 200
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+    assert [web.get(path).status_code for path in ("/", "/failures", "/tasks")] == [200] * 3

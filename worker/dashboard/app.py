@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import psycopg
 import structlog
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -35,6 +37,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from websurf.sql.database import describe, scrub
 from websurf.worker.dashboard import actions, pages
 from websurf.worker.dashboard.live import event_stream
 from websurf.worker.dashboard.security import DashboardAuth, csrf_problem, refuse, who
@@ -104,6 +107,17 @@ async def events_endpoint(request: Request) -> Response:
     )
 
 
+def database_unavailable(request: Request, exc: Exception) -> Response:
+    """A page that could not read the database: 503 with the reason, not a stack trace."""
+    url = state(request).config.database_url
+    reason = scrub(
+        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url
+    )
+    log.warning("dashboard_database_unavailable", path=request.url.path, error=reason)
+    message = f"the database at {describe(url)} is not answering: {reason}"
+    return render(request, "done.html", {"ok": False, "message": message}, 503)
+
+
 def create_app(config: DashboardConfig) -> Starlette:
     """The dashboard as an ASGI app (uvicorn serves it; tests use Starlette's TestClient)."""
     shared = DashboardState(config)
@@ -142,6 +156,10 @@ def create_app(config: DashboardConfig) -> Starlette:
                 AuthenticationMiddleware, backend=DashboardAuth(config.access), on_error=refuse
             )
         ],
+        exception_handlers={
+            psycopg.OperationalError: database_unavailable,
+            PoolTimeout: database_unavailable,
+        },
         lifespan=lifespan,
     )
     app.state.dashboard = shared

@@ -57,6 +57,9 @@ class DashboardState:
             min_size=1,
             max_size=POOL_MAX_SIZE,
             kwargs={"autocommit": True},
+            # A connection is checked as it is handed out: after a database restart the
+            # first page gets a new one instead of an error.
+            check=ConnectionPool.check_connection,
             open=False,
             name="dashboard",
         )
