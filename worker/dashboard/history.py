@@ -46,9 +46,11 @@ class ClosedBuckets:
 
     A task's finish time does not change once it is past, so a bucket that has ended is
     counted once; each request then reads only the tasks finished since the last ended
-    bucket (a minute or a quarter hour of them), not the whole day. What this trades away:
-    a failure retried later stays counted in the bucket where it failed (the chart is a
-    history of finishes), and a pruned task stays counted until the process restarts.
+    bucket (a minute or a quarter hour of them), not the whole day. Tasks are counted by
+    their state when their bucket is read: a failure retried while its bucket is still
+    under way (or before the process first read that bucket) is not counted as failed,
+    one retried after its bucket ended stays counted where it failed, and a pruned task
+    stays counted until the process restarts.
     """
 
     def __init__(self) -> None:
