@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
 from websurf.cli.dashboard import dashboard_command
+from websurf.worker.core.schedules import Spec, add_schedule
 from websurf.worker.dashboard.app import DashboardConfig, create_app
 from websurf.worker.dashboard.live import Broadcaster
 from websurf.worker.dashboard.security import Access
@@ -401,3 +402,47 @@ def test_pages_survive_a_database_restart(database_url: str, client: Client) -> 
         )
 
     assert [web.get(path).status_code for path in ("/", "/failures", "/tasks")] == [200] * 3
+
+
+def test_a_group_waiting_for_retries_is_cancelled_together(
+    conn: psycopg.Connection[Any], client: Client
+) -> None:
+    conn.execute(
+        "INSERT INTO websurfing_task_queue"
+        " (task_type, payload, attempts, error_message, scheduled_for)"
+        " SELECT 'web_fetch', '{}', 1, 'HTTPError: 503 from https://busy.example/item?id=' || n,"
+        "        now() + interval '5 minutes'"
+        " FROM generate_series(1, 4) AS n"
+    )
+    web = client()
+    groups = web.get("/failures").text
+    [fingerprint] = re.findall(r'href="/failures/web_fetch/([0-9a-f]{16})"', groups)
+    page = web.get(f"/failures/web_fetch/{fingerprint}").text
+    assert 'data-action="cancel-group"' in page and 'data-action="retry-group"' not in page
+
+    done = act(web, page, "cancel-group", f"{fingerprint}:web_fetch")
+
+    assert done.status_code == 200 and "4 tasks cancelled" in done.text
+    assert conn.execute(
+        "SELECT count(*) FROM websurfing_task_queue WHERE status = 'cancelled'"
+    ).fetchone() == (4,)
+
+
+def test_schedules_are_paused_and_resumed(conn: psycopg.Connection[Any], client: Client) -> None:
+    add_schedule(conn, Spec("nightly-titles", "web_title", cron="0 3 * * *"))
+    web = client()
+    page = web.get("/schedules").text
+    assert "nightly-titles" in page and 'data-action="pause-schedule"' in page
+
+    paused = act(web, page, "pause-schedule", "nightly-titles")
+    shown = web.get("/schedules").text
+    resumed = act(web, shown, "resume-schedule", "nightly-titles")
+    unknown = act(web, shown, "pause-schedule", "no-such-schedule")
+
+    assert paused.status_code == 200 and "paused" in paused.text
+    assert ">paused<" in shown and 'data-action="resume-schedule"' in shown
+    assert resumed.status_code == 200 and "resumed, next run" in resumed.text
+    assert conn.execute(
+        "SELECT paused FROM websurf.schedule WHERE name = 'nightly-titles'"
+    ).fetchone() == (False,)
+    assert unknown.status_code == 409 and "no schedule named" in unknown.text
