@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sessions": ("websurf.cli.sessions", "sessions_group"),
     "demo": ("websurf.cli.demo", "demo_command"),
     "bench": ("websurf.cli.bench", "bench_command"),
+    "dashboard": ("websurf.cli.dashboard", "dashboard_command"),
 }
 
 

@@ -192,3 +192,54 @@ JOIN websurfing_cell AS s
  AND s.column_id = %(source_column_id)s
 WHERE r.column_id = %(robot_column_id)s
   AND r.content = upper(s.content)
+
+-- name: bench_seed_dashboard_finished
+-- %(count)s finished tasks of four operators over the past week, one in 20 failed with one of five errors (dashboard pages measurement).
+INSERT INTO websurfing_task_queue
+    (task_type, payload, status, attempts, max_attempts, scheduled_for, started_at,
+     completed_at, failed_at, error_message, created_at, updated_at, worker_id)
+SELECT (ARRAY['web_title', 'web_fetch', 'uppercase', 'summarise'])[mod(n, 4) + 1],
+       jsonb_build_object('spreadsheet_id', md5(mod(n, 500)::text)::uuid, 'row', n),
+       CASE WHEN mod(n, 20) = 0 THEN 'failed' ELSE 'completed' END,
+       1, 1, ts - interval '2 seconds', ts - interval '1 second',
+       CASE WHEN mod(n, 20) <> 0 THEN ts END, CASE WHEN mod(n, 20) = 0 THEN ts END,
+       CASE WHEN mod(n, 20) = 0 THEN (ARRAY[
+           'TimeoutError: https://site' || mod(n, 3) || '.example/page/' || n || ' took 30 s',
+           'ConnectionError: could not reach https://down.example/' || n,
+           'ValueError: no <title> in ' || n || ' bytes',
+           'HTTPError: 503 from https://busy.example/item?id=' || n,
+           'RuntimeError: model overloaded, request ' || md5(n::text)])[mod(n / 20, 5) + 1]
+       END,
+       ts - interval '2 seconds', ts, 'websurf-bench'
+FROM (SELECT n, now() - mod(n::bigint * 7919, 604800) * interval '1 second' AS ts
+      FROM generate_series(1, %(count)s) AS n) AS s
+
+-- name: bench_seed_dashboard_pending
+-- %(count)s pending tasks: nine in ten due later, one in 100 waiting for a retry after an error (dashboard pages measurement).
+INSERT INTO websurfing_task_queue
+    (task_type, payload, priority, attempts, error_message, scheduled_for, created_at)
+SELECT (ARRAY['web_title', 'web_fetch', 'uppercase', 'summarise'])[mod(n, 4) + 1],
+       jsonb_build_object('spreadsheet_id', md5(mod(n, 500)::text)::uuid, 'row', n),
+       mod(n, 10), CASE WHEN mod(n, 100) = 0 THEN 1 ELSE 0 END,
+       CASE WHEN mod(n, 100) = 0 THEN 'TimeoutError: https://site1.example/page/' || n END,
+       CASE WHEN mod(n, 10) = 0 THEN now() - mod(n, 600) * interval '1 second'
+            ELSE now() + mod(n, 86400) * interval '1 second' END,
+       now() - mod(n, 600) * interval '1 second'
+FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_seed_dashboard_workers
+-- Four live workers, each running ten tasks (dashboard pages measurement).
+WITH workers AS (
+    INSERT INTO websurf.worker (id, hostname, pid, task_types)
+    SELECT 'bench-host-' || h || '/' || (1000 + h) || '/dash', 'bench-host-' || h, 1000 + h,
+           '{web_title,web_fetch,uppercase,summarise}'
+    FROM generate_series(1, 4) AS h
+    RETURNING id
+)
+INSERT INTO websurfing_task_queue (task_type, payload, status, attempts, worker_id, started_at)
+SELECT 'web_title', '{}'::jsonb, 'processing', 1, w.id, now() - n * interval '1 second'
+FROM workers AS w, generate_series(1, 10) AS n
+
+-- name: bench_vacuum_queue
+-- Vacuum and analyse the seeded queue, as autovacuum keeps a live one (dashboard pages measurement).
+VACUUM (ANALYZE) websurfing_task_queue

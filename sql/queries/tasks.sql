@@ -132,3 +132,12 @@ SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM detached
 -- name: database_now
 -- The database server's clock (pruner cutoff, so hosts with skewed clocks agree).
 SELECT now()
+
+-- name: run_task_now
+-- Make a pending task due now, and wake the workers; no row when it is not pending (dashboard's run now).
+UPDATE websurfing_task_queue
+SET scheduled_for = now(), updated_at = now()
+WHERE id = %(id)s AND status = 'pending'
+RETURNING id, task_type,
+          pg_notify('new_task', json_build_object(
+              'task_type', task_type, 'priority', priority, 'id', id)::text)

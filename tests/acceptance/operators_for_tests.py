@@ -75,3 +75,12 @@ async def loop_blocker(task: Task, context: Context) -> Any:
     while not gate.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     return {"attempt": task.attempt}
+
+
+@operator("test_flaky", timeout_s=None, max_attempts=1)
+def flaky(task: Task, context: Context) -> Any:
+    """Fail the first ``fail_attempts`` attempts (default 1) as an unreachable ``url`` would,
+    then succeed: a failure a person retries (the dashboard's browser test)."""
+    if task.attempt <= int(task.payload.get("fail_attempts", 1)):
+        raise ConnectionError(f"could not reach {task.payload.get('url')}: connection refused")
+    return {"attempt": task.attempt}

@@ -10,7 +10,7 @@ from websurf.worker.config import TASKS_PER_PROCESS
 
 SLEEP_S = 0.1  # how long each robot of the async, threaded and priority runs waits
 MEMORY_SLEEP_S = 10.0  # long enough for every task to be in flight when memory is read
-# In the order they run; "plan" runs once, after the repeated runs of the others.
+# In the order they run; "plan" and "dashboard" run once, after the repeated runs.
 MEASUREMENTS = (
     "noop",
     "cells",
@@ -23,6 +23,7 @@ MEASUREMENTS = (
     "priority",
     "limits",
     "plan",
+    "dashboard",
 )
 
 
@@ -55,11 +56,13 @@ class BenchOptions:
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
+    dashboard_finished: int = 1_000_000  # the queue the dashboard's pages are timed on
+    dashboard_pending: int = 100_000
     only: tuple[str, ...] = MEASUREMENTS
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:
-        """Small counts, one run, no claim plan: a check that everything works."""
+        """Small counts, one run, no claim plan or dashboard pages: a check that all works."""
         settings: dict[str, Any] = {
             "runs": 1,
             "tasks": 2_000,
@@ -72,7 +75,7 @@ class BenchOptions:
             "priority_edits": 10,
             "limit_cap_tasks": 20,
             "limit_rate_tasks": 60,
-            "only": tuple(m for m in MEASUREMENTS if m != "plan"),
+            "only": tuple(m for m in MEASUREMENTS if m not in ("plan", "dashboard")),
         }
         settings.update(overrides)
         return cls(**settings)

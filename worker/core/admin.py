@@ -1,4 +1,4 @@
-"""The queue's admin operations on single tasks: list, show, retry, cancel.
+"""The queue's admin operations on single tasks: list, show, retry, cancel, run now.
 
 What ``websurf tasks`` does, callable from Python with a psycopg connection (autocommit:
 each operation is one statement, or a read). Results are frozen dataclasses; a request
@@ -185,6 +185,15 @@ def cancel_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> Cancelled:
             " only a pending task can be cancelled"
         )
     return cancelled
+
+
+def run_task_now(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> None:
+    """Make a pending task due now (its retry backoff or schedule skipped); WrongState otherwise."""
+    if conn.execute(QUERIES["run_task_now"], {"id": task_id}).fetchone() is None:
+        raise WrongState(
+            f"task {task_id} is {_get_task(conn, task_id).status}:"
+            " only a pending task can be run now"
+        )
 
 
 def _get_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> TaskDetail:

@@ -154,7 +154,7 @@ def status_snapshot(
             )
             for w in workers.list_workers(conn)
         ]
-        schedules = [_schedule(row) for row in list_schedules(conn)]
+        schedules = [schedule_state(row) for row in list_schedules(conn)]
         limits = limit_states(conn)
     types = {name: TypeCounts(**counts[name]) for name in sorted(counts)}
     handled = {t for w in roster if not w.stale for t in w.task_types}
@@ -200,7 +200,8 @@ def last_run_summary(row: Mapping[str, Any]) -> str:
     return str(status)
 
 
-def _schedule(row: Mapping[str, Any]) -> ScheduleState:
+def schedule_state(row: Mapping[str, Any]) -> ScheduleState:
+    """A list_schedules row as the status snapshot and the dashboard show it."""
     return ScheduleState(
         name=row["name"],
         source=row["source"],
