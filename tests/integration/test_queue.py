@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from support.waiting import wait_for
 
 from websurf.sql import QUERIES
 from websurf.worker.core.model import Outcome, Status
@@ -29,6 +30,7 @@ from websurf.worker.core.queue import (
 from websurf.worker.core.registry import Context, Registry, Task
 
 WORKER = "test-host/0/abc"
+DEADLINE_S = 30.0
 NOTIFY_WAIT_S = 5.0
 
 
@@ -617,6 +619,15 @@ def _new_tasks(
     return [data for channel, data in _notifications(listen, sender) if channel == "new_task"]
 
 
+def _waiting_for_a_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Whether another session of this database waits for a lock."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def _tasks(conn: psycopg.Connection[Any], key: str) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT id, status, payload, priority, unique_key, error_message"
@@ -745,15 +756,23 @@ def test_a_retry_racing_an_uncommitted_insert_of_its_key_never_fails(
     ):
         enqueue(setup, "alpha", {"k": "race", "v": 1}, unique_key="race")
         [task] = claim(setup, WORKER, ["alpha"], 10)
-        # A newer request, not committed yet: invisible to the retry's check.
+        # A newer request, not committed yet: invisible to the retry's check. It asks the
+        # running task to stop (0027), a row write the retry waits for.
         newer = enqueue(inserting, "alpha", {"k": "race", "v": 2}, unique_key="race")
 
-        finish(retrying, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
-        retrying.commit()
+        def hand_back() -> None:
+            finish(retrying, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
+            retrying.commit()
+
+        retry = threading.Thread(target=hand_back)
+        retry.start()
+        wait_for(lambda: _waiting_for_a_lock(setup), "the retry to wait for the insert")
         inserting.commit()
+        retry.join(DEADLINE_S)
+        assert not retry.is_alive()
 
         rows = {row[0]: row for row in _tasks(setup, "race")}
-        assert rows[task.id][1:5:3] == ("pending", None)
+        assert rows[task.id][1] == "cancelled"  # superseded while it ran
         assert rows[newer][1:5:3] == ("pending", "race")
 
 
