@@ -184,3 +184,9 @@ JOIN websurfing_cell AS s
  AND s.column_id = %(source_column_id)s
 WHERE r.column_id = %(robot_column_id)s
   AND r.content = upper(s.content)
+
+-- name: bench_cancelled_unspent
+-- Tasks of one type that ended cancelled without spending an attempt (cancel-latency run).
+SELECT count(*)
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s AND status = 'cancelled' AND attempts = 0

@@ -21,6 +21,7 @@ MEASUREMENTS = (
     "threaded",
     "memory",
     "priority",
+    "cancel",
     "plan",
 )
 
@@ -45,6 +46,7 @@ class BenchOptions:
     memory_sleep_s: float = MEMORY_SLEEP_S
     priority_bulk_tasks: int = 4_000
     priority_edits: int = 40
+    cancel_tasks: int = 20  # running tasks cancelled one by one, per run
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
@@ -63,6 +65,7 @@ class BenchOptions:
             "async_tasks": 2_000,
             "threaded_tasks": 500,
             "priority_edits": 10,
+            "cancel_tasks": 5,
             "only": tuple(m for m in MEASUREMENTS if m != "plan"),
         }
         settings.update(overrides)
