@@ -29,8 +29,10 @@ from support.serving import Serving
 from support.waiting import wait_for
 
 from websurf.cli.tasks import tasks_command
-from websurf.worker.core.queue import enqueue
+from websurf.worker.core.model import Outcome, Status
+from websurf.worker.core.queue import claim, enqueue, finish, record_robot_events
 from websurf.worker.core.registry import Context, Registry, Result, Task
+from websurf.worker.maintenance import reaper
 from websurf.worker.process.runner import Runner
 
 DEADLINE_S = 30.0
@@ -240,6 +242,22 @@ def test_a_task_cancelled_while_running_can_be_retried_and_then_runs(
     ).fetchone() == ("FAST",)
 
 
+def test_a_task_cancelled_while_its_worker_died_ends_cancelled_when_reaped(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """No worker will record it: the reaper's recovery honours the cancel instead."""
+    task_id = enqueue(conn, "hangs", {})
+    [task] = claim(conn, "gone-host/0/dead", ["hangs"], 1)  # a worker not on the roster
+    assert _cancel(conn, task.id) == "cancel_requested"
+
+    reaper.run_once(conn, {})
+
+    row = _task(conn, task_id)
+    assert (row["status"], row["attempts"]) == ("cancelled", 0)
+    assert row["error_message"].startswith("cancelled while running (websurf.cancel_task)")
+    assert "stopped heartbeating" in row["error_message"]  # what the recovery said, after it
+
+
 # -- a plain function ------------------------------------------------------------------
 
 
@@ -271,9 +289,6 @@ def test_a_result_recorded_after_a_cancel_the_worker_never_heard_of_is_not_writt
     conn: psycopg.Connection[Any], make_cell: Callable[[], str]
 ) -> None:
     """The finish itself honours the request (a handler that returned just as it came)."""
-    from websurf.worker.core.model import Outcome, Status
-    from websurf.worker.core.queue import claim, finish, record_robot_events
-
     cell = make_cell()
     enqueue(conn, "shout", {"cell_id": cell, "input": "x"})
     [task] = claim(conn, "w", ["shout"], 1)

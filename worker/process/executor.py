@@ -161,10 +161,11 @@ class Executor:
         """Flag the running handler of ``task_id`` as cancelled.
 
         Returns whether it is an async handler (whose run the caller then cancels), or
-        None when no handler of that task runs here.
+        None when no handler of that task runs here or it was flagged already (a
+        repeated request, or the heartbeat's check finding a plain one still at work).
         """
         running = self.running.get(task_id)
-        if running is None:
+        if running is None or running[0]._cancel_requested:
             return None
         ctx, is_async = running
         ctx._cancel_requested = True

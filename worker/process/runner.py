@@ -522,7 +522,8 @@ class Runner:
                 continue
             is_async = self.executor.request_cancel(task_int)
             if is_async is None:
-                continue  # its handler has returned: its finish honours the cancel (0027)
+                # Returned already (its finish honours the cancel: 0027), or flagged before.
+                continue
             if is_async:
                 run.cancel()
             self.log.info("task_cancelling", task_id=str(uuid.UUID(int=task_int)), attempt=attempt)
