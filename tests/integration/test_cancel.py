@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
 from psycopg.rows import dict_row
 from support.rows import robot_sheet
 from support.serving import Serving
@@ -388,11 +389,20 @@ def test_the_app_role_can_cancel_a_running_task_but_not_otherwise_touch_it(
     app_url = make_login("websurf_app")
 
     with psycopg.connect(app_url, autocommit=True) as app:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            app.execute(
-                "UPDATE websurfing_task_queue SET cancel_requested_at = now() WHERE id = %s",
-                (task,),
-            )
+        for change in (
+            "cancel_requested_at = now()",
+            "error_message = 'cancelled'",
+            "attempts = 0",
+            "worker_id = NULL",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(
+                    sql.SQL("UPDATE websurfing_task_queue SET {} WHERE id = %s").format(
+                        sql.SQL(change)
+                    ),
+                    (task,),
+                )
+        assert _task(conn, task)["cancel_requested_at"] is None
         assert _status(conn, task) == "processing"
         assert app.execute("SELECT websurf.cancel_task(%s)", (task,)).fetchone() == (
             "cancel_requested",
