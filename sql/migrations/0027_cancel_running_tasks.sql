@@ -28,9 +28,9 @@
 -- * The outcome is decided here, whatever the worker sends: a running task whose cancel
 --   was asked ends 'cancelled' when its attempt is recorded (a finish, a retry, a
 --   hand-back, the reaper's recovery), with the reason given at the request (and the
---   attempt's own error after it, if it had one), its
---   completion or failure times untouched and the attempt not spent (a person or a newer
---   edit stopped it; the task did not fail). The worker reads that back from its fenced
+--   attempt's own error after it, if it had one), its completion or failure times
+--   untouched and the attempt not spent (a person or a newer edit stopped it; the task
+--   did not fail). The worker reads that back from its fenced
 --   finish, writes no cell for it, and records the attempt's audit row as superseded.
 --   So a handler that finishes anyway (a plain function that never reads its flag) never
 --   overwrites the cell.
@@ -68,7 +68,9 @@ BEGIN
     ELSIF found_status = 'processing' THEN
         UPDATE websurfing_task_queue
         SET cancel_requested_at = coalesce(cancel_requested_at, pg_catalog.now()),
-            error_message = 'cancelled while running (websurf.cancel_task)'
+            error_message = CASE WHEN cancel_requested_at IS NULL
+                                 THEN 'cancelled while running (websurf.cancel_task)'
+                                 ELSE error_message END  -- the first reason stays
         WHERE id = task_id;
         -- Again on a repeated request: harmless, and it reaches a worker that missed it.
         PERFORM pg_catalog.pg_notify('task_cancel', task_id::text);

@@ -160,6 +160,23 @@ def test_cancel_task_cancels_a_pending_task_at_once_and_leaves_finished_ones(
     assert _cancel(conn, uuid.uuid4()) is None  # no such task
 
 
+def test_asking_twice_keeps_the_first_request_and_its_reason(
+    conn: psycopg.Connection[Any], sheet: dict[str, Any]
+) -> None:
+    _edit(conn, sheet, "slow")
+    old = _robot_task(conn, "slow")
+    claim(conn, "w", ["shout"], 1)
+    _edit(conn, sheet, "newer")  # supersedes the running task
+    first = _task(conn, old)
+
+    assert _cancel(conn, old) == "cancel_requested"  # a person asks too
+
+    again = _task(conn, old)
+    assert again["cancel_requested_at"] == first["cancel_requested_at"] is not None
+    assert again["error_message"] == first["error_message"]
+    assert again["error_message"].startswith("superseded while running")
+
+
 def test_a_cancel_reaches_the_worker_running_the_task_whoever_asks(
     serve: Serve, conn: psycopg.Connection[Any], seen: Seen
 ) -> None:
