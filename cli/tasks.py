@@ -100,9 +100,12 @@ def retry_command(rt: Runtime, task_id: str, attempts: int) -> None:
 @pass_runtime
 @argument("task_id")
 def cancel_command(rt: Runtime, task_id: str) -> None:
-    """Cancel a pending task (a running one cannot be cancelled)."""
+    """Cancel a pending task, or stop a running one (its worker cancels the handler)."""
     with _task_errors():
         wanted = admin.parse_task_id(task_id)
         with open_db(rt) as conn:
-            admin.cancel_task(conn, wanted)
-    echo(f"task {wanted} cancelled")
+            cancelled = admin.cancel_task(conn, wanted)
+    if cancelled.running:
+        echo(f"task {wanted} is running: asked its worker to stop it")
+    else:
+        echo(f"task {wanted} cancelled")

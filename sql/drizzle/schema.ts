@@ -39,6 +39,11 @@
  *   be kept by the trigger (it only fills in updates that leave `updated_at` alone)
  *   and would mix the app server's clock into a column otherwise set by the database.
  * - the `new_task` LISTEN/NOTIFY trigger on websurfing_task_queue.
+ * - cancelling (sql/migrations/0027): `select websurf.cancel_task(<task id>)` cancels a
+ *   pending task at once and asks the worker of a running one to stop it (NOTIFY
+ *   `task_cancel`); inserting a task whose unique key a running task holds asks that one
+ *   to stop (a newer edit supersedes it); a running task whose cancel was asked ends
+ *   `cancelled`, without spending the attempt, whatever its handler returns.
  * - the cell audit triggers on websurfing_cell (sql/migrations/0007): a transaction
  *   that changes a cell's content must first name its author with
  *   `select set_config('websurf.user_id', <user id>, true)`; the trigger then writes the
@@ -361,6 +366,10 @@ export const taskQueue = createTable(
     // sql/migrations/0026): a host, an API account, a user for a per-user quota. NULL:
     // only the operator's own limit applies.
     limitKey: d.varchar({ length: 255 }),
+    // When someone asked this running task to stop (sql/migrations/0027). Never write it
+    // yourself: call `SELECT websurf.cancel_task(id)` (a pending task is cancelled at
+    // once, a running one is stopped by its worker within about a second).
+    cancelRequestedAt: d.timestamp({ withTimezone: true }),
   }),
   (t) => [
     uniqueIndex("task_queue_unique_key_idx")
@@ -377,6 +386,11 @@ export const taskQueue = createTable(
     index("task_queue_claimed_idx")
       .on(t.workerId, t.startedAt)
       .where(sql`${t.status} = 'processing'`),
+    // The running task of a unique key, which a newer task with that key supersedes
+    // (sql/migrations/0027).
+    index("task_queue_running_key_idx")
+      .on(t.uniqueKey)
+      .where(sql`${t.status} = 'processing' AND ${t.uniqueKey} IS NOT NULL`),
     // Retention (`websurf prune`) deletes finished tasks oldest first through this one.
     index("task_queue_cleanup_idx")
       .on(t.status, t.createdAt)

@@ -243,3 +243,9 @@ FROM workers AS w, generate_series(1, 10) AS n
 -- name: bench_vacuum_queue
 -- Vacuum and analyse the seeded queue, as autovacuum keeps a live one (dashboard pages measurement).
 VACUUM (ANALYZE) websurfing_task_queue
+
+-- name: bench_cancelled_unspent
+-- Tasks of one type that ended cancelled without spending an attempt (cancel-latency run).
+SELECT count(*)
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s AND status = 'cancelled' AND attempts = 0

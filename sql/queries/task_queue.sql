@@ -96,7 +96,17 @@ WHERE t.id = ANY(%(ids)b::uuid[])
   AND t.status = 'processing'
   AND t.worker_id = %(worker_id)s
   AND t.attempts = f.attempts
-RETURNING t.id
+-- cancelled: the reason, when a cancel asked while the task ran turned this outcome into
+-- a cancellation (task_queue_honour_cancel, 0027); NULL otherwise.
+RETURNING t.id, CASE WHEN t.cancel_requested_at IS NOT NULL THEN t.error_message END
+
+-- name: cancel_requested_tasks
+-- The worker's running tasks someone asked to stop, for a cancel notification it may have missed (heartbeat; 0027).
+SELECT id
+FROM websurfing_task_queue
+WHERE worker_id = %(worker_id)s
+  AND status = 'processing'
+  AND cancel_requested_at IS NOT NULL
 
 -- name: next_scheduled_at
 -- The earliest future due time among pending tasks of the worker's types (child's wake-up timer).

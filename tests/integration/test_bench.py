@@ -18,7 +18,15 @@ import pytest
 from support.daemon import WEBSURF, Daemons, clean_env, query
 from support.waiting import wait_for
 
-from websurf.worker.bench import harness, latency, limits, memory, producer, throughput
+from websurf.worker.bench import (
+    cancel,
+    harness,
+    latency,
+    limits,
+    memory,
+    producer,
+    throughput,
+)
 from websurf.worker.bench.harness import BenchError
 from websurf.worker.bench.options import BenchOptions
 from websurf.worker.bench.plan import measure_claim_plan
@@ -242,6 +250,15 @@ def test_edits_under_bulk_work_get_priority_8_and_their_robot_answer(scratch: st
     )
     assert answers == [f"EDIT {n}" for n in range(5)]
     assert _completed(scratch, "bench_sleep") == 1100
+
+
+def test_cancel_latency_has_one_sample_per_cancelled_handler(scratch: str) -> None:
+    result = cancel.measure_cancel_latency(scratch, tasks=3, processes=2)
+
+    assert (result.tasks, result.processes, result.cancelled_unspent) == (3, 2, 3)
+    assert 0 < result.p50_ms <= result.max_ms
+    assert cancel.cancel_problem(result) is None
+    assert _one(scratch, "SELECT count(*) FROM websurfing_task_queue") == 3
 
 
 def test_run_benchmark_reports_the_waiting_robot_rows(pg_server: str) -> None:

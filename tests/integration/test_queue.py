@@ -30,6 +30,7 @@ from websurf.worker.core.queue import (
 from websurf.worker.core.registry import Context, Registry, Task
 
 WORKER = "test-host/0/abc"
+DEADLINE_S = 30.0
 NOTIFY_WAIT_S = 5.0
 
 
@@ -618,6 +619,15 @@ def _new_tasks(
     return [data for channel, data in _notifications(listen, sender) if channel == "new_task"]
 
 
+def _waiting_for_a_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Whether another session of this database waits for a lock."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def _tasks(conn: psycopg.Connection[Any], key: str) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT id, status, payload, priority, unique_key, error_message"
@@ -812,12 +822,22 @@ def test_a_retry_racing_an_uncommitted_insert_of_its_key_never_fails(sessions: S
     newer = enqueue(inserting, "alpha", {"k": "race", "v": 2}, unique_key="race")
     run_at = datetime.now(UTC) + timedelta(seconds=30)
 
-    finish(retrying, WORKER, [Outcome(task, Status.PENDING, "alpha", error="x", run_at=run_at)])
-    retrying.commit()
+    # The newer request also asks the running task to stop (0027): a row write the
+    # retry's finish waits for, so the finish runs on a thread of its own.
+
+    def retry() -> None:
+        finish(retrying, WORKER, [Outcome(task, Status.PENDING, "alpha", error="x", run_at=run_at)])
+        retrying.commit()
+
+    thread = threading.Thread(target=retry)
+    thread.start()
+    wait_for(lambda: _waiting_for_a_lock(setup), "the retry to wait for the insert")
     inserting.commit()
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive()
 
     rows = {row[0]: row for row in _tasks(setup, "race")}
-    assert rows[task.id][1:5:3] == ("pending", None)
+    assert rows[task.id][1] == "cancelled"  # superseded while it ran
     assert rows[newer][1:5:3] == ("pending", "race")
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from websurf.worker.bench.cancel import CancelLatency, cancel_problem, measure_cancel_latency
 from websurf.worker.bench.harness import BULK_PRIORITY
 from websurf.worker.bench.latency import (
     EDIT_PRIORITY,
@@ -170,6 +171,19 @@ def _limits_check(runs: list[CapRun | RateRun]) -> str:
     return (
         "limits: no moment with more tasks running than the cap, no window of the period"
         " with more claims than the rate (counted from the tasks' rows)"
+    )
+
+
+def _cancel_problem(result: CancelLatency) -> str | None:
+    problem = cancel_problem(result)
+    return f"cancel latency: {problem}" if problem else None
+
+
+def _cancel_check(runs: list[CancelLatency]) -> str:
+    return (
+        "cancel latency: every cancelled task ended cancelled with no attempt spent ("
+        + ", ".join(f"{r.cancelled_unspent} of {r.tasks}" for r in runs)
+        + ")"
     )
 
 
@@ -342,5 +356,20 @@ def measurements(o: BenchOptions) -> list[Measurement[Any]]:
             ),
             problem=limit_problem,
             check=_limits_check,
+        ),
+        Measurement(
+            "cancel",
+            "cancel",
+            run=partial(measure_cancel_latency, tasks=o.cancel_tasks),
+            label=lambda result: (
+                f"cancel -> CancelledError of a running async handler,"
+                f" {plural(result.processes, 'process')}"
+            ),
+            figures=lambda result: _percentiles(result, ("p50", "max")),
+            progress=lambda _, result: (
+                f"cancel latency: p50 {result.p50_ms:.1f} ms, max {result.max_ms:.1f} ms"
+            ),
+            problem=_cancel_problem,
+            check=_cancel_check,
         ),
     ]

@@ -22,6 +22,7 @@ MEASUREMENTS = (
     "memory",
     "priority",
     "limits",
+    "cancel",
     "plan",
     "dashboard",
 )
@@ -53,6 +54,7 @@ class BenchOptions:
     limit_rate: int = 20  # ... and at most this many started per limit_period_s
     limit_period_s: float = 2.0
     limit_rate_tasks: int = 100  # a multiple of limit_rate: every window can be full
+    cancel_tasks: int = 20  # running tasks cancelled one by one, per run
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
@@ -75,6 +77,7 @@ class BenchOptions:
             "priority_edits": 10,
             "limit_cap_tasks": 20,
             "limit_rate_tasks": 60,
+            "cancel_tasks": 5,
             "only": tuple(m for m in MEASUREMENTS if m not in ("plan", "dashboard")),
         }
         settings.update(overrides)

@@ -122,6 +122,7 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"  # for good
     RETRIED = "retried"  # pending again, after a backoff
     HANDED_BACK = "handed_back"  # pending again, attempt not counted (shutdown, snooze)
+    CANCELLED = "cancelled"  # stopped while running (a person's cancel, a newer edit)
     DISCARDED = "discarded"  # not recorded: the claim had been taken away (the fence)
 
 
@@ -130,7 +131,9 @@ class Outcome:
     """How one claimed attempt ended, and what to record for it."""
 
     task: Task
-    status: Status  # completed | pending (retry or hand-back) | failed
+    # completed | pending (retry or hand-back) | failed | cancelled (stopped while running;
+    # queue.finish also turns an outcome into this when the database says so)
+    status: Status
     operator: str  # the operator's name (the audit row's operator_type)
     output: Any = None
     error: str | None = None
@@ -163,6 +166,8 @@ class Outcome:
         """How the attempt ended, given the task ids the fenced finish let through."""
         if self.task.id not in recorded:
             return OutcomeKind.DISCARDED
+        if self.status == Status.CANCELLED:
+            return OutcomeKind.CANCELLED
         if self.handed_back:
             return OutcomeKind.HANDED_BACK
         if self.status == Status.COMPLETED:

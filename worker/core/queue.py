@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from websurf.sql import QUERIES
 from websurf.worker.core import payloads
-from websurf.worker.core.model import ClaimedRow, Outcome
+from websurf.worker.core.model import ClaimedRow, Outcome, Status
 from websurf.worker.core.registry import MAX_ATTEMPTS, Registry, Task
 
 PRIORITY = 5
@@ -262,7 +262,12 @@ def claim(
 
 
 def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Outcome]) -> set[UUID]:
-    """Record outcomes where the claim is still ours; returns the ids that were recorded."""
+    """Record outcomes where the claim is still ours; returns the ids that were recorded.
+
+    An outcome whose task was cancelled while it ran (0027) is recorded as cancelled by
+    the database, whatever the handler returned; it is changed here to say so (status
+    cancelled, the reason as its error, no cell to write), for the audit row and counts.
+    """
     if not outcomes:
         return set()
     params: dict[str, Any] = {
@@ -279,14 +284,28 @@ def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Out
         params["run_at"] = [o.run_at for o in outcomes]
         params["errors"] = [o.error for o in outcomes]
         params["uncount"] = [1 if o.handed_back else 0 for o in outcomes]
-    ids = conn.cursor(row_factory=scalar_row).execute(
+    rows = conn.execute(
         QUERIES["finish_tasks"],
         params,
         # Never a cached generic plan: it assumes 10 outcomes and picks a nested loop
         # that is quadratic in the batch size (65 ms instead of 9 ms for 500 tasks).
         prepare=False,
-    )
-    return set(ids)
+    ).fetchall()
+    cancelled = {task_id: reason for task_id, reason in rows if reason is not None}
+    if cancelled:
+        for outcome in outcomes:
+            reason = cancelled.get(outcome.task.id)
+            if reason is not None:
+                outcome.status = Status.CANCELLED
+                outcome.error = reason
+                outcome.writes_cell = False
+    return {row[0] for row in rows}
+
+
+def cancel_requested(conn: psycopg.Connection[Any], worker_id: str) -> list[UUID]:
+    """The running tasks of ``worker_id`` that someone asked to stop (0027)."""
+    with conn.cursor(row_factory=scalar_row) as cur:
+        return cur.execute(QUERIES["cancel_requested_tasks"], {"worker_id": worker_id}).fetchall()
 
 
 def _input_version(task: Task) -> int | None:
@@ -308,15 +327,18 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
 
     The latest edit wins: a result whose input_version is older than the one its cell
     holds (or than another result for that cell in this batch) is recorded with
-    superseded = true and not written. A task whose cell was deleted while it ran (its
-    spreadsheet, column or row removed) gets no audit row and is cancelled, with the
-    reason, instead of failing on the audit row's foreign key.
+    superseded = true and not written, as is an attempt cancelled while it ran (0027).
+    A task whose cell was deleted while it ran (its spreadsheet, column or row removed)
+    gets no audit row and is cancelled, with the reason, instead of failing on the audit
+    row's foreign key.
     """
     audited = audited_outcomes(outcomes)
     if not audited:
         return 0
     versions = [_input_version(o.task) for o in audited]
     writes = [o.success and o.writes_cell for o in audited]
+    # Stopped while running (0027): recorded as superseded, with the reason given.
+    cancelled = [o.status == Status.CANCELLED for o in audited]
     recorded = conn.execute(
         QUERIES["insert_judged_robot_events"],
         {
@@ -330,6 +352,7 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
             "errors": [o.error for o in audited],
             "writes": writes,
             "versions": versions,
+            "cancelled": cancelled if any(cancelled) else None,
         },
         prepare=False,  # see finish(): a generic plan would misjudge the batch size
     ).fetchall()

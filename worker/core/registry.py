@@ -148,6 +148,19 @@ class Context:
     worker_id: str
     _connection: Callable[[], Any] | None = None
     _async_connection: Callable[[], Any] | None = None
+    # Set by the worker (on its event loop) when someone cancels the running task; a
+    # plain bool, which a handler thread reads safely and costs nothing to create.
+    _cancel_requested: bool = False
+
+    def cancel_requested(self) -> bool:
+        """Whether this task was cancelled while it ran (``websurf.cancel_task``, a newer edit).
+
+        An ``async def`` handler is cancelled outright (``asyncio.CancelledError`` at its
+        next ``await``); a plain function cannot be, so it should check this between
+        steps of long work and return early. Whatever it returns after a cancel is not
+        recorded as a result: the task ends cancelled and its cell is not written.
+        """
+        return self._cancel_requested
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

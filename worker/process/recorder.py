@@ -43,7 +43,13 @@ from websurf.worker.process.executor import error_text
 
 FLUSH_COUNT = 500  # outcomes per transaction, at most
 FLUSH_AFTER_S = 0.003  # an outcome waits at most this long for others to share its commit
-COUNTED = (OutcomeKind.COMPLETED, OutcomeKind.RETRIED, OutcomeKind.FAILED, OutcomeKind.HANDED_BACK)
+COUNTED = (
+    OutcomeKind.COMPLETED,
+    OutcomeKind.RETRIED,
+    OutcomeKind.FAILED,
+    OutcomeKind.HANDED_BACK,
+    OutcomeKind.CANCELLED,
+)
 LOST = "lost"  # the count of outcomes not recorded: discarded by the fence, or never written
 
 

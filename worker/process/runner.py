@@ -36,6 +36,12 @@ Design note
   abandon the threads, handing their tasks back without counting the attempt. A
   second request moves the deadline to now. Everything is recorded before the process
   exits: nothing stays ``processing``.
+* Cancelling (``websurf.cancel_task``, a newer edit of a robot cell's source; 0027): a
+  ``task_cancel`` notification names the task, and the process holding it cancels
+  the asyncio task of an async handler (CancelledError at its next ``await``) or sets
+  the flag a plain function reads (``Context.cancel_requested``). A notification the
+  listener missed is found by the maintenance thread's check of ``cancel_requested_at``
+  at each heartbeat. The attempt ends cancelled, unspent, its cell unwritten.
 * Recycling: a plain handler that does not return after its timeout plus a grace
   period holds a thread forever. The process then stops as on SIGTERM and says so in
   ``recycle_reason``; the child exits with its recycle code and the supervisor starts
@@ -54,6 +60,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -80,7 +87,7 @@ from websurf.worker.process.maintenance import Maintenance
 from websurf.worker.process.recorder import Recorder
 from websurf.worker.process.running import RunningNote, parse_running_tasks
 from websurf.worker.process.slots import Slots
-from websurf.worker.process.wakeup import Wakeup
+from websurf.worker.process.wakeup import Wakeup, listen
 from websurf.worker.process.watchdog import LoopWatchdog
 
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
@@ -307,7 +314,7 @@ class Runner:
 
     def _listen(self) -> psycopg.Connection[Any]:
         conn = self.connections.connect_listener()
-        conn.execute("LISTEN new_task")
+        listen(conn)
         return conn
 
     # -- serving ---------------------------------------------------------------------------
@@ -358,6 +365,7 @@ class Runner:
             log=self.log,
             retry=self.retry,
             poll_interval_s=config.poll_interval_s,
+            on_cancel=self._cancel_notified,
         )
         if self._listener is not None:
             self.wakeup._attach(self._listener)
@@ -371,6 +379,7 @@ class Runner:
             registry=self.registry,
             metrics=self.metrics,
             log=self.log,
+            on_cancel_requested=self._cancel_found,
         )
         maintenance.start()
         self._claim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claimer")
@@ -602,6 +611,37 @@ class Runner:
             self.wakeup.due_in(outcome.run_at.timestamp() - time.time())
         if self._want_claim:
             self.wakeup.event.set()
+
+    # -- cancelling one task -------------------------------------------------------------
+
+    def _cancel_notified(self, payload: str) -> None:
+        """A ``task_cancel`` notification (on the loop): stop that task if it runs here."""
+        try:
+            task_id = uuid.UUID(payload)
+        except ValueError:
+            self.log.warning("cancel_ignored", payload=payload[:100], reason="not a task id")
+            return
+        self._cancel_running({task_id.int})
+
+    def _cancel_found(self, task_ids: list[uuid.UUID]) -> None:
+        """Tasks of this process found with a cancel request (maintenance thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._cancel_running, {t.int for t in task_ids})
+
+    def _cancel_running(self, wanted: set[int]) -> None:
+        """Cancel the running handlers of these tasks (async: the run; plain: the flag)."""
+        for (task_int, attempt), run in list(self._running.items()):
+            if task_int not in wanted:
+                continue
+            is_async = self.executor.request_cancel(task_int)
+            if is_async is None:
+                # Returned already (its finish honours the cancel: 0027), or flagged before.
+                continue
+            if is_async:
+                run.cancel()
+            self.log.info("task_cancelling", task_id=str(uuid.UUID(int=task_int)), attempt=attempt)
 
     # -- stopping ------------------------------------------------------------------------
 
