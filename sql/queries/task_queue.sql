@@ -43,6 +43,9 @@ GROUP BY task_type
 -- name: claim_tasks
 -- Claim up to %(limit)s due tasks of the worker's types at %(min_priority)s or above, counting
 -- the attempt (child loop).
+-- Fair between keys: within a priority, tasks go by their round (fair_seq, given at insert,
+-- sql/migrations/0025), so keys with pending work take turns; one range scan of
+-- task_queue_fair_idx, whatever the number of keys.
 WITH picked AS MATERIALIZED (
     SELECT id
     FROM websurfing_task_queue
@@ -50,7 +53,7 @@ WITH picked AS MATERIALIZED (
       AND scheduled_for <= now()
       AND task_type = ANY(%(task_types)b::text[])
       AND priority >= %(min_priority)s
-    ORDER BY priority DESC, scheduled_for ASC
+    ORDER BY priority DESC, fair_seq ASC, scheduled_for ASC
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -67,7 +70,8 @@ WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
 -- to this claim, on the database clock; one float is cheaper to read than two timestamps.
 RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
           extract(epoch FROM now() - GREATEST(t.scheduled_for, t.created_at))::float8
-              AS waited_s
+              AS waited_s,
+          t.fairness_key
 
 -- name: finish_tasks
 -- Record the outcome of claimed tasks, only where this worker still holds that claim (child loop).
