@@ -23,8 +23,17 @@
 -- * task_queue_fair_key_idx finds a key's last pending round for the trigger. Both are
 --   partial on pending rows: a claim and a finish add no entry to them (0022); an
 --   insert adds one more index entry than before.
+-- * A task queued to run later (scheduled_for after now() at insert) takes a round in
+--   the timed band: 2^62 + its due time in microseconds, behind every round, so it
+--   never sits in front of due work for the claim to step over, and in due order among
+--   its kind. Once due, the claim can take it after the rounds of its priority, and the
+--   maintenance thread's promoter gives it the then current round
+--   (task_queue_timed_idx finds those), so under load it waits one turn, not for the
+--   whole backlog.
 -- * Tasks that come back to pending (a retry, a reaped claim, a task handed back) keep
---   their round, which is behind the current one: they go first once due.
+--   their round, which is behind the current one: they go first once due. A retry
+--   waiting out its backoff is stepped over by claims in the index alone (its due time
+--   is in the index), without reading the table.
 --
 -- No transaction around the file, so the indexes build CONCURRENTLY while workers
 -- claim; each statement is re-runnable. The indexes come before the trigger, whose
@@ -40,6 +49,11 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS task_queue_fair_idx ON websurfing_task_q
 
 CREATE INDEX CONCURRENTLY IF NOT EXISTS task_queue_fair_key_idx ON websurfing_task_queue
     (fairness_key, task_type, priority, fair_seq) WHERE status = 'pending';
+
+-- The timed band alone, in due order: the promoter (worker/maintenance/promoter.py)
+-- finds the tasks that have come due there without reading the rounds.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS task_queue_timed_idx ON websurfing_task_queue
+    (fair_seq) WHERE status = 'pending' AND fair_seq >= 4611686018427387904;
 
 -- Fills fairness_key when the insert left it NULL, and always sets fair_seq (a value
 -- the inserter gives is replaced: nobody jumps the queue by writing a round). The

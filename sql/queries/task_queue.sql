@@ -100,6 +100,66 @@ WHERE t.id = ANY(%(ids)b::uuid[])
   AND t.attempts = f.attempts
 RETURNING t.id
 
+-- name: promote_due_tasks
+-- Give up to %(limit)s tasks of the timed band that are due by %(now)s (NULL: now()) the current round
+-- of their type and priority, after their key's last (maintenance turn, promoter.run_once).
+-- The same rule as the insert trigger (sql/migrations/0025), for a batch in one statement:
+-- the lookups read the rounds as they were, so tasks of one key, type and priority follow
+-- each other from there in due order.
+WITH due AS MATERIALIZED (
+    SELECT id, fairness_key, task_type, priority, scheduled_for
+    FROM websurfing_task_queue
+    WHERE status = 'pending'
+      AND fair_seq >= 4611686018427387904
+      AND fair_seq <= 4611686018427387904
+                      + floor(extract(epoch FROM coalesce(%(now)s::timestamptz, now())) * 1000000)::bigint
+    ORDER BY fair_seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+placed AS (
+    SELECT d.id,
+           coalesce(GREATEST(k.next, r.current_round), 0)
+               + row_number() OVER (PARTITION BY d.fairness_key, d.task_type, d.priority
+                                    ORDER BY d.scheduled_for, d.id) - 1 AS fair_seq
+    FROM due AS d
+    -- Two branches, one per case of the key: `key = x OR both NULL` is not indexable.
+    LEFT JOIN LATERAL (
+        SELECT max(b.next) AS next
+        FROM ((SELECT q.fair_seq + 1 AS next
+               FROM websurfing_task_queue AS q
+               WHERE q.status = 'pending' AND q.fairness_key = d.fairness_key
+                 AND q.task_type = d.task_type AND q.priority = d.priority
+                 AND q.fair_seq < 4611686018427387904
+               ORDER BY q.fair_seq DESC
+               LIMIT 1)
+              UNION ALL
+              (SELECT q.fair_seq + 1
+               FROM websurfing_task_queue AS q
+               WHERE d.fairness_key IS NULL
+                 AND q.status = 'pending' AND q.fairness_key IS NULL
+                 AND q.task_type = d.task_type AND q.priority = d.priority
+                 AND q.fair_seq < 4611686018427387904
+               ORDER BY q.fair_seq DESC
+               LIMIT 1)) AS b
+    ) AS k ON true
+    LEFT JOIN LATERAL (
+        SELECT q.fair_seq AS current_round
+        FROM websurfing_task_queue AS q
+        WHERE q.status = 'pending' AND q.priority = d.priority
+          AND q.fair_seq < 4611686018427387904
+          AND q.task_type = d.task_type
+          AND q.scheduled_for <= coalesce(%(now)s::timestamptz, now())
+        ORDER BY q.priority DESC, q.fair_seq
+        LIMIT 1
+    ) AS r ON true
+)
+UPDATE websurfing_task_queue AS t
+SET fair_seq = p.fair_seq
+FROM placed AS p
+WHERE t.id = p.id AND t.status = 'pending'
+RETURNING t.id
+
 -- name: next_scheduled_at
 -- The earliest future due time among pending tasks of the worker's types (child's wake-up timer).
 SELECT min(scheduled_for)

@@ -20,9 +20,11 @@ import psycopg
 import pytest
 from psycopg import sql
 from support.rows import new_column
+from support.waiting import wait_for
 
 from websurf.sql import QUERIES
 from websurf.worker.core.queue import claim_rows, enqueue
+from websurf.worker.maintenance import promoter
 
 WORKER = "test-host/0/fair"
 OPERATOR = "slow_llm"
@@ -178,6 +180,31 @@ def test_a_task_queued_for_later_does_not_hold_back_due_ones(
     rows = claim_rows(conn, WORKER, [OPERATOR], 10)
 
     assert [row.payload for row in rows] == [{"n": "due"}]
+
+
+def test_a_task_queued_for_later_takes_its_turn_once_due(
+    conn: psycopg.Connection[Any], make_user: Callable[..., str]
+) -> None:
+    """B's task queued to run a moment later does not wait for A's whole backlog once it
+    is due: the maintenance thread's promoter gives it the current round."""
+    user_a = make_user("A")
+    sheet_a, source_a = _robot_sheet(conn, user_a)
+    [(due_at,)] = conn.execute("SELECT now() + interval '200 milliseconds'").fetchall()
+    enqueue(conn, OPERATOR, {"input": "later"}, priority=8, scheduled_for=due_at)  # as edits
+    conn.execute(
+        "UPDATE websurfing_task_queue SET fairness_key = 'B' WHERE payload ->> 'input' = 'later'"
+    )
+    _paste(conn, user_a, sheet_a, source_a, 100)
+    wait_for(
+        lambda: conn.execute("SELECT now() > %s", (due_at,)).fetchone() == (True,),
+        "the task queued for later to come due",
+    )
+
+    assert promoter.run_once(conn) == 1
+    assert promoter.run_once(conn) == 0  # once only
+    taken = _claim_keys(conn)
+
+    assert "B" in taken, f"the due task waited behind A's backlog: {taken}"
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ INDEXED_QUERIES: dict[
     },
     "prune_finished_tasks": {"cutoff": BEFORE_ALL_ROWS, "limit": 1000},
     "prune_cancelled_tasks": {"cutoff": BEFORE_ALL_ROWS, "limit": 1000},
+    "promote_due_tasks": {"now": None, "limit": 1000},
 }
 
 
