@@ -19,11 +19,15 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from support.daemon import Daemons, query
 from support.rows import new_column
 from support.waiting import wait_for
 
+from websurf.cli.render import to_json
+from websurf.cli.render.status import status_report
 from websurf.sql import QUERIES
 from websurf.worker.core.queue import claim_rows, enqueue
+from websurf.worker.core.snapshot import status_snapshot
 from websurf.worker.maintenance import promoter
 
 WORKER = "test-host/0/fair"
@@ -205,6 +209,50 @@ def test_a_task_queued_for_later_takes_its_turn_once_due(
     taken = _claim_keys(conn)
 
     assert "B" in taken, f"the due task waited behind A's backlog: {taken}"
+
+
+def test_status_names_the_keys_with_the_largest_backlogs(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """websurf status (text and --json) lists the ten keys with the most pending tasks,
+    largest first, and how many keys wait in all."""
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, fairness_key)"
+        " SELECT %s, '{}', 'tenant-' || k FROM generate_series(1, 12) AS k,"
+        " generate_series(1, k) AS n",
+        (OPERATOR,),
+    )
+    enqueue(conn, OPERATOR, {}, delay=timedelta(hours=1))  # later counts too; no key
+
+    found = status_snapshot(conn)
+    text = status_report(found)
+    as_json = json.loads(to_json(found))
+
+    assert [(k.key, k.pending) for k in found.keys] == [
+        (f"tenant-{k}", k) for k in range(12, 2, -1)
+    ]
+    assert found.keys_pending == 13
+    assert "10 largest of 13" in text and "tenant-12" in text and "tenant-2 " not in text
+    assert as_json["keys"][0] == {"key": "tenant-12", "pending": 12}
+
+
+def test_the_debug_log_says_whose_tasks_a_claim_took(database_url: str, daemons: Daemons) -> None:
+    """With --log-level debug, each claim logs tasks_claimed with its tasks per key."""
+    query(
+        database_url,
+        "INSERT INTO websurfing_task_queue (task_type, payload, fairness_key)"
+        " SELECT 'noop', '{}', k FROM unnest('{tenant-1,tenant-2,tenant-2}'::text[]) AS k",
+    )
+    worker = daemons.worker(database_url, "--log-level", "debug", concurrency=1)
+
+    def claimed() -> Counter[str]:
+        keys: Counter[str] = Counter()
+        for event in worker.events("tasks_claimed"):
+            keys.update(event["keys"])
+        return keys
+
+    worker.wait_for(lambda: claimed() == {"tenant-1": 1, "tenant-2": 2}, "claims naming the keys")
+    assert worker.stop() == 0
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ INDEXED_QUERIES: dict[
     str, dict[str, Any]
 ] = {  # websurf status, and websurf tasks list with and without filters
     "count_pending_by_type": {},
+    "count_pending_by_key": {"limit": 10},
     "count_processing_by_type": {},
     "count_finished_by_type": {"window_s": 3600.0},
     "completed_throughput": {},

@@ -106,6 +106,11 @@ class Maintenance:
         if self.metrics.enabled and now >= self._next_depth:
             self._next_depth = now + metrics_module.QUEUE_DEPTH_INTERVAL_S
             self.metrics.queue_depth(conn.execute(QUERIES["count_pending_by_type"]).fetchall())
+            self.metrics.key_backlog(
+                conn.execute(
+                    QUERIES["count_pending_by_key"], {"limit": metrics_module.TOP_KEYS}
+                ).fetchall()
+            )
         promoter.run_once(conn)  # due tasks queued for later take their turn
         pruned = self._pruning.run_if_due(conn, now) if self._pruning else None
         if pruned is not None:

@@ -42,10 +42,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -132,6 +134,7 @@ class Runner:
         # asyncio.current_task(), Python code in 3.11, would make dearer)
         self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._want_claim = True
+        self._log_claims = False  # set when serving starts, from the log level
         # Operators whose last claim came back short, with no announcement of new tasks
         # of theirs since: the claims leave them out until a hint or the poll interval.
         self._drained: set[str] = set()
@@ -280,6 +283,8 @@ class Runner:
             stuck_grace_s=config.stuck_grace_s,
         )
         self.slots = Slots(config.tasks_per_process, config.threads_per_process, self.operators)
+        level = getattr(self.log, "get_effective_level", lambda: logging.INFO)()
+        self._log_claims = level <= logging.DEBUG  # else no per-key tally per claim
         self.recorder = Recorder(
             self.connections.recording(),
             worker_id=self.worker_id,
@@ -448,6 +453,9 @@ class Runner:
                     conn, self.worker_id, types, limit, min_priority=min_priority
                 )
             self.metrics.claimed(rows)
+            if self._log_claims and rows:
+                keys = Counter(row.fairness_key or "(no key)" for row in rows)
+                self.log.debug("tasks_claimed", tasks=len(rows), keys=dict(keys))
             return [row.task for row in rows]
 
         if self.slots.running == 0 and self.slots.unrecorded == 0:
