@@ -12,7 +12,9 @@ shares with the benchmark come from ``websurf.worker.bench.names``, never from t
   else. A task without ``file`` (the benchmark's warm-up) does nothing.
 * ``bench_sleep`` (``async def``, awaits ``asyncio.sleep``) and ``bench_sleep_plain`` (a
   plain function, ``time.sleep`` in the worker's thread pool): a robot that waits
-  ``sleep_s`` seconds without using a CPU, like one waiting on a web page or a model."""
+  ``sleep_s`` seconds without using a CPU, like one waiting on a web page or a model.
+* ``bench_slow_llm``: ``bench_sleep`` with the issue's ``concurrency=5`` per process, fed
+  by a robot column (the fairness measurement: ``websurf.worker.bench.fairness``)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from websurf.worker.bench.names import (
+    FAIR_CONCURRENCY,
+    FAIR_OPERATOR,
     LATENCY_OPERATOR,
     PROBE_FILE_PREFIX,
     SLEEP_OPERATOR,
@@ -61,4 +65,10 @@ async def bench_sleep(task: Task, context: Context) -> Any:
 @operator(SLEEP_PLAIN_OPERATOR, timeout_s=None, max_attempts=1)
 def bench_sleep_plain(task: Task, context: Context) -> Any:
     time.sleep(_sleep_s(task))
+    return None
+
+
+@operator(FAIR_OPERATOR, timeout_s=None, max_attempts=1, concurrency=FAIR_CONCURRENCY)
+async def bench_slow_llm(task: Task, context: Context) -> Any:
+    await asyncio.sleep(_sleep_s(task))
     return None

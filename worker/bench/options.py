@@ -9,6 +9,7 @@ from typing import Any
 from websurf.worker.config import TASKS_PER_PROCESS
 
 SLEEP_S = 0.1  # how long each robot of the async, threaded and priority runs waits
+FAIR_SLEEP_S = 1.0  # how long the fairness run's robot waits (the model API)
 MEMORY_SLEEP_S = 10.0  # long enough for every task to be in flight when memory is read
 # In the order they run; "plan" runs once, after the repeated runs of the others.
 MEASUREMENTS = (
@@ -21,6 +22,7 @@ MEASUREMENTS = (
     "threaded",
     "memory",
     "priority",
+    "fairness",
     "plan",
 )
 
@@ -45,6 +47,11 @@ class BenchOptions:
     memory_sleep_s: float = MEMORY_SLEEP_S
     priority_bulk_tasks: int = 4_000
     priority_edits: int = 40
+    fair_rows: int = 10_000  # the big tenant's paste
+    fair_edits: int = 10  # the small tenant's single edits
+    fair_sleep_s: float = FAIR_SLEEP_S
+    fair_keys: int = 1_000  # no-op throughput with this many keys against one key
+    fair_key_tasks: int = 100  # per key
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
@@ -63,6 +70,9 @@ class BenchOptions:
             "async_tasks": 2_000,
             "threaded_tasks": 500,
             "priority_edits": 10,
+            "fair_rows": 2_000,
+            "fair_edits": 5,
+            "fair_key_tasks": 10,
             "only": tuple(m for m in MEASUREMENTS if m != "plan"),
         }
         settings.update(overrides)
