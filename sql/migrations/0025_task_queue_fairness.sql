@@ -9,12 +9,13 @@
 --   payload.spreadsheet_id (refresh rounds, schedules), else it stays NULL: tasks
 --   with no key share one anonymous key.
 -- * fair_seq is the task's round (start-time fair queuing). Per operator (task_type)
---   and priority, a task takes the larger of its key's last pending round + 1 and the
---   current round (the smallest round of a due pending task). A key with a backlog
---   numbers its tasks 1, 2, 3 ... ahead of it; a newcomer's one task takes the current
---   round, so the next claim of that operator picks it ahead of the backlog, and keys
---   with backlogs alternate. The trigger's queries see the rows inserted earlier in
---   the same statement (a volatile function), so a paste numbers its rows in order.
+--   and priority, a task takes its key's last pending round + 1, or, when its key has
+--   no task waiting, the current round (the smallest round of a due pending task). A
+--   key with a backlog numbers its tasks 1, 2, 3 ... ahead of it; a newcomer's one task
+--   takes the current round, so the next claim of that operator picks it ahead of the
+--   backlog, and keys with backlogs alternate. The trigger's queries see the rows
+--   inserted earlier in the same statement (a volatile function), so a paste numbers
+--   its rows in order.
 -- * The claim orders by priority DESC, fair_seq, scheduled_for through
 --   task_queue_fair_idx, so it stays one range scan of a partial index, as before (no
 --   loop over keys). It replaces task_queue_processing_idx, whose order the claim no
@@ -30,10 +31,10 @@
 --   maintenance thread's promoter gives it the then current round
 --   (task_queue_timed_idx finds those), so under load it waits one turn, not for the
 --   whole backlog.
--- * Tasks that come back to pending (a retry, a reaped claim, a task handed back) keep
---   their round, which is behind the current one: they go first once due. A retry
---   waiting out its backoff is stepped over by claims in the index alone (its due time
---   is in the index), without reading the table.
+-- * A retry waiting out its backoff goes to the timed band too (finish_tasks), and the
+--   promoter brings it back once due. Tasks that come back to pending due at once (a
+--   reaped claim, a task handed back) keep their round, which is behind the current
+--   one: they go first.
 --
 -- No transaction around the file, so the indexes build CONCURRENTLY while workers
 -- claim; each statement is re-runnable. The indexes come before the trigger, whose
@@ -56,19 +57,27 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS task_queue_timed_idx ON websurfing_task_
     (fair_seq) WHERE status = 'pending' AND fair_seq >= 4611686018427387904;
 
 -- Fills fairness_key when the insert left it NULL, and always sets fair_seq (a value
--- the inserter gives is replaced: nobody jumps the queue by writing a round). The
--- round: the larger of the key's last pending round + 1 and the current round (the
--- smallest round of a due pending task), per task type and priority. Rounds of 2^62 and
--- up are the timed band, 2^62 + the due time in microseconds, for a task queued to run
--- later; neither lookup reads them. Two queries, one per case of the key: a single one
+-- the inserter gives is replaced: nobody jumps the queue by writing a round). Per task
+-- type and priority, the round is the key's last pending round + 1 when the key has
+-- tasks waiting, else the current round (the smallest round of a due pending task).
+-- Only a key's first task reads the current round: that lookup walks the index entries
+-- of tasks claimed since the last vacuum, which would cost every row of a paste (the
+-- key's own lookup finds the row inserted before it first). Rounds of 2^62 and up are
+-- the timed band, 2^62 + the due time in microseconds, for a task queued to run later;
+-- neither lookup reads them. Two key lookups, one per case of the key: a single one
 -- with `key = x OR both NULL` cannot use the index and reads every pending row.
+-- No sequential scan or bitmap: the plans are cached for the session, and one made
+-- while the queue looked empty (statistics of an empty table) would read the whole
+-- table for every row of the next big insert.
 -- As the invoker: every role that inserts tasks (the web app's, the worker's) may read
 -- the queue and the spreadsheets; names are schema-qualified.
 CREATE OR REPLACE FUNCTION websurf.task_queue_fair_place() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
 DECLARE
     key_next bigint;
-    current_round bigint;
 BEGIN
     IF NEW.fairness_key IS NULL THEN
         NEW.fairness_key := left(coalesce(
@@ -99,14 +108,18 @@ BEGIN
         ORDER BY q.fair_seq DESC
         LIMIT 1;
     END IF;
-    SELECT q.fair_seq INTO current_round
+    IF key_next IS NOT NULL THEN
+        NEW.fair_seq := key_next;
+        RETURN NEW;
+    END IF;
+    SELECT q.fair_seq INTO key_next
     FROM public.websurfing_task_queue AS q
     WHERE q.status = 'pending' AND q.priority = NEW.priority
       AND q.fair_seq < 4611686018427387904
       AND q.task_type = NEW.task_type AND q.scheduled_for <= now()
     ORDER BY q.priority DESC, q.fair_seq
     LIMIT 1;
-    NEW.fair_seq := coalesce(GREATEST(key_next, current_round), 0);
+    NEW.fair_seq := coalesce(key_next, 0);
     RETURN NEW;
 END;
 $$;

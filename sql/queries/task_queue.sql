@@ -82,6 +82,12 @@ SET status = f.status,
     completed_at = CASE WHEN f.status = 'completed' THEN now() ELSE t.completed_at END,
     failed_at = CASE WHEN f.status = 'failed' THEN now() ELSE t.failed_at END,
     scheduled_for = COALESCE(f.run_at, t.scheduled_for),
+    -- a retry waits out its backoff in the timed band (sql/migrations/0025), not in
+    -- front of due work; the promoter gives it a round once due
+    fair_seq = CASE WHEN f.run_at > now()
+                    THEN 4611686018427387904
+                         + floor(extract(epoch FROM f.run_at) * 1000000)::bigint
+                    ELSE t.fair_seq END,
     error_message = COALESCE(f.error, t.error_message),
     attempts = t.attempts - f.uncount,
     updated_at = now()
@@ -102,10 +108,10 @@ RETURNING t.id
 
 -- name: promote_due_tasks
 -- Give up to %(limit)s tasks of the timed band that are due by %(now)s (NULL: now()) the current round
--- of their type and priority, after their key's last (maintenance turn, promoter.run_once).
--- The same rule as the insert trigger (sql/migrations/0025), for a batch in one statement:
--- the lookups read the rounds as they were, so tasks of one key, type and priority follow
--- each other from there in due order.
+-- of their type and priority, or their key's last + 1 if later (maintenance turn,
+-- promoter.run_once). The insert trigger's rule (sql/migrations/0025) for a batch in one
+-- statement: the lookups read the rounds as they were, so tasks of one key, type and
+-- priority follow each other from there in due order.
 WITH due AS MATERIALIZED (
     SELECT id, fairness_key, task_type, priority, scheduled_for
     FROM websurfing_task_queue

@@ -26,7 +26,8 @@ from support.waiting import wait_for
 from websurf.cli.render import to_json
 from websurf.cli.render.status import status_report
 from websurf.sql import QUERIES
-from websurf.worker.core.queue import claim_rows, enqueue
+from websurf.worker.core.model import Outcome, Status
+from websurf.worker.core.queue import claim, claim_rows, enqueue, finish
 from websurf.worker.core.snapshot import status_snapshot
 from websurf.worker.maintenance import promoter
 
@@ -209,6 +210,32 @@ def test_a_task_queued_for_later_takes_its_turn_once_due(
     taken = _claim_keys(conn)
 
     assert "B" in taken, f"the due task waited behind A's backlog: {taken}"
+
+
+def test_a_retry_waits_its_backoff_apart_then_takes_its_turn(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A task retried with a backoff leaves the rounds while it waits (claims never step
+    over it), and joins them again once due: after its key's tasks already waiting."""
+    for n in range(3):
+        enqueue(conn, OPERATOR, {"n": n})
+    [task] = claim(conn, WORKER, [OPERATOR], 1)
+    run_at = datetime.now(UTC) + timedelta(seconds=30)
+    finish(conn, WORKER, [Outcome(task, Status.PENDING, OPERATOR, error="429", run_at=run_at)])
+    [(waiting_round,)] = conn.execute(
+        "SELECT fair_seq FROM websurfing_task_queue WHERE id = %s", (task.id,)
+    ).fetchall()
+
+    assert promoter.run_once(conn, datetime.now(UTC)) == 0  # not due yet
+    assert promoter.run_once(conn, run_at + timedelta(seconds=1)) == 1
+    rounds = dict(
+        conn.execute(
+            "SELECT payload ->> 'n', fair_seq FROM websurfing_task_queue WHERE status = 'pending'"
+        ).fetchall()
+    )
+
+    assert waiting_round >= 2**62
+    assert rounds == {"0": 3, "1": 1, "2": 2}
 
 
 def test_status_names_the_keys_with_the_largest_backlogs(
