@@ -60,15 +60,20 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS task_queue_timed_idx ON websurfing_task_
 -- the inserter gives is replaced: nobody jumps the queue by writing a round). Per task
 -- type and priority, the round is the key's last pending round + 1 when the key has
 -- tasks waiting, else the current round (the smallest round of a due pending task).
--- Only a key's first task reads the current round: that lookup walks the index entries
--- of tasks claimed since the last vacuum, which would cost every row of a paste (the
--- key's own lookup finds the row inserted before it first). Rounds of 2^62 and up are
--- the timed band, 2^62 + the due time in microseconds, for a task queued to run later;
--- neither lookup reads them. Two key lookups, one per case of the key: a single one
--- with `key = x OR both NULL` cannot use the index and reads every pending row.
--- No sequential scan or bitmap: the plans are cached for the session, and one made
--- while the queue looked empty (statistics of an empty table) would read the whole
--- table for every row of the next big insert.
+-- * Cost per row, for a paste of 10,000: the round a row takes is remembered in the
+--   transaction-local setting websurf.fair_last with the statement, type, priority and
+--   key it was for, so the next row of the same run takes the next round without a
+--   query (a paste is one top-level statement, however many nested INSERTs its edit
+--   trigger makes). The lookups run for the first row of each run.
+-- * Only a key's first task reads the current round: that lookup walks the index
+--   entries of every task claimed since the last vacuum.
+-- * Rounds of 2^62 and up are the timed band, 2^62 + the due time in microseconds, for
+--   a task queued to run later; neither lookup reads them.
+-- * Two key lookups, one per case of the key: a single one with `key = x OR both NULL`
+--   cannot use the index and reads every pending row.
+-- * No sequential scan or bitmap: the plans are cached for the session, and one made
+--   while the queue looked empty (the statistics of an empty table) would read the
+--   whole table for every row of the next big insert.
 -- As the invoker: every role that inserts tasks (the web app's, the worker's) may read
 -- the queue and the spreadsheets; names are schema-qualified.
 CREATE OR REPLACE FUNCTION websurf.task_queue_fair_place() RETURNS trigger
@@ -78,20 +83,32 @@ SET enable_bitmapscan = off
 AS $$
 DECLARE
     key_next bigint;
+    run text;
+    last text;
+    last_seq text;
 BEGIN
     IF NEW.fairness_key IS NULL THEN
-        NEW.fairness_key := left(coalesce(
-            nullif(current_setting('websurf.user_id', true), ''),
-            (SELECT s.owner_id
-             FROM public.websurfing_spreadsheet AS s
-             WHERE s.id = websurf.uuid_or_null(NEW.payload ->> 'spreadsheet_id'))), 255);
+        NEW.fairness_key := left(nullif(current_setting('websurf.user_id', true), ''), 255);
+        IF NEW.fairness_key IS NULL AND NEW.payload ? 'spreadsheet_id' THEN
+            SELECT s.owner_id INTO NEW.fairness_key
+            FROM public.websurfing_spreadsheet AS s
+            WHERE s.id = websurf.uuid_or_null(NEW.payload ->> 'spreadsheet_id');
+        END IF;
     END IF;
     IF NEW.scheduled_for > now() THEN
         NEW.fair_seq := 4611686018427387904
             + floor(extract(epoch FROM NEW.scheduled_for) * 1000000)::bigint;
         RETURN NEW;
     END IF;
-    IF NEW.fairness_key IS NULL THEN
+    -- Length-prefixed, so no two runs read alike whatever their names hold.
+    run := format('%s|%s|%s:%s|%s', statement_timestamp(), NEW.priority,
+                  length(NEW.task_type), NEW.task_type,
+                  coalesce(length(NEW.fairness_key) || ':' || NEW.fairness_key, '-'));
+    last := current_setting('websurf.fair_last', true);
+    last_seq := split_part(last, ' ', 1);
+    IF last_seq <> '' AND substr(last, length(last_seq) + 2) = run THEN
+        key_next := last_seq::bigint + 1;
+    ELSIF NEW.fairness_key IS NULL THEN
         SELECT q.fair_seq + 1 INTO key_next
         FROM public.websurfing_task_queue AS q
         WHERE q.status = 'pending' AND q.fairness_key IS NULL
@@ -108,18 +125,18 @@ BEGIN
         ORDER BY q.fair_seq DESC
         LIMIT 1;
     END IF;
-    IF key_next IS NOT NULL THEN
-        NEW.fair_seq := key_next;
-        RETURN NEW;
+    IF key_next IS NULL THEN
+        SELECT q.fair_seq INTO key_next
+        FROM public.websurfing_task_queue AS q
+        WHERE q.status = 'pending' AND q.priority = NEW.priority
+          AND q.fair_seq < 4611686018427387904
+          AND q.task_type = NEW.task_type AND q.scheduled_for <= now()
+        ORDER BY q.priority DESC, q.fair_seq
+        LIMIT 1;
+        key_next := coalesce(key_next, 0);
     END IF;
-    SELECT q.fair_seq INTO key_next
-    FROM public.websurfing_task_queue AS q
-    WHERE q.status = 'pending' AND q.priority = NEW.priority
-      AND q.fair_seq < 4611686018427387904
-      AND q.task_type = NEW.task_type AND q.scheduled_for <= now()
-    ORDER BY q.priority DESC, q.fair_seq
-    LIMIT 1;
-    NEW.fair_seq := coalesce(key_next, 0);
+    NEW.fair_seq := key_next;
+    PERFORM set_config('websurf.fair_last', key_next || ' ' || run, true);
     RETURN NEW;
 END;
 $$;

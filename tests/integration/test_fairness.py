@@ -118,6 +118,29 @@ def test_a_late_key_joins_the_current_round_not_the_first(
     assert Counter(taken) == {user_a: 10, user_b: 10}, taken
 
 
+def test_one_insert_of_several_keys_numbers_each_keys_tasks_in_turn(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Rows of several keys in one INSERT (the trigger remembers only the last row's
+    round): each key's tasks still take rounds 0, 1, 2 ... in insert order."""
+    keys = ["a", "a", "b", None, "a", "", "b", "a\tb", None, "a"]
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, fairness_key)"
+        " SELECT %s, jsonb_build_object('n', n), k"
+        " FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n)",
+        (OPERATOR, keys),
+    )
+
+    rounds = conn.execute(
+        "SELECT fairness_key, fair_seq FROM websurfing_task_queue ORDER BY (payload ->> 'n')::int"
+    ).fetchall()
+
+    assert rounds == [
+        ("a", 0), ("a", 1), ("b", 0), (None, 0), ("a", 2),
+        ("", 0), ("b", 1), ("a\tb", 0), (None, 1), ("a", 3),
+    ]  # fmt: skip
+
+
 def test_keys_come_from_the_author_else_the_spreadsheet_owner(
     conn: psycopg.Connection[Any], make_user: Callable[..., str]
 ) -> None:
