@@ -20,12 +20,13 @@ import psycopg
 import pytest
 from psycopg import sql
 from support.daemon import Daemons, query
-from support.rows import new_column
+from support.rows import new_column, new_user
 from support.waiting import wait_for
 
 from websurf.cli.render import to_json
 from websurf.cli.render.status import status_report
 from websurf.sql import QUERIES
+from websurf.sql.migrate import migrate, shipped_migrations
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.queue import claim, claim_rows, enqueue, finish
 from websurf.worker.core.snapshot import status_snapshot
@@ -33,6 +34,7 @@ from websurf.worker.maintenance import promoter
 
 WORKER = "test-host/0/fair"
 OPERATOR = "slow_llm"
+FAIRNESS_VERSION = 25  # sql/migrations/0025_task_queue_fairness.sql
 SLOTS = 5  # the issue's `concurrency=5`: a claim takes as many as there are free slots
 
 
@@ -303,6 +305,44 @@ def test_the_debug_log_says_whose_tasks_a_claim_took(database_url: str, daemons:
 
     worker.wait_for(lambda: claimed() == {"tenant-1": 1, "tenant-2": 2}, "claims naming the keys")
     assert worker.stop() == 0
+
+
+def test_a_live_queue_migrates_its_waiting_tasks_into_turns(empty_database_url: str) -> None:
+    """Migration 0025 on a database already holding tasks: pending ones get their
+    spreadsheet owner's key and rounds in due order per key, so the first claims after
+    the upgrade already alternate; a task due later waits apart; finished rows stay."""
+    before = [m for m in shipped_migrations() if m.version < FAIRNESS_VERSION]
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        migrate(conn, shipped=before)
+        owners = [new_user(conn), new_user(conn)]
+        sheets = [new_column(conn, owner)[0] for owner in owners]
+        conn.execute(
+            "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for)"
+            " SELECT %s, jsonb_build_object('spreadsheet_id', s),"
+            "        now() - interval '1 minute' + n * interval '1 second'"
+            " FROM unnest(%s::uuid[]) WITH ORDINALITY AS u(s, k), generate_series(1, 4) AS n",
+            (OPERATOR, sheets),
+        )
+        conn.execute(
+            "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for, status)"
+            " VALUES (%s, '{}', now() + interval '1 hour', 'pending'),"
+            " (%s, '{}', now(), 'completed')",
+            (OPERATOR, OPERATOR),
+        )
+
+        migrate(conn)
+
+        claims = [Counter(_claim_keys(conn, limit=2)) for _ in range(4)]
+        later = conn.execute(
+            "SELECT fair_seq >= 2 ^ 62 FROM websurfing_task_queue WHERE scheduled_for > now()"
+        ).fetchall()
+        finished = conn.execute(
+            "SELECT fairness_key, fair_seq FROM websurfing_task_queue WHERE status = 'completed'"
+        ).fetchall()
+
+    assert claims == [{owners[0]: 1, owners[1]: 1}] * 4
+    assert later == [(True,)]
+    assert finished == [(None, 0)]
 
 
 @pytest.fixture
