@@ -193,9 +193,11 @@ SET content = 'pasted row ' || row_number
 WHERE column_id = %(column_id)s
 
 -- name: bench_key_task_latencies
--- Completed tasks of one type and fairness key: created -> completed in ms, on the database
--- clock (fairness measurement: the small tenant's edit -> robot answer).
-SELECT extract(epoch FROM completed_at - created_at) * 1000.0
+-- Completed tasks of one type and fairness key: created -> completed and created -> started
+-- in ms, on the database clock (fairness measurement: the small tenant's edit -> robot
+-- answer, and how much of it was the wait for a slot).
+SELECT extract(epoch FROM completed_at - created_at) * 1000.0,
+       extract(epoch FROM started_at - created_at) * 1000.0
 FROM websurfing_task_queue
 WHERE task_type = %(task_type)s AND fairness_key = %(key)s AND status = 'completed'
 ORDER BY 1

@@ -55,6 +55,7 @@ class FairLatency:
     paste_s: float  # A's paste: the one UPDATE and its commit (robot tasks queued in it)
     p50_ms: float  # B's edit -> robot answer
     max_ms: float
+    start_p50_ms: float  # B's edit -> its robot started: the wait for a slot
     big_tenant_per_s: float  # A's tasks completed per second while B was served
     slots_per_s: float  # what the slots allow: processes x concurrency / sleep_s
 
@@ -140,17 +141,19 @@ def measure_fair_latency(
         sleep_s=sleep_s,
         processes=processes,
         paste_s=paste_s,
-        p50_ms=percentile(latencies, 0.5),
-        max_ms=latencies[-1],
+        p50_ms=percentile([answered for answered, _ in latencies], 0.5),
+        max_ms=latencies[-1][0],
+        start_p50_ms=percentile(sorted(started for _, started in latencies), 0.5),
         big_tenant_per_s=completed / window_s,
         slots_per_s=processes * FAIR_CONCURRENCY / sleep_s,
     )
 
 
-def _latencies(conn: psycopg.Connection[Any], key: str) -> list[float]:
+def _latencies(conn: psycopg.Connection[Any], key: str) -> list[tuple[float, float]]:
+    """(created -> completed, created -> started) in ms of the key's completed tasks."""
     return [
-        float(ms)
-        for (ms,) in conn.execute(
+        (float(answered), float(started))
+        for answered, started in conn.execute(
             QUERIES["bench_key_task_latencies"], {"task_type": FAIR_OPERATOR, "key": key}
         )
     ]

@@ -161,6 +161,7 @@ def _fair_label(fair: FairLatency) -> str:
 def _fair_figures(fair: FairLatency) -> list[Figure]:
     return [
         *_percentiles(fair, ("p50", "max")),
+        ("p50 of edit -> robot started (the wait for a slot)", "ms", fair.start_p50_ms),
         ("big tenant meanwhile", "tasks/s", fair.big_tenant_per_s),
         ("what the slots allow", "tasks/s", fair.slots_per_s),
         ("the paste's commit (robot tasks queued in it)", "s", fair.paste_s),
