@@ -379,6 +379,10 @@ export const taskQueue = createTable(
     index("task_queue_fair_key_idx")
       .on(t.fairnessKey, t.taskType, t.priority, t.fairSeq)
       .where(sql`${t.status} = 'pending'`),
+    // Tasks queued for later (rounds from 2^62: the due time), for the promoter.
+    index("task_queue_timed_idx")
+      .on(t.fairSeq)
+      .where(sql`${t.status} = 'pending' AND ${t.fairSeq} >= 4611686018427387904`),
     // Running tasks by worker (websurf status, websurf tasks, the reaper); processing
     // rows only, so a finish adds nothing to it (sql/migrations/0022).
     index("task_queue_claimed_idx")

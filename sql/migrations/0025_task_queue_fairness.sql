@@ -28,8 +28,8 @@
 --   the timed band: 2^62 + its due time in microseconds, behind every round, so it
 --   never sits in front of due work for the claim to step over, and in due order among
 --   its kind. Once due, the claim can take it after the rounds of its priority, and the
---   maintenance thread's promoter gives it the then current round
---   (task_queue_timed_idx finds those), so under load it waits one turn, not for the
+--   maintenance thread's promoter gives it a round as if it were inserted then
+--   (task_queue_timed_idx finds those), so under load it waits its turn, not for the
 --   whole backlog.
 -- * A retry waiting out its backoff goes to the timed band too (finish_tasks), and the
 --   promoter brings it back once due. Tasks that come back to pending due at once (a

@@ -454,7 +454,9 @@ class Runner:
                 )
             self.metrics.claimed(rows)
             if self._log_claims and rows:
-                keys = Counter(row.fairness_key or "(no key)" for row in rows)
+                keys = Counter(
+                    "(no key)" if row.fairness_key is None else row.fairness_key for row in rows
+                )
                 self.log.debug("tasks_claimed", tasks=len(rows), keys=dict(keys))
             return [row.task for row in rows]
 
