@@ -30,6 +30,16 @@ def status_report(status: StatusSnapshot) -> str:
         )
     if not status.types:
         lines.append("(no tasks pending, running or finished recently)")
+    if status.keys:
+        lines += [
+            "",
+            f"pending by fairness key (keys take turns; {len(status.keys)} largest"
+            f" of {status.keys_pending}):",
+        ]
+        lines += [
+            f"  {(k.key if k.key is not None else '(no key)')[:40]:40} {k.pending:>8}"
+            for k in status.keys
+        ]
     lines += ["", f"failures in the last {window}:"]
     for f in status.failures:
         error = f.last_error.splitlines()[0][:100] if f.last_error else "-"

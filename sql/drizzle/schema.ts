@@ -370,17 +370,32 @@ export const taskQueue = createTable(
     // yourself: call `SELECT websurf.cancel_task(id)` (a pending task is cancelled at
     // once, a running one is stopped by its worker within about a second).
     cancelRequestedAt: d.timestamp({ withTimezone: true }),
+    // Whose work this is: tasks of different keys take turns (sql/migrations/0025, README
+    // "Fairness between tenants"). Set it at insert, or leave it NULL and a trigger fills
+    // it with the author in `websurf.user_id`, else the owner of payload.spreadsheet_id.
+    fairnessKey: d.varchar({ length: 255 }),
+    // The task's round, set by the same trigger at insert (a value given is replaced).
+    fairSeq: d.bigint({ mode: "number" }).default(0).notNull(),
   }),
   (t) => [
     uniqueIndex("task_queue_unique_key_idx")
       .on(t.uniqueKey)
       .where(sql`${t.status} = 'pending'`),
     // The claim query walks this index in order: pending only, highest priority
-    // first, then the oldest due date. drizzle-kit writes a bare `.desc()` as
-    // `DESC NULLS LAST`; PostgreSQL's (and the migration's) plain DESC is NULLS FIRST.
-    index("task_queue_processing_idx")
-      .on(t.status, t.priority.desc().nullsFirst(), t.scheduledFor.asc())
+    // first, then the round (keys take turns), then the oldest due date. drizzle-kit
+    // writes a bare `.desc()` as `DESC NULLS LAST`; PostgreSQL's (and the migration's)
+    // plain DESC is NULLS FIRST.
+    index("task_queue_fair_idx")
+      .on(t.priority.desc().nullsFirst(), t.fairSeq.asc(), t.scheduledFor.asc())
       .where(sql`${t.status} = 'pending'`),
+    // A key's last pending round, read by the insert trigger.
+    index("task_queue_fair_key_idx")
+      .on(t.fairnessKey, t.taskType, t.priority, t.fairSeq)
+      .where(sql`${t.status} = 'pending'`),
+    // Tasks queued for later (rounds from 2^62: the due time), for the promoter.
+    index("task_queue_timed_idx")
+      .on(t.fairSeq)
+      .where(sql`${t.status} = 'pending' AND ${t.fairSeq} >= 4611686018427387904`),
     // Running tasks by worker (websurf status, websurf tasks, the reaper); processing
     // rows only, so a finish adds nothing to it (sql/migrations/0022).
     index("task_queue_claimed_idx")

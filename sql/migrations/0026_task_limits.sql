@@ -184,7 +184,7 @@ BEGIN
           AND q.task_type = p_task_type
           AND q.priority >= p_min_priority
           AND (q.limit_key IS NULL OR NOT blocked ? q.limit_key)
-        ORDER BY q.priority DESC, q.scheduled_for ASC
+        ORDER BY q.priority DESC, q.fair_seq ASC, q.scheduled_for ASC
     LOOP
         key_room := (key_rooms ->> candidate.limit_key)::bigint;  -- NULL: no limit of its own
         IF key_room IS NOT NULL THEN

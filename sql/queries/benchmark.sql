@@ -249,3 +249,40 @@ VACUUM (ANALYZE) websurfing_task_queue
 SELECT count(*)
 FROM websurfing_task_queue
 WHERE task_type = %(task_type)s AND status = 'cancelled' AND attempts = 0
+
+-- name: bench_paste_column
+-- Fill every cell of a column in one UPDATE, as a person's paste does (fairness measurement;
+-- the author is named in the same transaction, so the robot tasks carry their key).
+UPDATE websurfing_cell
+SET content = 'pasted row ' || row_number
+WHERE column_id = %(column_id)s
+
+-- name: bench_key_task_latencies
+-- Completed tasks of one type and fairness key: created -> completed and created -> started
+-- in ms, on the database clock (fairness measurement: the small tenant's edit -> robot
+-- answer, and how much of it was the wait for a slot).
+SELECT extract(epoch FROM completed_at - created_at) * 1000.0,
+       extract(epoch FROM started_at - created_at) * 1000.0
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s AND fairness_key = %(key)s AND status = 'completed'
+ORDER BY 1
+
+-- name: bench_key_completed_within
+-- Tasks of one type and key completed while another key's tasks were in the queue (from
+-- the first one's creation to the last one's completion), and that window in seconds
+-- (fairness measurement: the big tenant's throughput while the small one is served).
+SELECT count(*) FILTER (WHERE t.completed_at BETWEEN w.first_at AND w.last_at),
+       extract(epoch FROM w.last_at - w.first_at)::float8
+FROM (SELECT min(created_at) AS first_at, max(completed_at) AS last_at
+      FROM websurfing_task_queue
+      WHERE task_type = %(task_type)s AND fairness_key = %(other_key)s) AS w
+LEFT JOIN websurfing_task_queue AS t
+  ON t.task_type = %(task_type)s AND t.fairness_key = %(key)s AND t.status = 'completed'
+GROUP BY w.first_at, w.last_at
+
+-- name: bench_insert_keyed_noop_tasks
+-- Queue %(count)s noop tasks in one statement, spread round-robin over %(keys)s fairness keys
+-- (the fairness measurement's no-op throughput with many keys against one).
+INSERT INTO websurfing_task_queue (task_type, payload, fairness_key)
+SELECT 'noop', jsonb_build_object('n', n), 'bench-key-' || mod(n, %(keys)s)
+FROM generate_series(1, %(count)s) AS n

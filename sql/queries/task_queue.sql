@@ -45,6 +45,9 @@ GROUP BY task_type
 -- name: claim_tasks
 -- Claim up to %(limit)s due tasks of the worker's types at %(min_priority)s or above, counting
 -- the attempt (child loop).
+-- Fair between keys: within a priority, tasks go by their round (fair_seq, given at insert,
+-- sql/migrations/0025), so keys with pending work take turns; one range scan of
+-- task_queue_fair_idx, whatever the number of keys.
 WITH picked AS MATERIALIZED (
     SELECT id
     FROM websurfing_task_queue
@@ -52,7 +55,7 @@ WITH picked AS MATERIALIZED (
       AND scheduled_for <= now()
       AND task_type = ANY(%(task_types)b::text[])
       AND priority >= %(min_priority)s
-    ORDER BY priority DESC, scheduled_for ASC
+    ORDER BY priority DESC, fair_seq ASC, scheduled_for ASC
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -69,7 +72,8 @@ WHERE t.id = ANY(ARRAY(SELECT id FROM picked))
 -- to this claim, on the database clock; one float is cheaper to read than two timestamps.
 RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
           extract(epoch FROM now() - GREATEST(t.scheduled_for, t.created_at))::float8
-              AS waited_s
+              AS waited_s,
+          t.fairness_key
 
 -- name: finish_tasks
 -- Record the outcome of claimed tasks, only where this worker still holds that claim (child loop).
@@ -80,6 +84,12 @@ SET status = f.status,
     completed_at = CASE WHEN f.status = 'completed' THEN now() ELSE t.completed_at END,
     failed_at = CASE WHEN f.status = 'failed' THEN now() ELSE t.failed_at END,
     scheduled_for = COALESCE(f.run_at, t.scheduled_for),
+    -- a retry waits out its backoff in the timed band (sql/migrations/0025), not in
+    -- front of due work; the promoter gives it a round once due
+    fair_seq = CASE WHEN f.run_at > now()
+                    THEN 4611686018427387904
+                         + floor(extract(epoch FROM f.run_at) * 1000000)::bigint
+                    ELSE t.fair_seq END,
     error_message = COALESCE(f.error, t.error_message),
     attempts = t.attempts - f.uncount,
     updated_at = now()
@@ -107,6 +117,66 @@ FROM websurfing_task_queue
 WHERE worker_id = %(worker_id)s
   AND status = 'processing'
   AND cancel_requested_at IS NOT NULL
+
+-- name: promote_due_tasks
+-- Give up to %(limit)s tasks of the timed band that are due by %(now)s (NULL: now()) the current round
+-- of their type and priority, or their key's last + 1 if later (maintenance turn,
+-- promoter.run_once). The insert trigger's rule (sql/migrations/0025) for a batch in one
+-- statement: the lookups read the rounds as they were, so tasks of one key, type and
+-- priority follow each other from there in due order.
+WITH due AS MATERIALIZED (
+    SELECT id, fairness_key, task_type, priority, scheduled_for
+    FROM websurfing_task_queue
+    WHERE status = 'pending'
+      AND fair_seq >= 4611686018427387904
+      AND fair_seq <= 4611686018427387904
+                      + floor(extract(epoch FROM coalesce(%(now)s::timestamptz, now())) * 1000000)::bigint
+    ORDER BY fair_seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+placed AS (
+    SELECT d.id,
+           coalesce(GREATEST(k.next, r.current_round), 0)
+               + row_number() OVER (PARTITION BY d.fairness_key, d.task_type, d.priority
+                                    ORDER BY d.scheduled_for, d.id) - 1 AS fair_seq
+    FROM due AS d
+    -- Two branches, one per case of the key: `key = x OR both NULL` is not indexable.
+    LEFT JOIN LATERAL (
+        SELECT max(b.next) AS next
+        FROM ((SELECT q.fair_seq + 1 AS next
+               FROM websurfing_task_queue AS q
+               WHERE q.status = 'pending' AND q.fairness_key = d.fairness_key
+                 AND q.task_type = d.task_type AND q.priority = d.priority
+                 AND q.fair_seq < 4611686018427387904
+               ORDER BY q.fair_seq DESC
+               LIMIT 1)
+              UNION ALL
+              (SELECT q.fair_seq + 1
+               FROM websurfing_task_queue AS q
+               WHERE d.fairness_key IS NULL
+                 AND q.status = 'pending' AND q.fairness_key IS NULL
+                 AND q.task_type = d.task_type AND q.priority = d.priority
+                 AND q.fair_seq < 4611686018427387904
+               ORDER BY q.fair_seq DESC
+               LIMIT 1)) AS b
+    ) AS k ON true
+    LEFT JOIN LATERAL (
+        SELECT q.fair_seq AS current_round
+        FROM websurfing_task_queue AS q
+        WHERE q.status = 'pending' AND q.priority = d.priority
+          AND q.fair_seq < 4611686018427387904
+          AND q.task_type = d.task_type
+          AND q.scheduled_for <= coalesce(%(now)s::timestamptz, now())
+        ORDER BY q.priority DESC, q.fair_seq
+        LIMIT 1
+    ) AS r ON true
+)
+UPDATE websurfing_task_queue AS t
+SET fair_seq = p.fair_seq
+FROM placed AS p
+WHERE t.id = p.id AND t.status = 'pending'
+RETURNING t.id
 
 -- name: next_scheduled_at
 -- The earliest future due time among pending tasks of the worker's types (child's wake-up timer).

@@ -20,6 +20,7 @@ from support.waiting import wait_for
 
 from websurf.worker.bench import (
     cancel,
+    fairness,
     harness,
     latency,
     limits,
@@ -259,6 +260,38 @@ def test_cancel_latency_has_one_sample_per_cancelled_handler(scratch: str) -> No
     assert 0 < result.p50_ms <= result.max_ms
     assert cancel.cancel_problem(result) is None
     assert _one(scratch, "SELECT count(*) FROM websurfing_task_queue") == 3
+
+
+def test_a_small_tenants_edits_are_answered_while_a_paste_keeps_the_robots_busy(
+    scratch: str,
+) -> None:
+    result = fairness.measure_fair_latency(
+        scratch,
+        rows=300,
+        edits=3,
+        sleep_s=0.3,
+        processes=1,
+        edit_delay_s=0.1,
+        edit_interval_s=0.2,
+    )
+
+    assert (result.rows, result.edits) == (300, 3)
+    assert 0 < result.p50_ms <= result.max_ms
+    assert result.big_tenant_per_s > 0  # the paste's robots went on meanwhile
+    assert result.slots_per_s == 1 * 5 / 0.3
+    keys = _one(
+        scratch,
+        "SELECT array_agg(DISTINCT fairness_key ORDER BY fairness_key)"
+        " FROM websurfing_task_queue WHERE task_type = 'bench_slow_llm'",
+    )
+    assert len(keys) == 2  # the two people, from the edits' authors
+
+
+def test_no_op_throughput_with_many_keys_runs_every_task(scratch: str) -> None:
+    result = fairness.measure_key_throughput(scratch, tasks=300, keys=50, processes=1)
+
+    assert result.keys == 50 and result.throughput.tasks == 300
+    assert _one(scratch, "SELECT count(DISTINCT fairness_key) FROM websurfing_task_queue") == 50
 
 
 def test_run_benchmark_reports_the_waiting_robot_rows(pg_server: str) -> None:

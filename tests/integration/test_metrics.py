@@ -161,7 +161,9 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
         )
         depth = sample(text, "websurf_queue_depth", task_type="elsewhere")
         held = sample(text, "websurf_limit_waiting", operator="elsewhere", key="")
-        return text if done == 3 and depth == 2 and held == 2 else None
+        # what stays pending: 2 'elsewhere' and 3 later 'noop', all of no fairness key
+        backlog = sample(text, "websurf_queue_key_backlog", rank="1")
+        return text if done == 3 and depth == 2 and backlog == 5 and held == 2 else None
 
     def seen() -> str:  # what was seen, should it time out: it did once in CI, unexplained
         status, body = get(port, "/metrics")
@@ -188,6 +190,8 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
         == 300
     )
     assert sample(text, "websurf_queue_scheduled", task_type="noop") == 3
+    assert sample(text, "websurf_queue_keys") == 1
+    assert sample(text, "websurf_queue_key_backlog", rank="2") == 0
     assert sample(text, "websurf_worker_processes") == 2
     assert sample(text, "websurf_limit_throttled", operator="elsewhere", key="") == 1
     assert sample(text, "websurf_limit_running", operator="elsewhere", key="") == 0

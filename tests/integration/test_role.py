@@ -122,7 +122,7 @@ def test_the_worker_role_reads_status_and_prunes(
     [
         "CREATE TABLE websurfing_mine (id int)",
         "ALTER TABLE websurfing_task_queue ADD COLUMN extra int",
-        "DROP INDEX task_queue_processing_idx",
+        "DROP INDEX task_queue_fair_idx",
         "CREATE TABLE websurf.mine (id int)",
         "TRUNCATE websurfing_task_queue",
         "SELECT email FROM websurfing_user",

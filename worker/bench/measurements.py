@@ -12,6 +12,12 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from websurf.worker.bench.cancel import CancelLatency, cancel_problem, measure_cancel_latency
+from websurf.worker.bench.fairness import (
+    FairLatency,
+    KeyThroughput,
+    measure_fair_latency,
+    measure_key_throughput,
+)
 from websurf.worker.bench.harness import BULK_PRIORITY
 from websurf.worker.bench.latency import (
     EDIT_PRIORITY,
@@ -184,6 +190,30 @@ def _cancel_check(runs: list[CancelLatency]) -> str:
         "cancel latency: every cancelled task ended cancelled with no attempt spent ("
         + ", ".join(f"{r.cancelled_unspent} of {r.tasks}" for r in runs)
         + ")"
+    )
+
+
+def _fair_label(fair: FairLatency) -> str:
+    return (
+        f"small tenant's edit -> robot answer, big tenant's paste of {fair.rows:,} rows,"
+        f" robot {fair.sleep_s:g} s, concurrency 5 x {plural(fair.processes, 'process')}"
+    )
+
+
+def _fair_figures(fair: FairLatency) -> list[Figure]:
+    return [
+        *_percentiles(fair, ("p50", "max")),
+        ("p50 of edit -> robot started (the wait for a slot)", "ms", fair.start_p50_ms),
+        ("big tenant meanwhile", "tasks/s", fair.big_tenant_per_s),
+        ("what the slots allow", "tasks/s", fair.slots_per_s),
+        ("the paste's commit (robot tasks queued in it)", "s", fair.paste_s),
+    ]
+
+
+def _keys_label(result: KeyThroughput) -> str:
+    return (
+        f"no-op tasks, {result.throughput.tasks:,} over {plural(result.keys, 'fairness key')},"
+        f" {plural(result.throughput.processes, 'process')}"
     )
 
 
@@ -371,5 +401,38 @@ def measurements(o: BenchOptions) -> list[Measurement[Any]]:
             ),
             problem=_cancel_problem,
             check=_cancel_check,
+        ),
+        Measurement(
+            "fairness",
+            "fairness",
+            run=partial(
+                measure_fair_latency,
+                rows=o.fair_rows,
+                edits=o.fair_edits,
+                sleep_s=o.fair_sleep_s,
+            ),
+            label=_fair_label,
+            figures=_fair_figures,
+            progress=lambda _, fair: (
+                f"small tenant under a paste: p50 {fair.p50_ms:,.0f} ms, max {fair.max_ms:,.0f}"
+                f" ms; big tenant {fair.big_tenant_per_s:.1f}/s of {fair.slots_per_s:g}/s"
+            ),
+        ),
+        *(
+            Measurement(
+                "fairness",
+                key,
+                run=partial(
+                    measure_key_throughput,
+                    tasks=o.fair_keys * o.fair_key_tasks,
+                    keys=keys,
+                    processes=o.cell_processes,
+                ),
+                label=_keys_label,
+                figures=lambda result: _rates(result.throughput),
+                progress=lambda label, result: _rates_line(label, result.throughput),
+                completed="no-op",
+            )
+            for key, keys in (("fair_one_key", 1), ("fair_keys", o.fair_keys))
         ),
     ]

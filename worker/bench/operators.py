@@ -15,7 +15,9 @@ shares with the benchmark come from ``websurf.worker.bench.names``, never from t
   ``sleep_s`` seconds without using a CPU, like one waiting on a web page or a model.
 * ``bench_hang``, the cancel-latency probe: awaits an event nobody sets, so only a
   cancel ends it; on its ``CancelledError`` it appends ``<task id> <time.time()>`` to the
-  payload's ``file`` (same rules as ``bench_latency``)."""
+  payload's ``file`` (same rules as ``bench_latency``).
+* ``bench_slow_llm``: ``bench_sleep`` with the issue's ``concurrency=5`` per process, fed
+  by a robot column (the fairness measurement: ``websurf.worker.bench.fairness``)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from websurf.worker.bench.names import (
+    FAIR_CONCURRENCY,
+    FAIR_OPERATOR,
     HANG_OPERATOR,
     LATENCY_OPERATOR,
     PROBE_FILE_PREFIX,
@@ -79,4 +83,10 @@ async def bench_sleep(task: Task, context: Context) -> Any:
 @operator(SLEEP_PLAIN_OPERATOR, timeout_s=None, max_attempts=1)
 def bench_sleep_plain(task: Task, context: Context) -> Any:
     time.sleep(_sleep_s(task))
+    return None
+
+
+@operator(FAIR_OPERATOR, timeout_s=None, max_attempts=1, concurrency=FAIR_CONCURRENCY)
+async def bench_slow_llm(task: Task, context: Context) -> Any:
+    await asyncio.sleep(_sleep_s(task))
     return None

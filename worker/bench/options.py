@@ -9,6 +9,7 @@ from typing import Any
 from websurf.worker.config import TASKS_PER_PROCESS
 
 SLEEP_S = 0.1  # how long each robot of the async, threaded and priority runs waits
+FAIR_SLEEP_S = 1.0  # how long the fairness run's robot waits (the model API)
 MEMORY_SLEEP_S = 10.0  # long enough for every task to be in flight when memory is read
 # In the order they run; "plan" and "dashboard" run once, after the repeated runs.
 MEASUREMENTS = (
@@ -23,6 +24,7 @@ MEASUREMENTS = (
     "priority",
     "limits",
     "cancel",
+    "fairness",
     "plan",
     "dashboard",
 )
@@ -55,6 +57,11 @@ class BenchOptions:
     limit_period_s: float = 2.0
     limit_rate_tasks: int = 100  # a multiple of limit_rate: every window can be full
     cancel_tasks: int = 20  # running tasks cancelled one by one, per run
+    fair_rows: int = 10_000  # the big tenant's paste
+    fair_edits: int = 10  # the small tenant's single edits
+    fair_sleep_s: float = FAIR_SLEEP_S
+    fair_keys: int = 1_000  # no-op throughput with this many keys against one key
+    fair_key_tasks: int = 100  # per key
     plan_finished: int = 1_000_000
     plan_future: int = 100_000
     plan_due: int = 1_000
@@ -78,6 +85,9 @@ class BenchOptions:
             "limit_cap_tasks": 20,
             "limit_rate_tasks": 60,
             "cancel_tasks": 5,
+            "fair_rows": 2_000,
+            "fair_edits": 5,
+            "fair_key_tasks": 10,
             "only": tuple(m for m in MEASUREMENTS if m not in ("plan", "dashboard")),
         }
         settings.update(overrides)

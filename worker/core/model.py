@@ -230,6 +230,8 @@ class ClaimedRow(NamedTuple):
     # seconds from when the task became due (the later of its creation and its
     # scheduled time) to the claim, on the database clock
     waited_s: float
+    # whose work it is (fairness between tenants, sql/migrations/0025); None: no key
+    fairness_key: str | None = None
 
     @property
     def task(self) -> Task:

@@ -1,7 +1,8 @@
 """The queue's status snapshot: what ``websurf status`` shows the person on call.
 
 Every number comes from an index, so the snapshot stays fast on a table with millions
-of finished rows: pending tasks through the partial pending index, running tasks through
+of finished rows: pending tasks through the partial pending indexes (per type, and per
+fairness key for the keys with the largest backlogs), running tasks through
 the registered workers' claims (``task_queue_claimed_idx``), finished tasks by finish
 time through ``task_queue_finished_idx`` (only a recent window of them is counted; the
 table's total is the planner's estimate, not a count). All of it is read in one
@@ -24,6 +25,7 @@ from websurf.worker.core.model import Status
 from websurf.worker.core.schedules import last_run_succeeded, list_schedules
 
 FINISHED_WINDOW_S = 3600.0  # finished and failed tasks are counted over this window
+TOP_KEYS = 10  # the fairness keys with the most pending tasks that the snapshot names
 THROUGHPUT_WINDOWS_S = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
 COUNTED = ("due", "scheduled", "processing", "completed", "failed", "cancelled")
 
@@ -39,6 +41,14 @@ class TypeCounts:
     failed: int = 0  # within the window
     cancelled: int = 0  # within the window
     oldest_due_age_s: float | None = None
+
+
+@dataclass(frozen=True)
+class KeyBacklog:
+    """One fairness key's pending tasks (README, "Fairness between tenants")."""
+
+    key: str | None  # None: tasks with no key, which share one turn
+    pending: int
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,9 @@ class StatusSnapshot:
     unhandled: dict[str, int] = field(default_factory=dict)
     # Limits across the cluster, with what they hold and why tasks wait (core/limits.py).
     limits: list[LimitState] = field(default_factory=list)
+    # The TOP_KEYS fairness keys with the most pending tasks, and how many keys have any.
+    keys: list[KeyBacklog] = field(default_factory=list)
+    keys_pending: int = 0
 
 
 def status_snapshot(
@@ -125,6 +138,7 @@ def status_snapshot(
             if oldest_due_at is not None:
                 age = max(0.0, (now - oldest_due_at).total_seconds())
                 counts[task_type]["oldest_due_age_s"] = age
+        by_key = conn.execute(QUERIES["count_pending_by_key"], {"limit": TOP_KEYS}).fetchall()
         for task_type, processing, _oldest in conn.execute(QUERIES["count_processing_by_type"]):
             counts.setdefault(task_type, {})["processing"] = processing
         for task_type, status, tasks in conn.execute(
@@ -177,6 +191,8 @@ def status_snapshot(
         schedules=schedules,
         unhandled=unhandled,
         limits=limits,
+        keys=[KeyBacklog(key, pending) for key, pending, _keys in by_key],
+        keys_pending=by_key[0][2] if by_key else 0,
     )
 
 

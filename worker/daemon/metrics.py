@@ -15,7 +15,10 @@ Design note
   :func:`_add_observations` does for a histogram what ``observe`` does, N values at a time.
 * Queue depth needs the database, which the supervisor never touches: each child
   samples it every ``QUEUE_DEPTH_INTERVAL_S`` in its maintenance thread, and the gauge
-  reports the most recent sample of any live child.
+  reports the most recent sample of any live child. The backlog per fairness key is
+  sampled with it, labelled by rank (1 = the key with the most pending tasks, up to
+  ``TOP_KEYS``), not by key: a label per key would add a series for every person who
+  ever queued a task. ``websurf status`` names the keys.
 * Readiness: a child sets ``websurf_worker_database_ok_timestamp_seconds`` when it has
   booted (database reached, schema at head) and after every successful heartbeat; the
   supervisor's ``/readyz`` asks whether any live child did so recently.
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from websurf.worker.core.limits import LimitState
 
 QUEUE_DEPTH_INTERVAL_S = 10.0
+TOP_KEYS = 10  # ranks of websurf_queue_key_backlog
 DURATION_BUCKETS_S = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 )  # fmt: skip
@@ -88,6 +92,9 @@ class NullMetrics:
         pass
 
     def queue_depth(self, rows: Iterable[Sequence[Any]]) -> None:
+        pass
+
+    def key_backlog(self, rows: Sequence[Sequence[Any]]) -> None:
         pass
 
     def pruned(self, deleted: int) -> None:
@@ -216,6 +223,18 @@ class WorkerMetrics:
             "How long the oldest due pending task has waited (sampled by the workers).",
             multiprocess_mode="livemostrecent",
         )
+        self._key_backlog = Gauge(
+            "websurf_queue_key_backlog",
+            "Pending tasks of the fairness key with the rank-th largest backlog (rank 1: the"
+            " largest; sampled by the workers; websurf status names the keys).",
+            ["rank"],
+            multiprocess_mode="livemostrecent",
+        )
+        self._keys_pending = Gauge(
+            "websurf_queue_keys",
+            "Fairness keys with pending tasks (sampled by the workers).",
+            multiprocess_mode="livemostrecent",
+        )
         self._database_ok = Gauge(
             DATABASE_OK_METRIC,
             "When a worker process last reached the database with the schema at head.",
@@ -284,6 +303,14 @@ class WorkerMetrics:
             self._child(self._scheduled, task_type).set(0)
         self._depth_types |= seen
         self._oldest.set(oldest)
+
+    def key_backlog(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Set the per-key backlog gauges from count_pending_by_key rows (ranks beyond
+        the keys there are drop to 0)."""
+        for rank in range(1, TOP_KEYS + 1):
+            pending = rows[rank - 1][1] if rank <= len(rows) else 0
+            self._child(self._key_backlog, str(rank)).set(pending)
+        self._keys_pending.set(rows[0][2] if rows else 0)
 
     def pruned(self, deleted: int) -> None:
         if deleted:

@@ -4,7 +4,8 @@ It runs on its own thread with the process's small synchronous pool, so a busy e
 loop or a stuck handler never delays a heartbeat. Each turn: heartbeat (re-register
 when the roster forgot this worker), then whichever chores are due: the reaper
 (one at a time across hosts, by an advisory lock), the queue-depth sample for the
-metrics, and pruning (whose cadence is the pruner's own: ``pruner.Cadence``). Each chore
+metrics, the promoter (due tasks queued for later join the rounds of fair claims), and
+pruning (whose cadence is the pruner's own: ``pruner.Cadence``). Each chore
 is a ``run_once`` service. Due schedule ticks and column refresh rounds run every turn
 (``recurring.Chore``). Each heartbeat also looks for this process's running tasks that
 someone cancelled (``cancel_requested_at``, 0027): the ``task_cancel`` notification
@@ -29,7 +30,7 @@ from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
 from websurf.worker.core import limits, queue, workers
 from websurf.worker.core.registry import Registry
 from websurf.worker.daemon import metrics as metrics_module
-from websurf.worker.maintenance import pruner, reaper, recurring
+from websurf.worker.maintenance import promoter, pruner, reaper, recurring
 from websurf.worker.process.executor import error_text
 
 PREDECESSOR_TRIES = 5  # then the stale-heartbeat reaper recovers them instead
@@ -114,6 +115,12 @@ class Maintenance:
             self._next_depth = now + metrics_module.QUEUE_DEPTH_INTERVAL_S
             self.metrics.queue_depth(conn.execute(QUERIES["count_pending_by_type"]).fetchall())
             self.metrics.limits(limits.limit_states(conn))
+            self.metrics.key_backlog(
+                conn.execute(
+                    QUERIES["count_pending_by_key"], {"limit": metrics_module.TOP_KEYS}
+                ).fetchall()
+            )
+        promoter.run_once(conn)  # due tasks queued for later take their turn
         pruned = self._pruning.run_if_due(conn, now) if self._pruning else None
         if pruned is not None:
             self.metrics.pruned(pruned.deleted)

@@ -56,11 +56,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -153,6 +155,7 @@ class Runner:
         # asyncio.current_task(), Python code in 3.11, would make dearer)
         self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._want_claim = True
+        self._log_claims = False  # set when serving starts, from the log level
         # Operators whose last claim came back short, with no announcement of new tasks
         # of theirs since: the claims leave them out until a hint or the poll interval.
         self._drained: set[str] = set()
@@ -350,6 +353,8 @@ class Runner:
         )
         self.slots = Slots(config.tasks_per_process, config.threads_per_process, self.operators)
         self.slots.limited = self.limited
+        level = getattr(self.log, "get_effective_level", lambda: logging.INFO)()
+        self._log_claims = level <= logging.DEBUG  # else no per-key tally per claim
         self.recorder = Recorder(
             self.connections.recording(),
             worker_id=self.worker_id,
@@ -567,6 +572,11 @@ class Runner:
                         conn, self.worker_id, types, limit, min_priority=min_priority
                     )
             self.metrics.claimed(rows)
+            if self._log_claims and rows:
+                keys = Counter(
+                    "(no key)" if row.fairness_key is None else row.fairness_key for row in rows
+                )
+                self.log.debug("tasks_claimed", tasks=len(rows), keys=dict(keys))
             return [row.task for row in rows]
 
         if self.slots.running == 0 and self.slots.unrecorded == 0:
