@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml $(shell find sql worker cli -name '*.py' -o -name '*.sql' -o -name '*.ts' 2>/dev/null)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/pip install --quiet -e '.[test,dashboard]' --config-settings editable_mode=strict
 	$(BIN)/python -m compileall -q "$$($(BIN)/python -c 'import pathlib, websurf.sql; print(pathlib.Path(websurf.sql.__file__).parents[1])')"
 	touch $(STAMP)
 

@@ -42,14 +42,20 @@ EXIT_INTERRUPTED = 130
     help="Tasks per throughput run  [default: 20000, 2000 with --quick]",
     show_default=False,
 )
-@option("--quick", is_flag=True, default=False, help="Small counts, one run, no claim plan.")
+@option(
+    "--quick",
+    is_flag=True,
+    default=False,
+    help="Small counts, one run, no claim plan or dashboard pages.",
+)
 @option("--json", "as_json", is_flag=True, default=False, help="Print the report as JSON.")
 @option(
     "--only",
     type=click.Choice(MEASUREMENTS),
     multiple=True,
     default=(),
-    help="Run only this measurement (repeatable)  [default: all; all but plan with --quick]",
+    help="Run only this measurement (repeatable)"
+    "  [default: all; all but plan and dashboard with --quick]",
     show_default=False,
 )
 @click.pass_context

@@ -26,6 +26,7 @@ from typing import Any
 import click
 import psycopg
 
+from websurf.cli.dashboard import DEFAULT_HOST, DEFAULT_PORT, dashboard_url
 from websurf.cli.options import Runtime, open_db, option, pass_runtime, sigterm_as_interrupt
 from websurf.cli.render import CommandError, echo, echo_lines
 from websurf.cli.render.sheets import render_audit, render_sheet
@@ -221,6 +222,11 @@ def run_demo(conn: psycopg.Connection[Any], url: str, *, tasks: int, concurrency
     done = transformers.get_session(conn, session.id)
     echo()
     echo(f"transformer session {done.id}: {done.state}, step_data {done.step_data}")
+    echo()
+    echo(
+        "see the queue, its failures and its workers in a browser:"
+        f" .venv/bin/websurf dashboard, then open {dashboard_url(DEFAULT_HOST, DEFAULT_PORT)}"
+    )
 
 
 @click.command("demo")

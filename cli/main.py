@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from websurf.cli.render import usage_errors_in_one_line
+
 # name -> (module, attribute); a command's module is imported only when it is used.
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("websurf.cli.migrate", "migrate_command"),
@@ -21,10 +23,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("websurf.cli.tasks", "tasks_command"),
     "prune": ("websurf.cli.prune", "prune_command"),
     "schedules": ("websurf.cli.schedules", "schedules_group"),
+    "limits": ("websurf.cli.limits", "limits_group"),
     "sheets": ("websurf.cli.sheets", "sheets_group"),
     "sessions": ("websurf.cli.sessions", "sessions_group"),
     "demo": ("websurf.cli.demo", "demo_command"),
     "bench": ("websurf.cli.bench", "bench_command"),
+    "dashboard": ("websurf.cli.dashboard", "dashboard_command"),
 }
 
 
@@ -39,6 +43,15 @@ class LazyGroup(click.Group):
         command: Any = getattr(importlib.import_module(target[0]), target[1])
         assert isinstance(command, click.Command)
         return command
+
+    # Every usage error below this group (a subcommand's options are parsed in invoke).
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with usage_errors_in_one_line():
+            return super().invoke(ctx)
 
 
 @click.group(

@@ -3,11 +3,21 @@
 A command that works on the database is decorated with :func:`pass_runtime`: it gets a
 :class:`Runtime` (logging set up, the database to use) instead of the shared options,
 and opens its connection with :func:`open_db`.
+
+What a command is given is checked here, before the command runs, by the parameter
+types: text websurf can store (:class:`Text`: valid Unicode, no NUL, a length bound where
+one is needed; bytes in argv that are not UTF-8 reach Python as lone surrogates), finite
+numbers (:class:`FiniteFloatRange`: NaN passes every comparison, so a plain range lets
+it through), durations (:class:`Duration`) and JSON objects (:class:`JsonObject`).
+:func:`option` and :func:`argument` give every string parameter the :class:`Text`
+type and every float one that refuses NaN and infinity, so a new option is checked without asking.
+A refusal is a click usage error, shown as one line by :mod:`websurf.cli.main`.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import signal
 from collections.abc import Callable, Iterator
@@ -28,6 +38,8 @@ from websurf.sql.target import (
     configured_direct_url,
     configured_url,
 )
+from websurf.worker.core.payloads import PayloadError, parse_object
+from websurf.worker.core.payloads import problem as json_problem
 from websurf.worker.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 if TYPE_CHECKING:  # psycopg is imported when a command connects: `websurf worker` never does
@@ -38,13 +50,94 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+UNIQUE_KEY_MAX_LENGTH = 255  # a longer key would not fit the unique index's entry
+
+
+class Text(click.ParamType[str]):
+    """A string websurf can store: valid Unicode, no NUL, at most ``max_length`` characters
+    if given (other length limits are the domain's: a sheet name's, a task type's)."""
+
+    name = "text"
+
+    def __init__(self, max_length: int | None = None) -> None:
+        self.max_length = max_length
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        reason = json_problem(value)
+        if reason is None and self.max_length is not None and len(value) > self.max_length:
+            reason = f"is {len(value)} characters, more than {self.max_length}"
+        if reason:
+            self.fail(reason, param, ctx)
+        return value
+
+
+TEXT = Text()
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that refuses NaN (every comparison with NaN is false) and infinity."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value} is not a number", param, ctx)
+        if math.isinf(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return number
+
+
+def _finite(kind: Any) -> FiniteFloatRange:
+    """The finite version of a float type: ``float``, ``click.FLOAT`` or a FloatRange."""
+    if isinstance(kind, click.FloatRange):
+        return FiniteFloatRange(kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp)
+    return FiniteFloatRange()
+
+
+class JsonObject(click.ParamType[dict[str, Any]]):
+    """A JSON object websurf can store (:func:`~websurf.worker.core.payloads.parse_object`)."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_object(value)
+        except PayloadError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+JSON_OBJECT = JsonObject()
+
+
+def _checked(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Text for string parameters, a finite range for floats."""
+    kind = kwargs.get("type")
+    floats = kind is float or isinstance(kind, click.types.FloatParamType)
+    if floats and not isinstance(kind, FiniteFloatRange):
+        kwargs["type"] = _finite(kind)
+    elif kind is None and not kwargs.get("is_flag") and not kwargs.get("count"):
+        default = kwargs.get("default")
+        if default is None or isinstance(default, str | tuple):
+            kwargs["type"] = TEXT
+    return kwargs
+
+
 def option(*decls: str, **kwargs: Any) -> Callable[[F], F]:
-    """click.option with a WEBSURF_<OPTION> environment variable and defaults shown."""
+    """click.option with a WEBSURF_<OPTION> environment variable and defaults shown,
+    strings checked by :class:`Text` and floats refusing NaN and infinity."""
     long_name = next(d for d in decls if d.startswith("--")).split("/")[0]
     kwargs.setdefault("envvar", "WEBSURF_" + long_name[2:].upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)
     kwargs.setdefault("show_default", True)
-    return click.option(*decls, **kwargs)
+    return click.option(*decls, **_checked(kwargs))
+
+
+def argument(*decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """click.argument with strings checked by :class:`Text`."""
+    return click.argument(*decls, **_checked(kwargs))
 
 
 @dataclass
@@ -121,6 +214,7 @@ def common_options(func: F) -> F:
             envvar=["WEBSURF_DATABASE_URL", "DATABASE_URL"],
             show_envvar=True,
             default=None,
+            type=TEXT,
             help="PostgreSQL connection URL. Without one, the embedded PostgreSQL is used.",
         ),
         option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info"),
@@ -141,6 +235,7 @@ direct_url_option = click.option(
     envvar=list(DIRECT_URL_ENV_VARS),
     show_envvar=True,
     default=None,
+    type=TEXT,
     help="Direct PostgreSQL URL (not through a transaction pooler) for what needs a"
     " session: LISTEN and migrations. Without one, --database-url is used for those too.",
 )
@@ -222,23 +317,43 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 MAX_DURATION = timedelta(days=36_500)  # a century: longer is a typo, and overflows dates
 
 
-def duration_option_value(name: str, text: str) -> timedelta:
-    """The duration an option was given, or a one-line usage error naming the option."""
-    try:
-        return parse_duration(text)
-    except click.BadParameter as exc:
-        raise CommandError(f"{name} {exc.message}", EXIT_USAGE) from None
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30s', '5m', '2h', '1.5d', '250ms' (a bare number is seconds), up to MAX_DURATION."""
+def parse_duration(text: str, minimum: timedelta = timedelta(0)) -> timedelta:
+    """'30s', '5m', '2h', '1.5d', '250ms' (a bare number is seconds), from ``minimum``
+    up to MAX_DURATION."""
     match = _DURATION.match(text.strip())
     if not match:
         raise click.BadParameter(f"{text!r} is not a duration like 30s, 5m, 2h or 7d")
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds > MAX_DURATION.total_seconds():
         raise click.BadParameter(f"{text!r} is longer than {MAX_DURATION.days}d")
+    if seconds < minimum.total_seconds():
+        raise click.BadParameter(f"{text!r} is shorter than {_duration_text(minimum)}")
     return timedelta(seconds=seconds)
+
+
+def _duration_text(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+class Duration(click.ParamType[timedelta]):
+    """A duration option (:func:`parse_duration`), as a timedelta."""
+
+    name = "duration"
+
+    def __init__(self, minimum: timedelta = timedelta(0)) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(TEXT.convert(value, param, ctx), self.minimum)
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+DURATION = Duration()
 
 
 @contextmanager

@@ -6,17 +6,20 @@ Thin: the work is done by :mod:`websurf.worker.core.schedules` and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import click
 import psycopg
 
 from websurf.cli.options import (
+    DURATION,
+    JSON_OBJECT,
+    Duration,
     Runtime,
-    duration_option_value,
+    argument,
     json_option,
     open_db,
     option,
@@ -24,13 +27,15 @@ from websurf.cli.options import (
     task_type_options,
 )
 from websurf.cli.render import EXIT_USAGE, CommandError, echo, one_line_errors, timestamp
-from websurf.cli.render.schedules import schedule_lines, schedules_json
+from websurf.cli.render.schedules import interval_text, schedule_lines, schedules_json
 from websurf.worker.app import refresh, sheets
 from websurf.worker.app.sheets import SheetError
 from websurf.worker.core import schedules
-from websurf.worker.core.queue import PRIORITY
+from websurf.worker.core.queue import PRIORITY, PRIORITY_MAX, PRIORITY_MIN
 from websurf.worker.core.registry import OperatorError, load_operators
 from websurf.worker.core.schedules import ScheduleError, Spec
+
+EVERY_MIN = timedelta(seconds=1)  # a shorter interval only piles up missed ticks
 
 
 @contextmanager
@@ -46,13 +51,23 @@ def schedules_group() -> None:
 
 @schedules_group.command("add")
 @pass_runtime
-@click.argument("name")
-@click.argument("task_type")
+@argument("name")
+@argument("task_type")
 @option("--cron", default=None, help="5-field cron expression, e.g. '*/15 * * * *'.")
-@option("--every", default=None, help="Or a fixed interval, e.g. 30s, 15m, 1h.")
+@option(
+    "--every",
+    type=Duration(minimum=EVERY_MIN),
+    default=None,
+    help="Or a fixed interval, e.g. 30s, 15m, 1h (at least 1s).",
+)
 @option("--timezone", default="UTC", help="IANA time zone the cron expression is read in.")
-@option("--payload", default="{}", help="Each task's payload, a JSON object.")
-@option("--priority", type=int, default=PRIORITY, help="Higher runs first.")
+@option("--payload", type=JSON_OBJECT, default="{}", help="Each task's payload, a JSON object.")
+@option(
+    "--priority",
+    type=click.IntRange(PRIORITY_MIN, PRIORITY_MAX),
+    default=PRIORITY,
+    help="Higher runs first.",
+)
 @option(
     "--max-attempts",
     type=click.IntRange(1),
@@ -71,9 +86,9 @@ def add_command(
     name: str,
     task_type: str,
     cron: str | None,
-    every: str | None,
+    every: timedelta | None,
     timezone: str,
-    payload: str,
+    payload: dict[str, Any],
     priority: int,
     max_attempts: int | None,
     catch_up: str,
@@ -81,14 +96,9 @@ def add_command(
     allow_unknown_type: bool,
 ) -> None:
     """Enqueue a TASK_TYPE task on every tick of a new schedule NAME; print its first tick."""
-    with one_line_errors(
-        json.JSONDecodeError, exit_code=EXIT_USAGE, prefix="--payload is not valid JSON: "
-    ):
-        body = json.loads(payload)
-    interval = duration_option_value("--every", every) if every is not None else None
     with one_line_errors(ScheduleError, OperatorError, exit_code=EXIT_USAGE):
         spec = Spec(
-            name, task_type, cron, interval, timezone, body, priority, max_attempts, catch_up
+            name, task_type, cron, every, timezone, payload, priority, max_attempts, catch_up
         )
         spec = spec.validate()
         registry = load_operators(operator_modules)
@@ -111,7 +121,7 @@ def list_command(rt: Runtime, as_json: bool) -> None:
 
 def _pause_or_resume(paused: bool) -> click.Command:
     @pass_runtime
-    @click.argument("name")
+    @argument("name")
     def command(rt: Runtime, name: str) -> None:
         with _conn(rt) as conn:
             following = schedules.set_paused(conn, name, paused)
@@ -134,7 +144,7 @@ schedules_group.add_command(_pause_or_resume(False))
 
 @schedules_group.command("remove")
 @pass_runtime
-@click.argument("name")
+@argument("name")
 def remove_command(rt: Runtime, name: str) -> None:
     """Delete schedule NAME (tasks it already enqueued stay). A schedule still declared in
     code comes back when a worker starts: remove it from the code too."""
@@ -145,18 +155,25 @@ def remove_command(rt: Runtime, name: str) -> None:
 
 @schedules_group.command("refresh")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("column")
-@option("--every", default=None, help="Re-run the column's robot for every filled row this often.")
+@argument("spreadsheet_id")
+@argument("column")
+@option(
+    "--every",
+    type=DURATION,
+    default=None,
+    help="Re-run the column's robot for every filled row this often.",
+)
 @option("--off", is_flag=True, default=False, help="Stop refreshing the column.")
 def refresh_command(
-    rt: Runtime, spreadsheet_id: str, column: str, every: str | None, off: bool
+    rt: Runtime, spreadsheet_id: str, column: str, every: timedelta | None, off: bool
 ) -> None:
     """Make robot COLUMN refresh itself (sets its refresh_every), or stop it with --off."""
     if off == (every is not None):
         raise CommandError("give --every DURATION or --off", EXIT_USAGE)
-    interval = duration_option_value("--every", every) if every is not None else None
     with _conn(rt) as conn:
         target = sheets.find_column(conn, spreadsheet_id, column)
-        refresh.set_column_refresh(conn, target.id, interval)
-    echo(f"{target.title}: " + (f"refreshes every {every}" if every else "no longer refreshes"))
+        refresh.set_column_refresh(conn, target.id, every)
+    echo(
+        f"{target.title}: "
+        + (f"refreshes every {interval_text(every)}" if every else "no longer refreshes")
+    )

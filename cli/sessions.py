@@ -10,7 +10,9 @@ import click
 import psycopg
 
 from websurf.cli.options import (
+    JSON_OBJECT,
     Runtime,
+    argument,
     json_option,
     open_db,
     operators_option,
@@ -26,7 +28,6 @@ from websurf.cli.render.sessions import (
 )
 from websurf.worker.app import transformers
 from websurf.worker.app.transformers import STATES, SessionError
-from websurf.worker.core.payloads import PayloadError, parse_object
 from websurf.worker.core.registry import OperatorError, load_operators
 
 _operators_option = operators_option(
@@ -66,7 +67,7 @@ def list_command(rt: Runtime, state: str | None, limit: int, as_json: bool) -> N
 
 @sessions_group.command("show")
 @pass_runtime
-@click.argument("session_id")
+@argument("session_id")
 @json_option("Print JSON.")
 def show_command(rt: Runtime, session_id: str, as_json: bool) -> None:
     """Show one session: its state, each step's result and the answers given."""
@@ -77,23 +78,21 @@ def show_command(rt: Runtime, session_id: str, as_json: bool) -> None:
 
 @sessions_group.command("start")
 @pass_runtime
-@click.argument("transformer")
-@option("--input", "given", default="{}", help="The initial input, as JSON.")
+@argument("transformer")
+@option("--input", "given", type=JSON_OBJECT, default="{}", help="The initial input, as JSON.")
 @_operators_option
 def start_command(
-    rt: Runtime, transformer: str, given: str, operator_modules: tuple[str, ...]
+    rt: Runtime, transformer: str, given: dict[str, Any], operator_modules: tuple[str, ...]
 ) -> None:
     """Start a session of TRANSFORMER; its first step is queued for the workers."""
-    with one_line_errors(PayloadError, exit_code=EXIT_USAGE, prefix="--input "):
-        initial = parse_object(given)
     with _session_conn(rt, operator_modules) as conn:
-        session = transformers.start_session(conn, transformer, initial)
+        session = transformers.start_session(conn, transformer, given)
     echo(str(session.id))
 
 
 @sessions_group.command("resume")
 @pass_runtime
-@click.argument("session_id")
+@argument("session_id")
 @option("--input", "answer", default=None, help="The answer to the question the session asks.")
 @_operators_option
 def resume_command(
@@ -107,7 +106,7 @@ def resume_command(
 
 @sessions_group.command("cancel")
 @pass_runtime
-@click.argument("session_id")
+@argument("session_id")
 def cancel_command(rt: Runtime, session_id: str) -> None:
     """Cancel a session: no further step runs."""
     with _session_conn(rt) as conn:

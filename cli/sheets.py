@@ -10,8 +10,10 @@ import click
 import psycopg
 
 from websurf.cli.options import (
+    JSON_OBJECT,
     Runtime,
     allow_unknown_type_option,
+    argument,
     open_db,
     operators_option,
     option,
@@ -28,7 +30,6 @@ from websurf.cli.render import (
 from websurf.cli.render.sheets import render_audit, render_sheet
 from websurf.worker.app import sheets
 from websurf.worker.app.sheets import SheetError, UnknownOperatorError
-from websurf.worker.core.payloads import PayloadError, parse_object
 from websurf.worker.core.registry import OperatorError, load_operators
 
 SHOW_ROWS_MAX = 10_000  # one page of `sheets show`
@@ -60,7 +61,7 @@ def sheets_group() -> None:
 
 @sheets_group.command("create")
 @pass_runtime
-@click.argument("name")
+@argument("name")
 @option("--owner", required=True, help="Owner's websurfing_user id or email.")
 @option(
     "--create-owner", is_flag=True, default=False, help="Create the owner (by email) if missing."
@@ -90,7 +91,7 @@ def list_command(rt: Runtime, owner: str | None) -> None:
 
 @sheets_group.command("show")
 @pass_runtime
-@click.argument("spreadsheet_id")
+@argument("spreadsheet_id")
 @option("--all", "include_hidden", is_flag=True, default=False, help="Show hidden columns too.")
 @option("--history", type=click.IntRange(0), default=0, help="Also print this many audit rows.")
 @option("--from-row", "first_row", type=click.IntRange(1), default=1, help="First row shown.")
@@ -116,7 +117,7 @@ def show_command(
 
 @sheets_group.command("history")
 @pass_runtime
-@click.argument("spreadsheet_id")
+@argument("spreadsheet_id")
 @option("--limit", type=click.IntRange(1), default=sheets.AUDIT_TRAIL_LIMIT)
 def history_command(rt: Runtime, spreadsheet_id: str, limit: int) -> None:
     """Print the latest changes of a spreadsheet's cells, people's and robots'."""
@@ -126,10 +127,10 @@ def history_command(rt: Runtime, spreadsheet_id: str, limit: int) -> None:
 
 @sheets_group.command("edit")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("column")
-@click.argument("row", type=int)
-@click.argument("content")
+@argument("spreadsheet_id")
+@argument("column")
+@argument("row", type=int)
+@argument("content")
 @option("--user", required=True, help="Who edits: a websurfing_user id or email.")
 @option("--edit-type", default=sheets.EDIT_TYPE, help="Recorded in the audit row.")
 def edit_command(
@@ -152,8 +153,8 @@ def edit_command(
 
 @sheets_group.command("add-column")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("title")
+@argument("spreadsheet_id")
+@argument("title")
 @option("--position", type=click.IntRange(0), default=None, help="0-based [default: last].")
 def add_column_command(rt: Runtime, spreadsheet_id: str, title: str, position: int | None) -> None:
     """Add a column titled TITLE."""
@@ -164,9 +165,9 @@ def add_column_command(rt: Runtime, spreadsheet_id: str, title: str, position: i
 
 @sheets_group.command("rename-column")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("column")
-@click.argument("title")
+@argument("spreadsheet_id")
+@argument("column")
+@argument("title")
 def rename_column_command(rt: Runtime, spreadsheet_id: str, column: str, title: str) -> None:
     """Rename COLUMN to TITLE."""
     with _sheet_conn(rt) as conn:
@@ -175,9 +176,9 @@ def rename_column_command(rt: Runtime, spreadsheet_id: str, column: str, title: 
 
 @sheets_group.command("move-column")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("column")
-@click.argument("position", type=click.IntRange(0))
+@argument("spreadsheet_id")
+@argument("column")
+@argument("position", type=click.IntRange(0))
 def move_column_command(rt: Runtime, spreadsheet_id: str, column: str, position: int) -> None:
     """Move COLUMN to the 0-based POSITION."""
     with _sheet_conn(rt) as conn:
@@ -186,8 +187,8 @@ def move_column_command(rt: Runtime, spreadsheet_id: str, column: str, position:
 
 @sheets_group.command("hide-column")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("column")
+@argument("spreadsheet_id")
+@argument("column")
 @option("--show", is_flag=True, default=False, help="Show it again instead.")
 def hide_column_command(rt: Runtime, spreadsheet_id: str, column: str, show: bool) -> None:
     """Hide (or with --show, show) COLUMN."""
@@ -197,11 +198,16 @@ def hide_column_command(rt: Runtime, spreadsheet_id: str, column: str, show: boo
 
 @sheets_group.command("set-operator")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("column")
-@click.argument("operator_type")
+@argument("spreadsheet_id")
+@argument("column")
+@argument("operator_type")
 @option("--source", required=True, help="The column whose edits feed this one.")
-@option("--options", "options_json", default=None, help="JSON object added to each task's payload.")
+@option(
+    "--options",
+    type=JSON_OBJECT,
+    default=None,
+    help="JSON object added to each task's payload.",
+)
 @operators_option("Module that registers operators, to check OPERATOR_TYPE (repeatable).")
 @allow_unknown_type_option("Accept an operator not known here.")
 def set_operator_command(
@@ -210,15 +216,11 @@ def set_operator_command(
     column: str,
     operator_type: str,
     source: str,
-    options_json: str | None,
+    options: dict[str, Any] | None,
     operator_modules: tuple[str, ...],
     allow_unknown_type: bool,
 ) -> None:
     """Let OPERATOR_TYPE fill COLUMN whenever a person edits the --source column."""
-    options = None
-    if options_json:
-        with one_line_errors(PayloadError, exit_code=EXIT_USAGE, prefix="--options "):
-            options = parse_object(options_json)
     with one_line_errors(OperatorError, exit_code=EXIT_USAGE):
         known = load_operators(operator_modules)
     with _sheet_conn(rt) as conn:
@@ -241,8 +243,8 @@ def set_operator_command(
 
 @sheets_group.command("clear-operator")
 @pass_runtime
-@click.argument("spreadsheet_id")
-@click.argument("column")
+@argument("spreadsheet_id")
+@argument("column")
 def clear_operator_command(rt: Runtime, spreadsheet_id: str, column: str) -> None:
     """Stop filling COLUMN by a robot."""
     with _sheet_conn(rt) as conn:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import click
 
-from websurf.cli.options import Runtime, json_option, open_db, option, pass_runtime
+from websurf.cli.options import Runtime, argument, json_option, open_db, option, pass_runtime
 from websurf.cli.render import EXIT_FAILURE, EXIT_USAGE, echo, echo_lines, one_line_errors, to_json
 from websurf.cli.render.tasks import task_detail, task_json_lines, task_table
 from websurf.worker.core import admin
@@ -64,7 +64,7 @@ def list_command(
 
 @tasks_command.command("show")
 @pass_runtime
-@click.argument("task_id")
+@argument("task_id")
 @json_option("Print the task as JSON.")
 def show_command(rt: Runtime, task_id: str, as_json: bool) -> None:
     """One task: its state, payload, last error and the audit rows of its attempts."""
@@ -77,7 +77,7 @@ def show_command(rt: Runtime, task_id: str, as_json: bool) -> None:
 
 @tasks_command.command("retry")
 @pass_runtime
-@click.argument("task_id")
+@argument("task_id")
 @option(
     "--attempts",
     type=click.IntRange(1, 1000),
@@ -98,11 +98,14 @@ def retry_command(rt: Runtime, task_id: str, attempts: int) -> None:
 
 @tasks_command.command("cancel")
 @pass_runtime
-@click.argument("task_id")
+@argument("task_id")
 def cancel_command(rt: Runtime, task_id: str) -> None:
-    """Cancel a pending task (a running one cannot be cancelled)."""
+    """Cancel a pending task, or stop a running one (its worker cancels the handler)."""
     with _task_errors():
         wanted = admin.parse_task_id(task_id)
         with open_db(rt) as conn:
-            admin.cancel_task(conn, wanted)
-    echo(f"task {wanted} cancelled")
+            cancelled = admin.cancel_task(conn, wanted)
+    if cancelled.running:
+        echo(f"task {wanted} is running: asked its worker to stop it")
+    else:
+        echo(f"task {wanted} cancelled")

@@ -15,8 +15,12 @@ from importlib.resources import files
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from websurf.worker.logs import quiet_until_configured
+
 if TYPE_CHECKING:
     from psycopg import sql
+
+quiet_until_configured()  # websurf used as a library logs nothing until set up
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 

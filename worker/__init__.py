@@ -5,6 +5,7 @@ maintenance/ reaper, pruner, schedule ticks · daemon/ supervisor, health, metri
 app/ spreadsheets, sessions, built-in operators · bench/ the shipped benchmark.
 """
 
-from websurf.worker import moved
+from websurf.worker import logs, moved
 
+logs.quiet_until_configured()
 moved.install()

@@ -5,6 +5,15 @@ the supervisor's stderr; a line written in two pieces could interleave with anot
 process's and break the JSON). Event names are stable snake_case keys; values that
 look like secrets are masked before rendering (a password in a connection string, or
 any field whose name says it holds a password, secret or token).
+
+Used as a library (a script or the web app's backend importing websurf), websurf logs
+nothing until the application configures logging: structlog unconfigured prints every
+event, debug included, to stdout. :func:`quiet_until_configured` (run when the
+``websurf.sql`` and ``websurf.worker`` packages are imported) sends websurf's events
+to Python's ``logging`` under the ``websurf`` logger, which has a NullHandler, as the
+standard library advises libraries to do; other structlog loggers keep structlog's
+default. The application's ``structlog.configure`` or ``logging`` set-up then decides.
+websurf's own processes call :func:`configure_logging`, which replaces all of this.
 """
 
 from __future__ import annotations
@@ -39,6 +48,25 @@ def mask_secrets(
             value = _URL_PASSWORD.sub(rf"\1{MASK}@", value)
             event_dict[key] = _KV_PASSWORD.sub(rf"\1{MASK}", value)
     return event_dict
+
+
+LIBRARY_LOGGER = "websurf"  # the standard-library logger websurf's events use unconfigured
+
+
+def _library_or_default_logger(*args: Any) -> Any:
+    """websurf's loggers: the standard library's; any other: structlog's default (stdout)."""
+    name = str(args[0]) if args else ""
+    if name == LIBRARY_LOGGER or name.startswith(LIBRARY_LOGGER + "."):
+        return logging.getLogger(name)
+    return structlog.PrintLoggerFactory()(*args)
+
+
+def quiet_until_configured() -> None:
+    """Silence websurf's events until the application configures logging (see above)."""
+    if structlog.is_configured():
+        return
+    logging.getLogger(LIBRARY_LOGGER).addHandler(logging.NullHandler())
+    structlog.configure(logger_factory=_library_or_default_logger)
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:

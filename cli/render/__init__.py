@@ -2,6 +2,12 @@
 
 What a command shows (a task table, the status report, a sheet) is in this package's
 modules, one per kind of thing; the command modules only call them.
+
+Everything printed goes through :func:`echo` (or :class:`CommandError`), which shows
+control characters instead of sending them to the terminal (:func:`visible`): stored
+text comes from whoever could write a row, and an escape sequence in a cell (OSC 52
+writes the reader's clipboard, CSI moves the cursor) must not act on the reader's
+terminal. JSON output already escapes them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import click
+
+# C0 controls but tab and line feed, DEL, the C1 set (0x9b is a one-byte CSI), and the
+# bidi controls that reorder what follows them on screen.
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
+_BIDI = [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_SHOWN = str.maketrans({c: f"\\x{c:02x}" for c in _CONTROLS} | {c: f"\\u{c:04x}" for c in _BIDI})
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -30,7 +42,39 @@ class CommandError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {visible(self.format_message())}", err=True)
+
+
+def parameter_name(param: click.Parameter) -> str:
+    """How the user wrote a parameter: ``--type`` for an option, ``TASK_TYPE`` for an argument."""
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return param.human_readable_name
+
+
+def usage_line(exc: click.UsageError) -> str:
+    """A usage error in one line, naming the parameter: ``--limit 0 is not in the range …``
+    (click's own show() prints the usage, a hint and the error on three lines)."""
+    if (
+        isinstance(exc, click.BadParameter)
+        and not isinstance(exc, click.MissingParameter)
+        and exc.param is not None
+    ):
+        return f"{parameter_name(exc.param)} {exc.message}"
+    command = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return exc.format_message() + command
+
+
+@contextmanager
+def usage_errors_in_one_line() -> Iterator[None]:
+    """A click usage error, raised while parsing or by a command, as ``error: …``, exit 2
+    (a group given no command still shows its help)."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        raise CommandError(usage_line(exc), EXIT_USAGE) from None
 
 
 def first_line(exc: BaseException) -> str:
@@ -53,8 +97,13 @@ def one_line_errors(
         raise CommandError(prefix + detail(exc), exit_code) from None
 
 
+def visible(text: str) -> str:
+    """``text`` with control characters shown as ``\\x1b`` (bidi controls as ``\\u202e``)."""
+    return text.translate(_SHOWN)
+
+
 def echo(text: str = "") -> None:
-    click.echo(text, file=sys.stdout)
+    click.echo(visible(text), file=sys.stdout)
 
 
 def echo_lines(lines: Iterable[str]) -> None:
@@ -74,6 +123,8 @@ def to_json(value: Any, **options: Any) -> str:
     """JSON text of a result: dataclasses as objects, times in ISO 8601, ids as strings."""
     if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
+    elif isinstance(value, list):
+        value = [asdict(v) if is_dataclass(v) and not isinstance(v, type) else v for v in value]
     return json.dumps(value, default=json_value, **options)
 
 

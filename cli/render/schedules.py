@@ -13,10 +13,12 @@ def _when(row: dict[str, Any]) -> str:
     if row["cron"] is not None:
         return f"cron {row['cron']!r} {row['time_zone']}"
     every: timedelta = row["every"]
-    return f"every {_seconds(every.total_seconds())}"
+    return f"every {interval_text(every)}"
 
 
-def _seconds(total: float) -> str:
+def interval_text(every: timedelta) -> str:
+    """An interval in its largest whole unit: 15m, 2h, 1d (else seconds: 90s, 0.5s)."""
+    total = every.total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if total >= size and total % size == 0:
             return f"{int(total // size)}{unit}"

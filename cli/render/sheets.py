@@ -4,25 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from websurf.cli.render import visible
 from websurf.worker.app.sheets import Sheet
 
 CELL_WIDTH_MAX = 28
 
 
-def _clip(value: str | None, width: int) -> str:
-    text = "" if value is None else " ".join(value.split())
+def _shown(value: str | None) -> str:
+    """A value as the table shows it: one line, control characters visible."""
+    return "" if value is None else visible(" ".join(value.split()))
+
+
+def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def render_sheet(sheet: Sheet) -> list[str]:
     """The sheet as a text table, with each robot column's operator under its title."""
-    titles = [c.title for c in sheet.columns]
-    notes = [f"<- {c.operator_type}" if c.operator_type else "" for c in sheet.columns]
+    titles = [_shown(c.title) for c in sheet.columns]
+    notes = [f"<- {_shown(c.operator_type)}" if c.operator_type else "" for c in sheet.columns]
+    rows = [[_shown(v) for v in row] for row in sheet.rows]
     widths = [
-        min(
-            CELL_WIDTH_MAX,
-            max([len(titles[j]), len(notes[j]), *(len(r[j] or "") for r in sheet.rows)]),
-        )
+        min(CELL_WIDTH_MAX, max([len(titles[j]), len(notes[j]), *(len(r[j]) for r in rows)]))
         for j in range(len(titles))
     ]
 
@@ -35,8 +38,8 @@ def render_sheet(sheet: Sheet) -> list[str]:
     if any(notes):
         out.append(line(notes))
     out.append("-" * len(out[-1]))
-    for number, row in enumerate(sheet.rows, start=sheet.first_row):
-        out.append(line([v or "" for v in row], str(number)))
+    for number, row in enumerate(rows, start=sheet.first_row):
+        out.append(line(row, str(number)))
     shown_to = sheet.first_row + len(sheet.rows) - 1
     if sheet.first_row > 1 or shown_to < sheet.last_row:
         out.append(f"rows {sheet.first_row}-{shown_to} of {sheet.last_row}")

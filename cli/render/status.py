@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from websurf.cli.render import age
+from websurf.cli.render.limits import limit_lines
 from websurf.worker.core.snapshot import StatusSnapshot
 
 
 def status_report(status: StatusSnapshot) -> str:
-    """Tasks by type and state, waits, throughput, failures, connections, schedules, workers."""
+    """Tasks by type and state, waits, throughput, failures, connections, schedules, limits,
+    workers."""
     window = age(status.window_s).replace(".0", "")
     lines = [
         f"websurf status at {status.at:%Y-%m-%d %H:%M:%S%z}"
@@ -28,6 +30,16 @@ def status_report(status: StatusSnapshot) -> str:
         )
     if not status.types:
         lines.append("(no tasks pending, running or finished recently)")
+    if status.keys:
+        lines += [
+            "",
+            f"pending by fairness key (keys take turns; {len(status.keys)} largest"
+            f" of {status.keys_pending}):",
+        ]
+        lines += [
+            f"  {(k.key if k.key is not None else '(no key)')[:40]:40} {k.pending:>8}"
+            for k in status.keys
+        ]
     lines += ["", f"failures in the last {window}:"]
     for f in status.failures:
         error = f.last_error.splitlines()[0][:100] if f.last_error else "-"
@@ -55,6 +67,9 @@ def status_report(status: StatusSnapshot) -> str:
             f"  {s.name[:40]:40} {state}{when}  next {s.next_run_at:%Y-%m-%d %H:%M:%S%z}"
             f"  last {last} ({s.last_run})"
         )
+    if status.limits:
+        lines += ["", f"limits: {len(status.limits)}"]
+        lines += [f"  {line}" for line in limit_lines(status.limits)]
     live = [w for w in status.workers if not w.stale]
     lines += ["", f"workers: {len(live)} live, {len(status.workers) - len(live)} stale"]
     for w in status.workers:

@@ -2,20 +2,27 @@
  * Naming the author of cell edits, for the web app (beside schema.ts; import or copy it).
  *
  * The database refuses a change to `websurfing_cell.content` unless the transaction
- * named its author (sql/migrations/0007). `withAuthor` opens the transaction and names
- * the author in it; `isCellAuthorError` recognises the refusal whichever driver the app
- * uses: Drizzle wraps the driver's error in a `DrizzleQueryError` whose message is the
- * SQL and its parameters, and the driver's own error, with websurf's message, SQLSTATE
- * 23514 and the constraint name, is its `cause` (`constraint_name` in postgres-js,
- * `constraint` in node-postgres).
+ * named its author (sql/migrations/0007), and so a delete or move of a cell with
+ * content (0015). `withAuthor` opens the transaction and names the author in it;
+ * `isCellAuthorError` recognises either refusal whichever driver the app uses: Drizzle
+ * wraps the driver's error in a `DrizzleQueryError` whose message is the SQL and its
+ * parameters, and the driver's own error, with websurf's message, SQLSTATE 23514 and
+ * the constraint name, is its `cause` (`constraint_name` in postgres-js, `constraint`
+ * in node-postgres).
  *
  * Needs only drizzle-orm: it type-checks without the DOM lib or `@types/node`.
  */
 import { sql } from "drizzle-orm";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 
-/** The constraint name the refusal carries. */
+/** The constraint name the refusal of an edit without an author carries. */
 export const CELL_AUTHOR_CONSTRAINT = "cell_edit_author";
+/** The constraint name the refusal of a delete or move without an author carries. */
+export const CELL_CHANGE_AUTHOR_CONSTRAINT = "cell_change_author";
+const AUTHOR_CONSTRAINTS: readonly unknown[] = [
+  CELL_AUTHOR_CONSTRAINT,
+  CELL_CHANGE_AUTHOR_CONSTRAINT,
+];
 /** SQLSTATE check_violation. */
 export const CHECK_VIOLATION = "23514";
 
@@ -66,7 +73,7 @@ type DriverError = {
 
 /**
  * Is `err` (or an error it wraps, e.g. Drizzle's DrizzleQueryError) the database's
- * refusal of a cell edit that named no author?
+ * refusal of a cell edit, delete or move that named no author?
  */
 export function isCellAuthorError(err: unknown): boolean {
   const seen = new Set<unknown>();
@@ -75,7 +82,7 @@ export function isCellAuthorError(err: unknown): boolean {
     seen.add(current);
     const e = current as DriverError;
     const constraint = e.constraint_name ?? e.constraint;
-    if (e.code === CHECK_VIOLATION && constraint === CELL_AUTHOR_CONSTRAINT) {
+    if (e.code === CHECK_VIOLATION && AUTHOR_CONSTRAINTS.includes(constraint)) {
       return true;
     }
     current = e.cause;

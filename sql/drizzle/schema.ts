@@ -39,6 +39,11 @@
  *   be kept by the trigger (it only fills in updates that leave `updated_at` alone)
  *   and would mix the app server's clock into a column otherwise set by the database.
  * - the `new_task` LISTEN/NOTIFY trigger on websurfing_task_queue.
+ * - cancelling (sql/migrations/0027): `select websurf.cancel_task(<task id>)` cancels a
+ *   pending task at once and asks the worker of a running one to stop it (NOTIFY
+ *   `task_cancel`); inserting a task whose unique key a running task holds asks that one
+ *   to stop (a newer edit supersedes it); a running task whose cancel was asked ends
+ *   `cancelled`, without spending the attempt, whatever its handler returns.
  * - the cell audit triggers on websurfing_cell (sql/migrations/0007): a transaction
  *   that changes a cell's content must first name its author with
  *   `select set_config('websurf.user_id', <user id>, true)`; the trigger then writes the
@@ -384,22 +389,50 @@ export const taskQueue = createTable(
     // and a pending task holding the key takes the newer payload instead of a second
     // task being queued. NULL: never coalesced.
     uniqueKey: d.text(),
+    // Whose work this is: tasks of different keys take turns (sql/migrations/0025, README
+    // "Fairness between tenants"). Set it at insert, or leave it NULL and a trigger fills
+    // it with the author in `websurf.user_id`, else the owner of payload.spreadsheet_id.
+    fairnessKey: d.varchar({ length: 255 }),
+    // The task's round, set by the same trigger at insert (a value given is replaced).
+    fairSeq: d.bigint({ mode: "number" }).default(0).notNull(),
+    // The key this task counts against in its operator's limits (websurfing_task_limit,
+    // sql/migrations/0026): a host, an API account, a user for a per-user quota. NULL:
+    // only the operator's own limit applies.
+    limitKey: d.varchar({ length: 255 }),
+    // When someone asked this running task to stop (sql/migrations/0027). Never write it
+    // yourself: call `SELECT websurf.cancel_task(id)` (a pending task is cancelled at
+    // once, a running one is stopped by its worker within about a second).
+    cancelRequestedAt: d.timestamp({ withTimezone: true }),
   }),
   (t) => [
     uniqueIndex("task_queue_unique_key_idx")
       .on(t.uniqueKey)
       .where(sql`${t.status} = 'pending'`),
     // The claim query walks this index in order: pending only, highest priority
-    // first, then the oldest due date. drizzle-kit writes a bare `.desc()` as
-    // `DESC NULLS LAST`; PostgreSQL's (and the migration's) plain DESC is NULLS FIRST.
-    index("task_queue_processing_idx")
-      .on(t.status, t.priority.desc().nullsFirst(), t.scheduledFor.asc())
+    // first, then the round (keys take turns), then the oldest due date. drizzle-kit
+    // writes a bare `.desc()` as `DESC NULLS LAST`; PostgreSQL's (and the migration's)
+    // plain DESC is NULLS FIRST.
+    index("task_queue_fair_idx")
+      .on(t.priority.desc().nullsFirst(), t.fairSeq.asc(), t.scheduledFor.asc())
       .where(sql`${t.status} = 'pending'`),
+    // A key's last pending round, read by the insert trigger.
+    index("task_queue_fair_key_idx")
+      .on(t.fairnessKey, t.taskType, t.priority, t.fairSeq)
+      .where(sql`${t.status} = 'pending'`),
+    // Tasks queued for later (rounds from 2^62: the due time), for the promoter.
+    index("task_queue_timed_idx")
+      .on(t.fairSeq)
+      .where(sql`${t.status} = 'pending' AND ${t.fairSeq} >= 4611686018427387904`),
     // Running tasks by worker (websurf status, websurf tasks, the reaper); processing
     // rows only, so a finish adds nothing to it (sql/migrations/0022).
     index("task_queue_claimed_idx")
       .on(t.workerId, t.startedAt)
       .where(sql`${t.status} = 'processing'`),
+    // The running task of a unique key, which a newer task with that key supersedes
+    // (sql/migrations/0027).
+    index("task_queue_running_key_idx")
+      .on(t.uniqueKey)
+      .where(sql`${t.status} = 'processing' AND ${t.uniqueKey} IS NOT NULL`),
     // Retention (`websurf prune`) deletes finished tasks oldest first through this one.
     index("task_queue_cleanup_idx")
       .on(t.status, t.createdAt)
@@ -466,6 +499,55 @@ export type Task = Omit<
 };
 /** A task of one built-in type, with that type's payload. */
 export type TaskOf<K extends BuiltInOperator> = Task & { taskType: K; payload: TaskPayloads[K] };
+
+/** Where a limit came from: declared in code, `websurf limits set`, this table, a SlowDown. */
+export const taskLimitSources = ["code", "cli", "table", "slowdown"] as const;
+export type TaskLimitSource = (typeof taskLimitSources)[number];
+
+/**
+ * Limits across every worker (sql/migrations/0026): at most `maxRunning` tasks of an
+ * operator running at once, at most `rate` started in any `periodS` seconds (at most
+ * `burst` of them within burst/rate of the period), or none at all until
+ * `pausedUntil`. The empty `limitKey` ("", the default) limits the whole operator; a
+ * key limits the tasks whose `limitKey` holds it. The web app may insert, update and delete rows (a per-user
+ * quota: `{ taskType: "slow_llm", limitKey: userId, maxRunning: 2 }`, with the tasks
+ * inserted with that `limitKey`); workers see a change at once (a trigger notifies
+ * them). Rows from code are re-stored at every worker start, never over a row this
+ * table or the terminal wrote.
+ */
+export const taskLimits = createTable(
+  "task_limit",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    taskType: d.varchar({ length: 100 }).$type<OperatorType>().notNull(),
+    limitKey: d.varchar({ length: 255 }).default("").notNull(),
+    maxRunning: d.integer(),
+    rate: d.integer(),
+    periodS: d.doublePrecision(),
+    burst: d.integer(),
+    pausedUntil: d.timestamp({ withTimezone: true }),
+    pauseReason: d.text(),
+    source: d.varchar({ length: 20 }).$type<TaskLimitSource>().default("table").notNull(),
+    createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`).notNull(),
+    // Set by the touch_updated_at trigger on every UPDATE.
+    updatedAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`).notNull(),
+  }),
+  (t) => [
+    check("task_limit_max_running_check", sql`${t.maxRunning} >= 0`),
+    check("task_limit_rate_check", sql`${t.rate} >= 1`),
+    check("task_limit_period_check", sql`${t.periodS} > 0 AND ${t.periodS} <= 86400`),
+    check("task_limit_rate_period_check", sql`(${t.rate} IS NULL) = (${t.periodS} IS NULL)`),
+    check(
+      "task_limit_burst_check",
+      sql`${t.burst} IS NULL OR (${t.burst} >= 1 AND ${t.rate} IS NOT NULL)`,
+    ),
+    check(
+      "task_limit_source_check",
+      sql`${t.source} IN ('code', 'cli', 'table', 'slowdown')`,
+    ),
+    unique("task_limit_operator_key_unique").on(t.taskType, t.limitKey),
+  ],
+);
 
 // ---------------------------------------------------------------------------------
 // Phase 3: the audit trail (sql/migrations/0004). A person's edit of a cell is a

@@ -8,7 +8,7 @@ SELECT * FROM unnest(%(cell_ids)b::uuid[], %(task_ids)b::uuid[], %(operator_type
                      %(successes)b::bool[], %(errors)b::text[])
 
 -- name: insert_judged_robot_events
--- Record one robot_input_event per finished attempt whose cell still exists, marking results older than what their cell holds as superseded; returns the recorded rows (queue.record_robot_events, in the finishing transaction).
+-- Record one robot_input_event per finished attempt whose cell still exists, marking results older than what their cell holds, and attempts cancelled while running, as superseded; returns the recorded rows (queue.record_robot_events, in the finishing transaction).
 -- The cells are locked first, in id order, so that two transactions recording results
 -- for one cell agree on which is newer (and never deadlock on each other).
 WITH outcome AS (
@@ -16,10 +16,10 @@ WITH outcome AS (
     FROM unnest(%(cell_ids)b::uuid[], %(task_ids)b::uuid[], %(operator_types)b::text[],
                 %(inputs)b::jsonb[], %(outputs)b::jsonb[], %(durations_ms)b::int[],
                 %(successes)b::bool[], %(errors)b::text[], %(writes)b::bool[],
-                %(versions)b::bigint[])
+                %(versions)b::bigint[], %(cancelled)b::bool[])
          WITH ORDINALITY
          AS o(cell_id, task_id, operator_type, input, output, duration_ms, success, error,
-              writes, version, n)
+              writes, version, cancelled, n)
 ),
 locked AS MATERIALIZED (
     SELECT c.id, c.input_version
@@ -45,7 +45,9 @@ judged AS (
            o.writes AND (
                NOT EXISTS (SELECT 1 FROM newest WHERE newest.n = o.n)
                OR coalesce(o.version < l.input_version, false)
-           ) AS superseded
+           ) AS superseded,
+           -- stopped while running (0027): its error is the reason (NULL array: none was)
+           coalesce(o.cancelled, false) AS cancelled_running
     FROM outcome AS o
     JOIN locked AS l ON l.id = o.cell_id
 )
@@ -53,13 +55,14 @@ INSERT INTO websurfing_robot_input_event
     (cell_id, task_id, operator_type, input_data, output_data, processing_time_ms, success,
      error_message, superseded)
 SELECT cell_id, task_id, operator_type, input, output, duration_ms, success,
-       CASE WHEN superseded
+       CASE WHEN cancelled_running THEN error
+            WHEN superseded
             THEN format('superseded by a newer edit: not written (input_version %%s;'
                         ' the cell holds or gets %%s)',
                         coalesce(version::text, 'none'), coalesce(newest_version::text, 'none'))
             ELSE error
        END,
-       superseded
+       superseded OR cancelled_running
 FROM judged
 ORDER BY n
 RETURNING task_id, superseded

@@ -9,7 +9,8 @@ DROP DATABASE IF EXISTS {name} WITH (FORCE)
 -- name: bench_reset
 -- Empty the scratch database's queue, audit and sheet tables before a measurement (benchmark).
 TRUNCATE websurfing_task_queue, websurfing_robot_input_event, websurfing_cell_edit_event,
-         websurfing_cell, websurfing_column, websurfing_spreadsheet, websurf.worker CASCADE
+         websurfing_cell, websurfing_column, websurfing_spreadsheet, websurf.worker,
+         websurfing_task_limit CASCADE
 
 -- name: bench_database_clock
 -- The server's wall clock now, to time a run against completed_at (benchmark).
@@ -150,6 +151,13 @@ INSERT INTO websurfing_task_queue (task_type, payload, priority)
 SELECT %(task_type)s, jsonb_build_object('sleep_s', %(sleep_s)s::float8, 'n', n), %(priority)s
 FROM generate_series(1, %(count)s) AS n
 
+-- name: bench_run_intervals
+-- When each completed task of %(task_type)s was claimed and finished, on the database clock (the limits measurement).
+SELECT extract(epoch FROM started_at)::float8, extract(epoch FROM completed_at)::float8
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s AND status = 'completed'
+ORDER BY started_at
+
 -- name: bench_task_states
 -- Pending, processing and completed tasks of one type (benchmark waits on these counts).
 SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
@@ -184,3 +192,97 @@ JOIN websurfing_cell AS s
  AND s.column_id = %(source_column_id)s
 WHERE r.column_id = %(robot_column_id)s
   AND r.content = upper(s.content)
+
+-- name: bench_seed_dashboard_finished
+-- %(count)s finished tasks of four operators over the past week, one in 20 failed with one of five errors (dashboard pages measurement).
+INSERT INTO websurfing_task_queue
+    (task_type, payload, status, attempts, max_attempts, scheduled_for, started_at,
+     completed_at, failed_at, error_message, created_at, updated_at, worker_id)
+SELECT (ARRAY['web_title', 'web_fetch', 'uppercase', 'summarise'])[mod(n, 4) + 1],
+       jsonb_build_object('spreadsheet_id', md5(mod(n, 500)::text)::uuid, 'row', n),
+       CASE WHEN mod(n, 20) = 0 THEN 'failed' ELSE 'completed' END,
+       1, 1, ts - interval '2 seconds', ts - interval '1 second',
+       CASE WHEN mod(n, 20) <> 0 THEN ts END, CASE WHEN mod(n, 20) = 0 THEN ts END,
+       CASE WHEN mod(n, 20) = 0 THEN (ARRAY[
+           'TimeoutError: https://site' || mod(n, 3) || '.example/page/' || n || ' took 30 s',
+           'ConnectionError: could not reach https://down.example/' || n,
+           'ValueError: no <title> in ' || n || ' bytes',
+           'HTTPError: 503 from https://busy.example/item?id=' || n,
+           'RuntimeError: model overloaded, request ' || md5(n::text)])[mod(n / 20, 5) + 1]
+       END,
+       ts - interval '2 seconds', ts, 'websurf-bench'
+FROM (SELECT n, now() - mod(n::bigint * 7919, 604800) * interval '1 second' AS ts
+      FROM generate_series(1, %(count)s) AS n) AS s
+
+-- name: bench_seed_dashboard_pending
+-- %(count)s pending tasks: nine in ten due later, one in 100 waiting for a retry after an error (dashboard pages measurement).
+INSERT INTO websurfing_task_queue
+    (task_type, payload, priority, attempts, error_message, scheduled_for, created_at)
+SELECT (ARRAY['web_title', 'web_fetch', 'uppercase', 'summarise'])[mod(n, 4) + 1],
+       jsonb_build_object('spreadsheet_id', md5(mod(n, 500)::text)::uuid, 'row', n),
+       mod(n, 10), CASE WHEN mod(n, 100) = 0 THEN 1 ELSE 0 END,
+       CASE WHEN mod(n, 100) = 0 THEN 'TimeoutError: https://site1.example/page/' || n END,
+       CASE WHEN mod(n, 10) = 0 THEN now() - mod(n, 600) * interval '1 second'
+            ELSE now() + mod(n, 86400) * interval '1 second' END,
+       now() - mod(n, 600) * interval '1 second'
+FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_seed_dashboard_workers
+-- Four live workers, each running ten tasks (dashboard pages measurement).
+WITH workers AS (
+    INSERT INTO websurf.worker (id, hostname, pid, task_types)
+    SELECT 'bench-host-' || h || '/' || (1000 + h) || '/dash', 'bench-host-' || h, 1000 + h,
+           '{web_title,web_fetch,uppercase,summarise}'
+    FROM generate_series(1, 4) AS h
+    RETURNING id
+)
+INSERT INTO websurfing_task_queue (task_type, payload, status, attempts, worker_id, started_at)
+SELECT 'web_title', '{}'::jsonb, 'processing', 1, w.id, now() - n * interval '1 second'
+FROM workers AS w, generate_series(1, 10) AS n
+
+-- name: bench_vacuum_queue
+-- Vacuum and analyse the seeded queue, as autovacuum keeps a live one (dashboard pages measurement).
+VACUUM (ANALYZE) websurfing_task_queue
+
+-- name: bench_cancelled_unspent
+-- Tasks of one type that ended cancelled without spending an attempt (cancel-latency run).
+SELECT count(*)
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s AND status = 'cancelled' AND attempts = 0
+
+-- name: bench_paste_column
+-- Fill every cell of a column in one UPDATE, as a person's paste does (fairness measurement;
+-- the author is named in the same transaction, so the robot tasks carry their key).
+UPDATE websurfing_cell
+SET content = 'pasted row ' || row_number
+WHERE column_id = %(column_id)s
+
+-- name: bench_key_task_latencies
+-- Completed tasks of one type and fairness key: created -> completed and created -> started
+-- in ms, on the database clock (fairness measurement: the small tenant's edit -> robot
+-- answer, and how much of it was the wait for a slot).
+SELECT extract(epoch FROM completed_at - created_at) * 1000.0,
+       extract(epoch FROM started_at - created_at) * 1000.0
+FROM websurfing_task_queue
+WHERE task_type = %(task_type)s AND fairness_key = %(key)s AND status = 'completed'
+ORDER BY 1
+
+-- name: bench_key_completed_within
+-- Tasks of one type and key completed while another key's tasks were in the queue (from
+-- the first one's creation to the last one's completion), and that window in seconds
+-- (fairness measurement: the big tenant's throughput while the small one is served).
+SELECT count(*) FILTER (WHERE t.completed_at BETWEEN w.first_at AND w.last_at),
+       extract(epoch FROM w.last_at - w.first_at)::float8
+FROM (SELECT min(created_at) AS first_at, max(completed_at) AS last_at
+      FROM websurfing_task_queue
+      WHERE task_type = %(task_type)s AND fairness_key = %(other_key)s) AS w
+LEFT JOIN websurfing_task_queue AS t
+  ON t.task_type = %(task_type)s AND t.fairness_key = %(key)s AND t.status = 'completed'
+GROUP BY w.first_at, w.last_at
+
+-- name: bench_insert_keyed_noop_tasks
+-- Queue %(count)s noop tasks in one statement, spread round-robin over %(keys)s fairness keys
+-- (the fairness measurement's no-op throughput with many keys against one).
+INSERT INTO websurfing_task_queue (task_type, payload, fairness_key)
+SELECT 'noop', jsonb_build_object('n', n), 'bench-key-' || mod(n, %(keys)s)
+FROM generate_series(1, %(count)s) AS n

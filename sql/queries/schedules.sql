@@ -51,13 +51,14 @@ WHERE name = %(name)s AND source <> 'column'
 RETURNING id
 
 -- name: due_schedules
--- Unpaused schedules whose next tick is due, oldest first, except refreshes still running (run_once).
+-- Unpaused schedules whose next tick is due, oldest first, except refreshes still running and the ids %(passed)s this run already tried (run_once, batch after batch).
 SELECT id, name, cron, every, time_zone, task_type, payload, priority, max_attempts, catch_up,
        next_run_at, column_id
 FROM websurf.schedule
 WHERE NOT paused
   AND next_run_at <= %(now)s
   AND (column_id IS NULL OR refresh_after_row IS NULL)
+  AND NOT (id = ANY(%(passed)s::bigint[]))
 ORDER BY next_run_at
 LIMIT %(limit)s
 

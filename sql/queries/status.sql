@@ -9,6 +9,17 @@ WHERE status = 'pending'
 GROUP BY task_type
 ORDER BY task_type
 
+-- name: count_pending_by_key
+-- The %(limit)s fairness keys with the most pending tasks (due now and later), with how many
+-- keys have pending tasks at all (websurf status, the per-key backlog gauges).
+-- task_queue_fair_key_idx holds every pending task by key: an index-only scan, grouped in order.
+SELECT fairness_key, count(*) AS pending, count(*) OVER () AS keys
+FROM websurfing_task_queue
+WHERE status = 'pending'
+GROUP BY fairness_key
+ORDER BY pending DESC, fairness_key
+LIMIT %(limit)s
+
 -- name: count_processing_by_type
 -- Running tasks per type, found through the registered workers' claims (websurf status).
 SELECT t.task_type, count(*) AS processing, min(t.started_at) AS oldest_started_at

@@ -2,22 +2,23 @@
 -- Insert one task without a unique key (queue.enqueue): a plain INSERT ... VALUES, a few
 -- tenths of a millisecond quicker than enqueue_tasks' unnest for the single task a
 -- person's action or a script adds (the web app's INSERT looks the same).
-INSERT INTO websurfing_task_queue (task_type, payload, priority, max_attempts, scheduled_for)
+INSERT INTO websurfing_task_queue
+    (task_type, payload, priority, max_attempts, scheduled_for, limit_key)
 VALUES (%(task_type)s, %(payload)s, %(priority)s, %(max_attempts)s,
-        COALESCE(%(scheduled_for)s::timestamptz, now()))
+        COALESCE(%(scheduled_for)s::timestamptz, now()), %(limit_key)s)
 RETURNING id
 
 -- name: enqueue_tasks
 -- Insert tasks in one statement (one notification per type); {coalesce} is enqueue_coalesce when a task has a unique_key (a pending task holding it is updated instead) or empty (queue.enqueue, queue.enqueue_many; keys unique within the call).
 INSERT INTO websurfing_task_queue
-    (task_type, payload, priority, max_attempts, scheduled_for, unique_key)
+    (task_type, payload, priority, max_attempts, scheduled_for, unique_key, limit_key)
 SELECT t.task_type, t.payload, t.priority, t.max_attempts, COALESCE(t.scheduled_for, now()),
-       t.unique_key
+       t.unique_key, t.limit_key
 FROM unnest(%(task_types)b::text[], %(payloads)b::jsonb[], %(priorities)b::int[],
             %(max_attempts)b::int[], %(scheduled_for)b::timestamptz[],
-            %(unique_keys)b::text[])
+            %(unique_keys)b::text[], %(limit_keys)b::text[])
      WITH ORDINALITY AS t(task_type, payload, priority, max_attempts, scheduled_for,
-                          unique_key, n)
+                          unique_key, limit_key, n)
 ORDER BY t.n
 {coalesce}
 -- xmax = 0 only in a row version this statement inserted (not one it updated).
@@ -30,7 +31,8 @@ SET task_type = EXCLUDED.task_type,
     payload = EXCLUDED.payload,
     priority = EXCLUDED.priority,
     max_attempts = EXCLUDED.max_attempts,
-    scheduled_for = EXCLUDED.scheduled_for
+    scheduled_for = EXCLUDED.scheduled_for,
+    limit_key = EXCLUDED.limit_key
 
 -- name: announce_coalesced_tasks
 -- Send new_task for pending tasks an enqueue coalesced into, which the INSERT trigger does not see (queue.enqueue, queue.enqueue_many).
@@ -43,26 +45,29 @@ GROUP BY task_type
 -- name: claim_tasks
 -- Claim up to %(limit)s due tasks of the worker's types at %(min_priority)s or above, counting
 -- the attempt (child loop).
+-- Fair between keys: within a priority, tasks go by their round (fair_seq, given at insert,
+-- sql/migrations/0025), so keys with pending work take turns; one range scan of
+-- task_queue_fair_idx, whatever the number of keys.
 -- The byte budget: rows are taken in claim order while the payloads before them add up to
 -- less than %(max_bytes)s bytes of JSON text (so always at least one), and the rest stay
 -- pending for the next claim; a claim holds at most the budget plus one payload (1 MiB at
 -- most, 0023) in memory. Nothing a row can hold fails the statement: 0023's limits keep
 -- attempts + 1 below max_attempts and every timestamp finite.
 WITH picked AS MATERIALIZED (
-    SELECT id, priority, scheduled_for, octet_length(payload::text) AS bytes
+    SELECT id, priority, fair_seq, scheduled_for, octet_length(payload::text) AS bytes
     FROM websurfing_task_queue
     WHERE status = 'pending'
       AND scheduled_for <= now()
       AND task_type = ANY(%(task_types)b::text[])
       AND priority >= %(min_priority)s
-    ORDER BY priority DESC, scheduled_for ASC
+    ORDER BY priority DESC, fair_seq ASC, scheduled_for ASC
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), within_budget AS (
     SELECT id
     FROM (
         SELECT id, bytes,
-               sum(bytes) OVER (ORDER BY priority DESC, scheduled_for ASC, id
+               sum(bytes) OVER (ORDER BY priority DESC, fair_seq ASC, scheduled_for ASC, id
                                 ROWS UNBOUNDED PRECEDING) - bytes AS bytes_before
         FROM picked
     ) AS running
@@ -83,7 +88,8 @@ WHERE t.id = ANY(ARRAY(SELECT id FROM within_budget))
 RETURNING t.id, t.task_type, t.payload, t.attempts, t.max_attempts, t.priority,
           extract(epoch FROM now() - GREATEST(t.scheduled_for, t.created_at))::float8
               AS waited_s,
-          octet_length(t.payload::text) AS payload_bytes
+          octet_length(t.payload::text) AS payload_bytes,
+          t.fairness_key
 
 -- name: finish_tasks
 -- Record the outcome of claimed tasks, only where this worker still holds that claim (child loop).
@@ -94,6 +100,12 @@ SET status = f.status,
     completed_at = CASE WHEN f.status = 'completed' THEN now() ELSE t.completed_at END,
     failed_at = CASE WHEN f.status = 'failed' THEN now() ELSE t.failed_at END,
     scheduled_for = COALESCE(f.run_at, t.scheduled_for),
+    -- a retry waits out its backoff in the timed band (sql/migrations/0025), not in
+    -- front of due work; the promoter gives it a round once due
+    fair_seq = CASE WHEN f.run_at > now()
+                    THEN 4611686018427387904
+                         + floor(extract(epoch FROM f.run_at) * 1000000)::bigint
+                    ELSE t.fair_seq END,
     error_message = COALESCE(f.error, t.error_message),
     attempts = t.attempts - f.uncount,
     updated_at = now()
@@ -110,6 +122,76 @@ WHERE t.id = ANY(%(ids)b::uuid[])
   AND t.status = 'processing'
   AND t.worker_id = %(worker_id)s
   AND t.attempts = f.attempts
+-- cancelled: the reason, when a cancel asked while the task ran turned this outcome into
+-- a cancellation (task_queue_honour_cancel, 0027); NULL otherwise.
+RETURNING t.id, CASE WHEN t.cancel_requested_at IS NOT NULL THEN t.error_message END
+
+-- name: cancel_requested_tasks
+-- The worker's running tasks someone asked to stop, for a cancel notification it may have missed (heartbeat; 0027).
+SELECT id
+FROM websurfing_task_queue
+WHERE worker_id = %(worker_id)s
+  AND status = 'processing'
+  AND cancel_requested_at IS NOT NULL
+
+-- name: promote_due_tasks
+-- Give up to %(limit)s tasks of the timed band that are due by %(now)s (NULL: now()) the current round
+-- of their type and priority, or their key's last + 1 if later (maintenance turn,
+-- promoter.run_once). The insert trigger's rule (sql/migrations/0025) for a batch in one
+-- statement: the lookups read the rounds as they were, so tasks of one key, type and
+-- priority follow each other from there in due order.
+WITH due AS MATERIALIZED (
+    SELECT id, fairness_key, task_type, priority, scheduled_for
+    FROM websurfing_task_queue
+    WHERE status = 'pending'
+      AND fair_seq >= 4611686018427387904
+      AND fair_seq <= 4611686018427387904
+                      + floor(extract(epoch FROM coalesce(%(now)s::timestamptz, now())) * 1000000)::bigint
+    ORDER BY fair_seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+placed AS (
+    SELECT d.id,
+           coalesce(GREATEST(k.next, r.current_round), 0)
+               + row_number() OVER (PARTITION BY d.fairness_key, d.task_type, d.priority
+                                    ORDER BY d.scheduled_for, d.id) - 1 AS fair_seq
+    FROM due AS d
+    -- Two branches, one per case of the key: `key = x OR both NULL` is not indexable.
+    LEFT JOIN LATERAL (
+        SELECT max(b.next) AS next
+        FROM ((SELECT q.fair_seq + 1 AS next
+               FROM websurfing_task_queue AS q
+               WHERE q.status = 'pending' AND q.fairness_key = d.fairness_key
+                 AND q.task_type = d.task_type AND q.priority = d.priority
+                 AND q.fair_seq < 4611686018427387904
+               ORDER BY q.fair_seq DESC
+               LIMIT 1)
+              UNION ALL
+              (SELECT q.fair_seq + 1
+               FROM websurfing_task_queue AS q
+               WHERE d.fairness_key IS NULL
+                 AND q.status = 'pending' AND q.fairness_key IS NULL
+                 AND q.task_type = d.task_type AND q.priority = d.priority
+                 AND q.fair_seq < 4611686018427387904
+               ORDER BY q.fair_seq DESC
+               LIMIT 1)) AS b
+    ) AS k ON true
+    LEFT JOIN LATERAL (
+        SELECT q.fair_seq AS current_round
+        FROM websurfing_task_queue AS q
+        WHERE q.status = 'pending' AND q.priority = d.priority
+          AND q.fair_seq < 4611686018427387904
+          AND q.task_type = d.task_type
+          AND q.scheduled_for <= coalesce(%(now)s::timestamptz, now())
+        ORDER BY q.priority DESC, q.fair_seq
+        LIMIT 1
+    ) AS r ON true
+)
+UPDATE websurfing_task_queue AS t
+SET fair_seq = p.fair_seq
+FROM placed AS p
+WHERE t.id = p.id AND t.status = 'pending'
 RETURNING t.id
 
 -- name: next_scheduled_at

@@ -61,11 +61,10 @@ WHERE task_id = %(id)s
 ORDER BY created_at, id
 
 -- name: cancel_task
--- Cancel a task that is still pending; no row when it is not (websurf tasks cancel).
-UPDATE websurfing_task_queue
-SET status = 'cancelled', updated_at = now()
-WHERE id = %(id)s AND status = 'pending'
-RETURNING id, task_type
+-- Cancel a pending task, or ask its worker to stop a running one, through websurf.cancel_task (0027); how: 'cancelled', 'cancel_requested', or NULL for a finished task; no row for an unknown id (websurf tasks cancel).
+SELECT id, task_type, websurf.cancel_task(id) AS how
+FROM websurfing_task_queue
+WHERE id = %(id)s
 
 -- name: retry_task
 -- Put a failed or cancelled task back in the queue with more attempts, and wake the workers (websurf tasks retry).
@@ -75,6 +74,7 @@ SET status = 'pending',
     max_attempts = attempts + %(more_attempts)s,
     failed_at = NULL,
     worker_id = NULL,
+    cancel_requested_at = NULL,  -- a cancel of an earlier attempt does not stop the next
     updated_at = now()
 WHERE id = %(id)s AND status IN ('failed', 'cancelled')
 RETURNING id, task_type, attempts, max_attempts,
@@ -132,3 +132,12 @@ SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM detached
 -- name: database_now
 -- The database server's clock (pruner cutoff, so hosts with skewed clocks agree).
 SELECT now()
+
+-- name: run_task_now
+-- Make a pending task due now, and wake the workers; no row when it is not pending (dashboard's run now).
+UPDATE websurfing_task_queue
+SET scheduled_for = now(), updated_at = now()
+WHERE id = %(id)s AND status = 'pending'
+RETURNING id, task_type,
+          pg_notify('new_task', json_build_object(
+              'task_type', task_type, 'priority', priority, 'id', id)::text)

@@ -7,6 +7,7 @@ waiting for something.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,41 @@ def gated_upper(task: Task, context: Context) -> Result:
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
     return Result(output={"text": text.upper()}, cell_content=text.upper())
+
+
+@operator("test_async_gate", timeout_s=None, max_attempts=1)
+async def async_gate(task: Task, context: Context) -> Any:
+    """Await the file named ``gate`` (at most ``GATE_DEADLINE_S``), then return.
+
+    Awaiting runs no handler code: a process killed meanwhile dies outside handlers, so
+    these attempts are not the death's culprits.
+    """
+    gate = Path(str(task.payload["gate"]))
+    deadline = time.monotonic() + GATE_DEADLINE_S
+    while not gate.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return {"attempt": task.attempt}
+
+
+@operator("test_loop_blocker", timeout_s=None)
+async def loop_blocker(task: Task, context: Context) -> Any:
+    """A faulty ``async def`` handler: blocks the event loop (a synchronous sleep) until
+    the file named ``gate`` exists, at most ``GATE_DEADLINE_S``; with ``block_attempts``,
+    only the first that many attempts block."""
+    Path(str(task.payload["started_file"])).touch()
+    if task.attempt > int(task.payload.get("block_attempts", 1_000_000)):
+        return {"attempt": task.attempt}
+    gate = Path(str(task.payload["gate"]))
+    deadline = time.monotonic() + GATE_DEADLINE_S
+    while not gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"attempt": task.attempt}
+
+
+@operator("test_flaky", timeout_s=None, max_attempts=1)
+def flaky(task: Task, context: Context) -> Any:
+    """Fail the first ``fail_attempts`` attempts (default 1) as an unreachable ``url`` would,
+    then succeed: a failure a person retries (the dashboard's browser test)."""
+    if task.attempt <= int(task.payload.get("fail_attempts", 1)):
+        raise ConnectionError(f"could not reach {task.payload.get('url')}: connection refused")
+    return {"attempt": task.attempt}

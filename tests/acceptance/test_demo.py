@@ -40,6 +40,7 @@ def test_the_demo_fills_robot_columns_and_prints_the_audit_trail(
     trail = out.split("audit trail (newest first):")[1]
     assert "person demo@websurf.invalid" in trail and "robot  uppercase" in trail
     assert "transformer session" in out and ": completed," in out
+    assert "websurf dashboard, then open http://127.0.0.1:8750/" in out
     with psycopg.connect(database_url) as conn:
         left = conn.execute(
             "SELECT count(*) FROM websurfing_task_queue WHERE status <> 'completed'"

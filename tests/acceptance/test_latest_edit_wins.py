@@ -79,8 +79,9 @@ def test_an_older_edit_finishing_last_does_not_overwrite_the_newer_output(
         ),
         "the first edit's tasks to be running",
     )
-    # The second edit queues new tasks (running ones hold no unique key); a second
-    # worker runs them while the first still holds the older ones.
+    # The second edit queues new tasks (running ones hold no unique key) and asks the
+    # running older ones to stop (0027; this plain handler ignores its flag); a second
+    # worker runs the new ones while the first still holds the older ones.
     second = start_worker(database_url, concurrency=1)
     second.wait_ready(1)
     _edit(database_url, user, sheet, source, "new-")
@@ -97,21 +98,21 @@ def test_an_older_edit_finishing_last_does_not_overwrite_the_newer_output(
     newest = [f"NEW-{r}" for r in range(1, ROWS + 1)]
     first.wait_for(lambda: robot_cells() == newest, "the second edit's output in every robot cell")
 
-    gate.touch()  # the older tasks now finish, last
+    gate.touch()  # the older tasks now finish, last, and anyway
     first.wait_for(
         lambda: (
-            _count(first, "SELECT count(*) FROM websurfing_task_queue WHERE status = 'completed'")
-            == 2 * ROWS
+            first.query("SELECT status, count(*) FROM websurfing_task_queue GROUP BY 1 ORDER BY 1")
+            == [("cancelled", ROWS), ("completed", ROWS)]
         ),
-        "all tasks to complete",
+        "the newer tasks to complete and the superseded older ones to end cancelled",
     )
 
     assert robot_cells() == newest
     superseded = first.query(
-        "SELECT output_data->>'text', success FROM websurfing_robot_input_event"
+        "SELECT input_data->>'input', success FROM websurfing_robot_input_event"
         " WHERE superseded ORDER BY 1",
     )
     assert sorted(text for text, _ in superseded) == sorted(
-        f"WAIT:OLD-{r}" for r in range(1, ROWS + 1)
+        f"wait:old-{r}" for r in range(1, ROWS + 1)
     )
-    assert all(ok for _, ok in superseded)
+    assert not any(ok for _, ok in superseded)  # stopped, not a result

@@ -23,6 +23,7 @@ from support.daemon import Daemon
 from support.rows import column_of_cells
 
 from websurf.sql.migrate import migrate, shipped_migrations
+from websurf.worker.daemon.supervisor import EXIT_CHILD_KILLED
 
 Start = Callable[..., Daemon]  # conftest's start_worker(database_url, *options)
 
@@ -232,6 +233,86 @@ def test_a_second_signal_hurries_the_shutdown(
     assert [e.get("hurry") for e in daemon.events("stop_requested")] == [False, True]
 
 
+def test_a_stop_with_a_handler_blocking_the_event_loop_hands_every_task_back_and_fails(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """The blocked process cannot drain: it is killed, its tasks are handed back (only
+    the blocking attempt is charged), and the exit code says a process was killed."""
+    daemon = start_worker(database_url, "--shutdown-timeout", "1")
+    daemon.wait_ready(1)
+    gate, started = tmp_path / "gate", tmp_path / "blocking"
+    waiting = [
+        _insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(12)
+    ]
+    daemon.wait_for(lambda: _processing(daemon) == 12, "the waiting tasks to start")
+    blocker = _insert_task(
+        database_url, "test_loop_blocker", {"gate": str(gate), "started_file": str(started)}
+    )
+    daemon.wait_for(started.exists, "the handler to block the event loop")
+
+    daemon.send(signal.SIGTERM)
+    code = daemon.wait(timeout=30)
+
+    assert code == EXIT_CHILD_KILLED, daemon.log()[-3000:]
+    assert _processing(daemon) == 0
+    assert {_status(daemon, t) for t in waiting} == {("pending", 0, None)}
+    status, attempts, error = _status(daemon, blocker)
+    assert (status, attempts) == ("pending", 1)
+    assert error is not None and "died" in error
+    assert daemon.workers() == []
+
+
+def test_a_child_killed_while_stopping_has_its_tasks_handed_back_and_the_exit_says_so(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """The supervisor's own last step: it never touches the database, a short-lived
+    process it starts hands the dead child's tasks back."""
+    daemon = start_worker(database_url, "--shutdown-timeout", "60")
+    [(_, child)] = daemon.wait_ready(1)
+    gate = tmp_path / "gate"
+    waiting = [_insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(4)]
+    daemon.wait_for(lambda: _processing(daemon) == 4, "the tasks to start")
+    daemon.send(signal.SIGTERM)
+    daemon.wait_for(lambda: daemon.events("stop_requested"), "the stop to begin")
+
+    os.kill(child, signal.SIGKILL)  # while it waits for its tasks to finish
+    code = daemon.wait(timeout=30)
+
+    assert code == EXIT_CHILD_KILLED, daemon.log()[-3000:]
+    assert {_status(daemon, t) for t in waiting} == {("pending", 0, None)}
+    assert daemon.workers() == []
+
+
+@pytest.mark.slow
+def test_a_handler_blocking_the_event_loop_gets_its_process_recycled(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """Only the blocking attempt is charged; the others go back and run on."""
+    daemon = start_worker(database_url)
+    [(first_id, _)] = daemon.wait_ready(1)
+    gate, started = tmp_path / "gate", tmp_path / "blocking"
+    waiting = [_insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(5)]
+    daemon.wait_for(lambda: _processing(daemon) == 5, "the waiting tasks to start")
+    payload = {"gate": str(gate), "started_file": str(started), "block_attempts": 1}
+    blocker = _insert_task(database_url, "test_loop_blocker", payload)
+
+    daemon.wait_for(lambda: daemon.events("event_loop_stalled"), "the stall to be noticed")
+    [stalled] = daemon.events("event_loop_stalled")
+    assert stalled["task_ids"] == [blocker]
+    daemon.wait_for(
+        lambda: [w for w, _ in daemon.workers() if w != first_id], "a fresh process to register"
+    )
+    gate.touch()
+    daemon.wait_for(lambda: _completed(daemon) == 6, "every task to complete")
+
+    assert {_status(daemon, t) for t in waiting} == {("completed", 1, None)}
+    status, attempts, error = _status(daemon, blocker)
+    assert (status, attempts) == ("completed", 2)
+    assert error is not None and "event loop was blocked" in error
+    assert [e["how"] for e in daemon.events("child_exited")] == ["exit code 76"]
+    assert daemon.alive()
+
+
 # -- crashes --------------------------------------------------------------------------------
 
 
@@ -278,6 +359,74 @@ def test_a_killed_child_is_replaced_and_its_task_recovered(
     after = _insert_task(database_url, "noop", {})
     daemon.wait_for(lambda: _status(daemon, after)[0] == "completed", "a new task to run")
     assert daemon.alive()
+
+
+def _slot_worker(daemon: Daemon, slot: int, dead: set[str]) -> tuple[str, int] | None:
+    """(worker id, pid) of the live process registered for ``slot``, if any."""
+    return next(
+        ((w, p) for w, p in daemon.workers() if w.split("/")[-2] == str(slot) and w not in dead),
+        None,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_childs_tasks_go_back_uncharged_however_long_its_restart_waits(
+    database_url: str, start_worker: Start, tmp_path: Path
+) -> None:
+    """Kills in a row grow the slot's restart backoff past --stale-after: the other
+    process's reaper used to take the dead child's tasks first and charge them."""
+    daemon = start_worker(
+        database_url,
+        *("--tasks-per-process", "3", "--heartbeat-interval", "1", "--stale-after", "3"),
+        *("--reaper-interval", "0.5"),
+        concurrency=2,
+    )
+    daemon.wait_ready(2)
+    dead: set[str] = set()
+
+    def slot_0_process() -> tuple[str, int] | None:
+        return _slot_worker(daemon, 0, dead)
+
+    for _ in range(3):  # quick deaths in a row: the backoff grows to 4 s
+        victim, pid = daemon.wait_for(slot_0_process, "slot 0 to have a new process")
+        os.kill(pid, signal.SIGKILL)
+        dead.add(victim)
+        daemon.wait_for(
+            lambda: len(daemon.events("child_exited")) == len(dead), "the supervisor to see it"
+        )
+    gate = tmp_path / "gate"
+    ids = [_insert_task(database_url, "test_async_gate", {"gate": str(gate)}) for _ in range(9)]
+
+    def slot_0_holds_tasks() -> tuple[str, int, list[str]] | None:
+        current = slot_0_process()
+        if current is None:
+            return None
+        held = daemon.query(
+            "SELECT id FROM websurfing_task_queue WHERE worker_id = %s AND status = 'processing'",
+            current[0],
+        )
+        return (*current, [str(r[0]) for r in held]) if len(held) == 3 else None
+
+    holder, pid, held = daemon.wait_for(slot_0_holds_tasks, "slot 0's process to hold 3 tasks")
+    os.kill(pid, signal.SIGKILL)
+    daemon.wait_for(lambda: len(daemon.events("child_exited")) == 4, "the supervisor to see it")
+    assert daemon.events("child_exited")[-1]["restart_in_s"] >= 4  # longer than --stale-after
+
+    def still_held() -> int:
+        [(count,)] = daemon.query(
+            "SELECT count(*) FROM websurfing_task_queue"
+            " WHERE worker_id = %s AND status = 'processing'",
+            holder,
+        )
+        return int(count)
+
+    daemon.wait_for(lambda: still_held() == 0, "the dead child's tasks to be taken back")
+    # Handed back uncharged (and maybe claimed again since), not charged by the
+    # stale-heartbeat path.
+    assert {_status(daemon, t) for t in held} <= {("pending", 0, None), ("processing", 1, None)}
+    gate.touch()
+    daemon.wait_for(lambda: _completed(daemon) == len(ids), "every task to complete")
+    assert {_status(daemon, t) for t in ids} == {("completed", 1, None)}
 
 
 def test_children_stop_when_the_supervisor_is_killed(

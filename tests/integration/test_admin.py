@@ -138,8 +138,8 @@ def test_a_request_that_cannot_be_done_says_why_and_changes_nothing(
     [completed] = admin.list_tasks(queue, status=Status.COMPLETED)
     unknown = uuid.uuid4()
 
-    with pytest.raises(WrongState, match="is processing: only a pending task can be cancelled"):
-        admin.cancel_task(queue, running.id)
+    with pytest.raises(WrongState, match="is completed: only a pending or running task can be"):
+        admin.cancel_task(queue, completed.id)
     with pytest.raises(WrongState, match="is completed: only a failed or cancelled task"):
         admin.retry_task(queue, completed.id)
     with pytest.raises(TaskNotFound, match=f"no task with id {unknown}"):

@@ -18,7 +18,16 @@ import pytest
 from support.daemon import WEBSURF, Daemons, clean_env, query
 from support.waiting import wait_for
 
-from websurf.worker.bench import harness, latency, memory, producer, throughput
+from websurf.worker.bench import (
+    cancel,
+    fairness,
+    harness,
+    latency,
+    limits,
+    memory,
+    producer,
+    throughput,
+)
 from websurf.worker.bench.harness import BenchError
 from websurf.worker.bench.options import BenchOptions
 from websurf.worker.bench.plan import measure_claim_plan
@@ -197,6 +206,17 @@ def test_plain_sleeps_all_run_in_the_thread_pool(scratch: str) -> None:
     assert _completed(scratch, "bench_sleep") == 0
 
 
+def test_limits_runs_count_the_peak_and_the_windows_from_the_rows(scratch: str) -> None:
+    cap = limits.measure_cap(scratch, cap=2, sleep_s=0.2, tasks=8, daemons=2, processes=1)
+    rate = limits.measure_rate(scratch, rate=5, period_s=1.0, tasks=10, daemons=2, processes=1)
+
+    assert cap.peak_running == 2 and 0 < cap.utilisation <= 1.0
+    assert rate.most_in_window == 5 and 0 < rate.used_share <= 1.0
+    assert _completed(scratch, "bench_sleep") == 10  # the second run reset the queue
+    assert limits.limit_problem(cap) is None and limits.limit_problem(rate) is None
+    assert limits.most_in_window([0.0, 0.5, 0.99, 1.0, 1.5], 1.0) == 3
+
+
 def test_memory_is_read_from_each_worker_process_with_its_tasks_in_flight(scratch: str) -> None:
     result = memory.measure_memory(scratch, in_flight_per_process=30, processes=2, sleep_s=2.0)
 
@@ -231,6 +251,47 @@ def test_edits_under_bulk_work_get_priority_8_and_their_robot_answer(scratch: st
     )
     assert answers == [f"EDIT {n}" for n in range(5)]
     assert _completed(scratch, "bench_sleep") == 1100
+
+
+def test_cancel_latency_has_one_sample_per_cancelled_handler(scratch: str) -> None:
+    result = cancel.measure_cancel_latency(scratch, tasks=3, processes=2)
+
+    assert (result.tasks, result.processes, result.cancelled_unspent) == (3, 2, 3)
+    assert 0 < result.p50_ms <= result.max_ms
+    assert cancel.cancel_problem(result) is None
+    assert _one(scratch, "SELECT count(*) FROM websurfing_task_queue") == 3
+
+
+def test_a_small_tenants_edits_are_answered_while_a_paste_keeps_the_robots_busy(
+    scratch: str,
+) -> None:
+    result = fairness.measure_fair_latency(
+        scratch,
+        rows=300,
+        edits=3,
+        sleep_s=0.3,
+        processes=1,
+        edit_delay_s=0.1,
+        edit_interval_s=0.2,
+    )
+
+    assert (result.rows, result.edits) == (300, 3)
+    assert 0 < result.p50_ms <= result.max_ms
+    assert result.big_tenant_per_s > 0  # the paste's robots went on meanwhile
+    assert result.slots_per_s == 1 * 5 / 0.3
+    keys = _one(
+        scratch,
+        "SELECT array_agg(DISTINCT fairness_key ORDER BY fairness_key)"
+        " FROM websurfing_task_queue WHERE task_type = 'bench_slow_llm'",
+    )
+    assert len(keys) == 2  # the two people, from the edits' authors
+
+
+def test_no_op_throughput_with_many_keys_runs_every_task(scratch: str) -> None:
+    result = fairness.measure_key_throughput(scratch, tasks=300, keys=50, processes=1)
+
+    assert result.keys == 50 and result.throughput.tasks == 300
+    assert _one(scratch, "SELECT count(DISTINCT fairness_key) FROM websurfing_task_queue") == 50
 
 
 def test_run_benchmark_reports_the_waiting_robot_rows(pg_server: str) -> None:

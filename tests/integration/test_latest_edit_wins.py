@@ -7,7 +7,8 @@ queue.record_robot_events in one transaction, as the worker's recorder does) in
 various orders. Whatever the order, every robot cell must end with the output of the
 second edit, and every result of the first edit recorded after it must be in the audit
 trail as superseded. Small tables get hash joins and hid the bug; the forced
-nested-loop variant reproduces the plan a big table gets.
+nested-loop variant reproduces the plan a big table gets. Since 0027 the second round
+also asks the first round's running tasks to stop, so none of their results is written.
 """
 
 from __future__ import annotations
@@ -117,11 +118,26 @@ def plans(request: pytest.FixtureRequest, conn: psycopg.Connection[Any]) -> Iter
     conn.execute("RESET ALL")
 
 
-def _two_rounds(conn: psycopg.Connection[Any], sheet: Sheet) -> tuple[list[Task], list[Task]]:
+def _two_rounds(
+    conn: psycopg.Connection[Any], sheet: Sheet, *, cancels: bool = False
+) -> tuple[list[Task], list[Task]]:
+    """Two rounds of edits, each round's tasks claimed.
+
+    The second round also asks the first round's running tasks to stop (0027), which
+    makes every older result a cancellation whatever the order. Unless ``cancels``, those
+    requests are withdrawn, so that the recording rules (input_version) are tested alone:
+    they are what still holds where no cancel applies.
+    """
     rows = range(1, EDITED + 1)
     _edit_round(conn, sheet, rows, "old")
     older = claim(conn, WORKER, [OPERATOR], 1000)
     _edit_round(conn, sheet, rows, "new")
+    if not cancels:
+        conn.execute(
+            "UPDATE websurfing_task_queue SET cancel_requested_at = NULL, error_message = NULL"
+            " WHERE id = ANY(%s)",
+            ([t.id for t in older],),
+        )
     newer = claim(conn, WORKER, [OPERATOR], 1000)
     assert (len(older), len(newer)) == (EDITED, EDITED)
     return older, newer
@@ -187,6 +203,30 @@ def test_the_latest_edit_wins_whatever_order_results_are_recorded_in(
     assert expected, "this order never records an older result after the newer one"
     assert all(ok for _, ok, _ in superseded)  # the handler succeeded; not written
     assert all("superseded by a newer edit" in reason for _, _, reason in superseded)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_older_results_of_tasks_a_newer_edit_superseded_are_never_written(
+    conn: psycopg.Connection[Any], sheet: Sheet, order: str
+) -> None:
+    older, newer = _two_rounds(conn, sheet, cancels=True)
+
+    for batch in ORDERS[order](older, newer):
+        _record(conn, [_shout(t) for t in batch])
+
+    contents = _robot_contents(conn, sheet)
+    assert contents == {row: f"NEW-{row}" for row in range(1, EDITED + 1)}
+    statuses = conn.execute(
+        "SELECT status, attempts, count(*) FROM websurfing_task_queue GROUP BY 1, 2 ORDER BY 1"
+    ).fetchall()
+    assert statuses == [("cancelled", 0, EDITED), ("completed", 1, EDITED)]
+    superseded = _superseded(conn)
+    assert sorted(text for text, _, _ in superseded) == sorted(
+        str(o.payload["input"]) for o in older
+    )
+    assert all(
+        not ok and reason.startswith("superseded while running") for _, ok, reason in superseded
+    )
 
 
 def test_an_older_result_recorded_first_is_overwritten_by_the_newer(

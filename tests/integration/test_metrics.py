@@ -141,6 +141,10 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
 
     worker.wait_for(both_serving, "both worker processes to serve")
 
+    # a limit that holds every task of its operator back (max 0 running)
+    conn.execute(
+        "INSERT INTO websurfing_task_limit (task_type, max_running) VALUES ('elsewhere', 0)"
+    )
     conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for)"
         " SELECT t, '{}', now() + CASE WHEN t = 'noop' AND n > 300 THEN interval '1 hour'"
@@ -156,7 +160,10 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
             text, "websurf_tasks_finished_total", task_type="fails_once", outcome="completed"
         )
         depth = sample(text, "websurf_queue_depth", task_type="elsewhere")
-        return text if done == 3 and depth == 2 else None
+        held = sample(text, "websurf_limit_waiting", operator="elsewhere", key="")
+        # what stays pending: 2 'elsewhere' and 3 later 'noop', all of no fairness key
+        backlog = sample(text, "websurf_queue_key_backlog", rank="1")
+        return text if done == 3 and depth == 2 and backlog == 5 and held == 2 else None
 
     def seen() -> str:  # what was seen, should it time out: it did once in CI, unexplained
         status, body = get(port, "/metrics")
@@ -183,7 +190,11 @@ def test_a_worker_daemon_serves_metrics_summed_over_its_processes(
         == 300
     )
     assert sample(text, "websurf_queue_scheduled", task_type="noop") == 3
+    assert sample(text, "websurf_queue_keys") == 1
+    assert sample(text, "websurf_queue_key_backlog", rank="2") == 0
     assert sample(text, "websurf_worker_processes") == 2
+    assert sample(text, "websurf_limit_throttled", operator="elsewhere", key="") == 1
+    assert sample(text, "websurf_limit_running", operator="elsewhere", key="") == 0
 
     assert worker.stop() == 0
     lines = worker.log().splitlines()

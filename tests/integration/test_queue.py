@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from support.waiting import wait_for
 
 from websurf.sql import QUERIES
 from websurf.worker.core.model import Outcome, Status
@@ -29,6 +30,7 @@ from websurf.worker.core.queue import (
 from websurf.worker.core.registry import Context, Registry, Task
 
 WORKER = "test-host/0/abc"
+DEADLINE_S = 30.0
 NOTIFY_WAIT_S = 5.0
 
 
@@ -617,6 +619,15 @@ def _new_tasks(
     return [data for channel, data in _notifications(listen, sender) if channel == "new_task"]
 
 
+def _waiting_for_a_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Whether another session of this database waits for a lock."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def _tasks(conn: psycopg.Connection[Any], key: str) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT id, status, payload, priority, unique_key, error_message"
@@ -709,13 +720,67 @@ def test_a_retry_behind_a_newer_pending_task_is_cancelled_as_superseded(
 def test_a_retry_alone_gives_its_key_up(conn: psycopg.Connection[Any]) -> None:
     enqueue(conn, "alpha", {"k": "g", "v": 1}, unique_key="g")
     [task] = claim(conn, WORKER, ["alpha"], 10)
+    run_at = datetime.now(UTC) + timedelta(seconds=30)
 
-    finish(conn, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
+    finish(conn, WORKER, [Outcome(task, Status.PENDING, "alpha", error="boom", run_at=run_at)])
     newer = enqueue(conn, "alpha", {"k": "g", "v": 2}, unique_key="g")
 
     rows = {row[0]: row for row in _tasks(conn, "g")}
     assert rows[task.id][1:5:3] == ("pending", None)  # runs again, keyless
     assert rows[newer][1:5:3] == ("pending", "g")
+
+
+# A hand-back (no room to start it, a stop) and a put-back (Snooze: the per-host wait of
+# web_title) are not attempts: the task is pending again as if never claimed.
+HAND_BACKS = {
+    "handed back": lambda: None,
+    "put back for later": lambda: datetime.now(UTC) + timedelta(seconds=30),
+}
+
+
+@pytest.mark.parametrize("due", HAND_BACKS.values(), ids=HAND_BACKS.keys())
+def test_a_task_handed_back_keeps_its_key_so_a_newer_request_replaces_it(
+    conn: psycopg.Connection[Any], due: Callable[[], datetime | None]
+) -> None:
+    first = enqueue(conn, "alpha", {"k": "h", "v": 1}, unique_key="cell:h")
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+
+    finish(conn, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True, run_at=due())])
+    newer = enqueue(conn, "alpha", {"k": "h", "v": 2}, unique_key="cell:h")
+
+    assert newer == first
+    [(_, status, payload, _, key, _)] = _tasks(conn, "h")
+    assert (status, payload, key) == ("pending", {"k": "h", "v": 2}, "cell:h")
+
+
+def test_deleting_the_cell_cancels_its_handed_back_task(
+    conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+) -> None:
+    cell = make_cell()
+    task_id = enqueue(conn, "alpha", {"cell_id": cell}, unique_key=f"cell:{cell}")
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+    finish(conn, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
+
+    conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (cell,))
+
+    row = _task_row(conn, task_id)
+    assert row["status"] == "cancelled"
+    assert "its cell was deleted" in row["error_message"]
+
+
+def test_a_hand_back_behind_a_newer_pending_task_is_cancelled_as_superseded(
+    conn: psycopg.Connection[Any],
+) -> None:
+    enqueue(conn, "alpha", {"k": "b", "v": 1}, unique_key="b")
+    [task] = claim(conn, WORKER, ["alpha"], 10)
+    newer = enqueue(conn, "alpha", {"k": "b", "v": 2}, unique_key="b")
+
+    assert finish(conn, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
+
+    rows = {row[0]: row for row in _tasks(conn, "b")}
+    assert rows[task.id][1] == "cancelled"
+    assert "superseded" in rows[task.id][5]
+    assert rows[newer][1:5:3] == ("pending", "b")
 
 
 def test_admin_retry_of_a_failed_keyed_task_never_collides(
@@ -734,27 +799,98 @@ def test_admin_retry_of_a_failed_keyed_task_never_collides(
     assert rows[newer][1] == "pending"
 
 
-def test_a_retry_racing_an_uncommitted_insert_of_its_key_never_fails(
-    database_url: str,
-) -> None:
-    """A unique violation in the retry's UPDATE would abort a whole batch of finishes."""
+Sessions = tuple[psycopg.Connection[Any], psycopg.Connection[Any], psycopg.Connection[Any]]
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[Sessions]:
+    """Three sessions: one in autocommit, a worker's, and another producer's."""
     with (
         psycopg.connect(database_url, autocommit=True) as setup,
-        psycopg.connect(database_url) as retrying,
+        psycopg.connect(database_url) as finishing,
         psycopg.connect(database_url) as inserting,
     ):
-        enqueue(setup, "alpha", {"k": "race", "v": 1}, unique_key="race")
-        [task] = claim(setup, WORKER, ["alpha"], 10)
-        # A newer request, not committed yet: invisible to the retry's check.
-        newer = enqueue(inserting, "alpha", {"k": "race", "v": 2}, unique_key="race")
+        yield setup, finishing, inserting
 
-        finish(retrying, WORKER, [Outcome(task, Status.PENDING, "alpha", handed_back=True)])
+
+def test_a_retry_racing_an_uncommitted_insert_of_its_key_never_fails(sessions: Sessions) -> None:
+    """A unique violation in the retry's UPDATE would abort a whole batch of finishes."""
+    setup, retrying, inserting = sessions
+    enqueue(setup, "alpha", {"k": "race", "v": 1}, unique_key="race")
+    [task] = claim(setup, WORKER, ["alpha"], 10)
+    # A newer request, not committed yet: invisible to the retry's check.
+    newer = enqueue(inserting, "alpha", {"k": "race", "v": 2}, unique_key="race")
+    run_at = datetime.now(UTC) + timedelta(seconds=30)
+
+    # The newer request also asks the running task to stop (0027): a row write the
+    # retry's finish waits for, so the finish runs on a thread of its own.
+
+    def retry() -> None:
+        finish(retrying, WORKER, [Outcome(task, Status.PENDING, "alpha", error="x", run_at=run_at)])
         retrying.commit()
-        inserting.commit()
 
-        rows = {row[0]: row for row in _tasks(setup, "race")}
-        assert rows[task.id][1:5:3] == ("pending", None)
-        assert rows[newer][1:5:3] == ("pending", "race")
+    thread = threading.Thread(target=retry)
+    thread.start()
+    wait_for(lambda: _waiting_for_a_lock(setup), "the retry to wait for the insert")
+    inserting.commit()
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive()
+
+    rows = {row[0]: row for row in _tasks(setup, "race")}
+    assert rows[task.id][1] == "cancelled"  # superseded while it ran
+    assert rows[newer][1:5:3] == ("pending", "race")
+
+
+def test_a_hand_back_racing_an_uncommitted_insert_of_its_key_never_fails(
+    sessions: Sessions,
+) -> None:
+    """The hand-back waits for the insert, then steps aside; its batch is not aborted."""
+    setup, handing_back, inserting = sessions
+    enqueue(setup, "alpha", {"k": "hb", "v": 1}, unique_key="hb")
+    enqueue(setup, "alpha", {"k": "hb-other"})
+    tasks = claim(setup, WORKER, ["alpha"], 10)
+    [task] = [t for t in tasks if t.payload["k"] == "hb"]
+    # A newer request, not committed yet: invisible to the hand-back's check.
+    newer = enqueue(inserting, "alpha", {"k": "hb", "v": 2}, unique_key="hb")
+    outcomes = [
+        Outcome(t, Status.PENDING, "alpha", handed_back=True)
+        if t is task
+        else Outcome(t, Status.COMPLETED, "alpha")
+        for t in tasks
+    ]
+    recorded: list[set[uuid.UUID]] = []
+    failed: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            with handing_back.transaction():
+                recorded.append(finish(handing_back, WORKER, outcomes))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    wait_for(
+        lambda: (
+            _count(
+                setup,
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                handing_back.info.backend_pid,
+            )
+            == 1
+        ),
+        "the hand-back to wait for the uncommitted insert",
+    )
+    inserting.commit()
+    thread.join(timeout=30)
+
+    assert failed == []
+    assert recorded == [{t.id for t in tasks}]
+    rows = {row[0]: row for row in _tasks(setup, "hb")}
+    assert rows[task.id][1] == "cancelled"
+    assert "superseded" in rows[task.id][5]
+    assert rows[newer][1:5:3] == ("pending", "hb")
+    assert {row[1] for row in _tasks(setup, "hb-other")} == {"completed"}
 
 
 def test_an_empty_key_is_refused(conn: psycopg.Connection[Any]) -> None:

@@ -184,6 +184,7 @@ def test_a_batch_of_results_finds_its_cells_by_key_on_a_big_sheet(
         "errors": [None] * n,
         "writes": [True] * n,
         "versions": [None] * n,
+        "cancelled": None,
         "contents": ["X"] * n,
     }
 

@@ -22,6 +22,8 @@ import pytest
 from psycopg import conninfo, errors, sql
 from support.daemon import Daemons
 
+from websurf.worker.core.model import Outcome, Status
+from websurf.worker.core.queue import claim, enqueue, finish
 from websurf.worker.core.snapshot import status_snapshot
 from websurf.worker.maintenance import pruner
 
@@ -120,7 +122,7 @@ def test_the_worker_role_reads_status_and_prunes(
     [
         "CREATE TABLE websurfing_mine (id int)",
         "ALTER TABLE websurfing_task_queue ADD COLUMN extra int",
-        "DROP INDEX task_queue_processing_idx",
+        "DROP INDEX task_queue_fair_idx",
         "CREATE TABLE websurf.mine (id int)",
         "TRUNCATE websurfing_task_queue",
         "SELECT email FROM websurfing_user",
@@ -136,3 +138,17 @@ def test_the_worker_role_cannot_change_the_schema_or_read_peoples_data(
         pytest.raises(errors.InsufficientPrivilege),
     ):
         worker.execute(statement)
+
+
+def test_a_hand_back_by_the_worker_role_keeps_the_tasks_key(
+    worker_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    task_id = enqueue(conn, "noop", {"n": 1}, unique_key="cell:role")
+    with psycopg.connect(worker_url, autocommit=True) as worker:
+        [task] = claim(worker, "role-test", ["noop"], 1)
+        finish(worker, "role-test", [Outcome(task, Status.PENDING, "noop", handed_back=True)])
+
+    row = conn.execute(
+        "SELECT status, attempts, unique_key FROM websurfing_task_queue WHERE id = %s", (task_id,)
+    ).fetchone()
+    assert row == ("pending", 0, "cell:role")

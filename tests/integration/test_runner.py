@@ -8,7 +8,6 @@ would see in the database. ``request_stop`` ends it, as SIGTERM does.
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from support.serving import Serving
 from support.waiting import wait_for
 
 from websurf.sql import QUERIES
@@ -154,26 +154,9 @@ def gate() -> Iterator[Gate]:
 @pytest.fixture
 def serve(database_url: str, gate: Gate) -> Iterator[Serve]:
     """Boot and serve a Runner on a thread; stop and join it at the end of the test."""
-    started: list[tuple[Runner, threading.Thread]] = []
-
-    def start(worker_id: str = "test/0/runner", **settings: Any) -> Runner:
-        settings.setdefault("poll_interval_s", 0.2)
-        config = WorkerConfig(database_url=database_url, **settings)
-        runner = Runner(config, worker_id, registry=_registry(gate))
-        runner.boot()
-        thread = threading.Thread(target=runner.serve, name=f"serve-{worker_id}")
-        thread.start()
-        started.append((runner, thread))
-        return runner
-
-    yield start
-    for runner, thread in started:
-        runner.request_stop()
-        runner.request_stop()
-        thread.join(DEADLINE_S)
-        if thread.is_alive():
-            faulthandler.dump_traceback()  # where it is stuck, for whoever reads the failure
-        assert not thread.is_alive(), "the runner did not stop"
+    serving = Serving(database_url, lambda: _registry(gate))
+    yield serving.start
+    serving.close()
 
 
 def _task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> dict[str, Any]:

@@ -359,3 +359,37 @@ def test_a_schedule_written_wrongly_by_hand_does_not_stop_the_others(
     scheduler.run_once(conn, T0 + timedelta(hours=1))
     assert len(tasks(conn, "t_good")) == 1
     assert tasks(conn, "t_bad") == []
+
+
+def test_every_due_schedule_runs_in_its_tick_however_many_there_are(
+    conn: psycopg.Connection[Any],
+) -> None:
+    count = scheduler.DUE_LIMIT * 2 + 50  # more than two batches
+    for n in range(count):
+        add(conn, Spec(f"minutely-{n}", "t_many", every=timedelta(minutes=1)))
+
+    counts = scheduler.run_once(conn, T0 + timedelta(minutes=1, seconds=1))
+
+    assert counts.enqueued == count
+    assert counts.skipped == 0
+    assert len(tasks(conn, "t_many")) == count
+    assert {r["next_run_at"] for r in schedules.list_schedules(conn)} == {T0 + timedelta(minutes=2)}
+
+
+def test_a_batch_full_of_schedules_that_cannot_run_does_not_hold_back_the_rest(
+    conn: psycopg.Connection[Any],
+) -> None:
+    for n in range(4):  # due before the good ones, so they fill the first batches
+        conn.execute(
+            "INSERT INTO websurf.schedule (name, cron, task_type, next_run_at)"
+            " VALUES (%s, '0 99 * * *', 't_bad', %s)",
+            (f"bad-{n}", T0 - timedelta(hours=1)),
+        )
+    for n in range(5):
+        add(conn, Spec(f"good-{n}", "t_good", every=timedelta(minutes=1)))
+
+    counts = scheduler.run_once(conn, T0 + timedelta(minutes=1, seconds=1), limit=3)
+
+    assert counts.enqueued == 5
+    assert len(tasks(conn, "t_good")) == 5
+    assert tasks(conn, "t_bad") == []

@@ -33,6 +33,7 @@ INDEXED_QUERIES: dict[
     str, dict[str, Any]
 ] = {  # websurf status, and websurf tasks list with and without filters
     "count_pending_by_type": {},
+    "count_pending_by_key": {"limit": 10},
     "count_processing_by_type": {},
     "count_finished_by_type": {"window_s": 3600.0},
     "completed_throughput": {},
@@ -54,6 +55,7 @@ INDEXED_QUERIES: dict[
     },
     "prune_finished_tasks": {"cutoff": BEFORE_ALL_ROWS, "limit": 1000},
     "prune_cancelled_tasks": {"cutoff": BEFORE_ALL_ROWS, "limit": 1000},
+    "promote_due_tasks": {"now": None, "limit": 1000},
 }
 
 

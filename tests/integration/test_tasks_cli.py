@@ -2,7 +2,8 @@
 
 What a user would notice: the listing filters by state and type; show prints the task
 and its attempts' audit rows; retry puts a failed task back (with one more attempt and
-a wake-up for the workers) and cancel stops a pending one; an unknown, malformed or
+a wake-up for the workers) and cancel stops a pending one (a running one:
+tests/integration/test_cancel.py); an unknown, malformed or
 wrong-state id gets one clear line and a non-zero exit, and changes nothing.
 """
 
@@ -139,8 +140,8 @@ def test_cancel_stops_a_pending_task(conn: psycopg.Connection[Any], database_url
     [
         ("retry", "completed", "is completed: only a failed or cancelled task can be retried"),
         ("retry", "pending", "is pending: only a failed or cancelled task can be retried"),
-        ("cancel", "processing", "is processing: only a pending task can be cancelled"),
-        ("cancel", "failed", "is failed: only a pending task can be cancelled"),
+        ("cancel", "completed", "is completed: only a pending or running task can be cancelled"),
+        ("cancel", "failed", "is failed: only a pending or running task can be cancelled"),
     ],
 )
 def test_a_task_in_the_wrong_state_is_refused_and_left_alone(

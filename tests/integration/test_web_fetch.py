@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import shutil
 import ssl
@@ -36,13 +37,22 @@ from support.waiting import wait_for
 
 from websurf.worker.app.operators import web, web_fetch
 from websurf.worker.app.operators.web import FetchFailed, FetchPolicy, FetchRefused, fetch
-from websurf.worker.core.registry import Context, PermanentError, Result, Snooze, Task, registry
+from websurf.worker.core.registry import (
+    Context,
+    PermanentError,
+    Result,
+    SlowDown,
+    Snooze,
+    Task,
+    registry,
+)
 
 LOOPBACK = FetchPolicy(allow_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 BIG_BYTES = 2 * 1024 * 1024
 DRIP_BYTES = 60  # a dripping server would take a minute to send its page
 SLOW_PAGE_S = 0.1  # /gated takes this long to answer
 SERVER_WAIT_S = 10.0  # a held request is let go after this long, whatever the test does
+ANGLES = b"<" * web_fetch.MAX_BYTES  # about two seconds of HTML parsing
 T = TypeVar("T")
 
 
@@ -96,10 +106,16 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
                 self._redirect("/loop")
             elif self.path == "/big":
                 self._send(200, b"<html>" + b" " * BIG_BYTES + b"<title>too far</title>")
+            elif self.path == "/angles":  # slow to parse: a megabyte of tag openings
+                self._send(200, ANGLES)
             elif self.path == "/plain":
                 self._send(200, b"<title>not html</title>", "utf-8", "text/plain")
             elif self.path == "/broken":
                 self._send(503, b"busy")
+            elif self.path == "/busy-for-a-minute":
+                self._send(503, b"busy", extra={"Retry-After": "60"})
+            elif self.path == "/too-many":
+                self._send(429, b"slow down")
             elif self.path == "/close":
                 self.close_connection = True
                 self._send(200, b"<title>Closing</title>", extra={"Connection": "close"})
@@ -454,6 +470,15 @@ def test_status_and_content_type_decide_what_is_written(site: Site) -> None:
     assert run(fetch(site.base + "/plain", LOOPBACK)).title is None
 
 
+def test_429_and_503_with_retry_after_ask_every_worker_to_slow_down(site: Site) -> None:
+    with pytest.raises(SlowDown, match="answered 503, retry after 60s") as asked:
+        run(fetch(site.base + "/busy-for-a-minute", LOOPBACK))
+    assert asked.value.retry_after == 60.0
+    with pytest.raises(SlowDown, match="answered 429") as asked:
+        run(fetch(site.base + "/too-many", LOOPBACK))
+    assert asked.value.retry_after == 30.0  # no Retry-After: a default pause
+
+
 def test_the_charset_comes_from_the_header_or_the_page(site: Site) -> None:
     assert run(fetch(site.base + "/latin1", LOOPBACK)).title == "Crème brûlée"
     assert run(fetch(site.base + "/meta-charset", LOOPBACK)).title == "“Quotes”"
@@ -504,6 +529,79 @@ def test_a_task_that_waits_too_long_for_a_host_slot_snoozes(site: Site) -> None:
 
     assert run(crowded()) == "Held"
     assert [path for path, _ in site.requests] == ["/held"]  # the snoozed fetch sent nothing
+
+
+def test_waiting_for_a_host_slot_does_not_spend_the_fetch_timeout(site: Site) -> None:
+    policy = FetchPolicy(
+        allow_networks=LOOPBACK.allow_networks, per_host=1, slot_wait_s=10, timeout_s=1.0
+    )
+    patient = dataclasses.replace(policy, timeout_s=SERVER_WAIT_S)  # for the held request
+
+    async def queued() -> list[str | None]:
+        first = asyncio.create_task(fetch(site.base + "/held", patient))
+        await asyncio.to_thread(wait_for, lambda: site.requests, "the held request", 5.0)
+        second = asyncio.create_task(fetch(site.base + "/page", policy))
+        # The host stays busy for longer than the second fetch's whole timeout: it waits
+        # for the slot, and only the fetch itself is timed.
+        await asyncio.sleep(policy.timeout_s * 1.5)
+        site.release.set()
+        return [(await first).title, (await second).title]
+
+    assert run(queued()) == ["Held", "Café & tea"]
+
+
+def test_a_slot_wait_that_would_pass_the_task_deadline_snoozes_instead(site: Site) -> None:
+    """Timing out would spend an attempt; a snooze does not."""
+    policy = FetchPolicy(
+        allow_networks=LOOPBACK.allow_networks, per_host=1, slot_wait_s=10, timeout_s=1.0
+    )
+    patient = dataclasses.replace(policy, timeout_s=SERVER_WAIT_S)  # for the held request
+
+    async def crowded() -> str | None:
+        first = asyncio.create_task(fetch(site.base + "/held", patient))
+        await asyncio.to_thread(wait_for, lambda: site.requests, "the held request", 5.0)
+        # 1.5 s to the task's deadline, 1 s of it for the fetch: 0.5 s to wait for a slot.
+        with pytest.raises(Snooze):
+            await fetch(site.base + "/page", policy, deadline=time.monotonic() + 1.5)
+        site.release.set()
+        return (await first).title
+
+    assert run(crowded()) == "Held"
+
+
+def test_a_page_slow_to_parse_does_not_stall_the_other_tasks(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The title is parsed off the event loop: other tasks of the process keep running."""
+    monkeypatch.setenv(web.ALLOW_ENV, "127.0.0.1/32")
+    started = time.perf_counter()
+    assert web_fetch.page_title(ANGLES, None) is None
+    parse_s = time.perf_counter() - started  # what one parse costs here, on any thread
+
+    async def title_while_ticking() -> tuple[Result, float]:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def tick() -> None:  # another task of the process: a quick step each 10 ms
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        try:
+            result = await web.web_title(_task({"url": f"{site.base}/angles"}), _context())
+        finally:
+            done.set()
+            await ticker
+        return result, max(gaps)
+
+    result, longest_gap = run(title_while_ticking())
+
+    assert result.cell_content == ""  # no title on that page
+    assert longest_gap < parse_s / 3, (longest_gap, parse_s)
 
 
 def test_the_per_host_limit_is_configured_in_the_environment(

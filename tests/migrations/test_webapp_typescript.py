@@ -7,7 +7,8 @@ What it covers (see also the README section "TypeScript for the web app"):
 * tests/migrations/webapp/driver_check.ts, compiled with the pinned TypeScript and run
   by Node against a database websurf migrated, once through postgres-js and once
   through node-postgres (Drizzle, ``casing: "snake_case"``): an edit without an author is
-  refused and ``isCellAuthorError`` recognises it (and not another error);
+  refused and ``isCellAuthorError`` recognises it (and not another error), as it does
+  the refusal of a delete without an author (constraint ``cell_change_author``);
   ``withAuthor`` commits the edit with its audit row (edit type passed through) and its
   robot task, whose payload reads through the exported types; a throw inside it rolls
   the edit back; the new relations (a column's source column and the columns it feeds,
@@ -20,6 +21,7 @@ Run: ``WEBSURF_TEST_DATABASE_URL=… .venv/bin/pytest tests/migrations/test_weba
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -33,6 +35,14 @@ from websurf.worker.app import sheets
 pytestmark = pytest.mark.node
 
 WEBAPP_DIR = Path(__file__).resolve().parent / "webapp"
+README = Path(__file__).resolve().parents[2] / "README.md"
+CLIENT_FILE = "// src/server/db/index.ts"  # the first line of the README's client snippet
+# What the T3 app's `~/env` gives the client, for Node. In development the client keeps
+# its pool on globalThis, where driver_check.ts finds it to close it.
+ENV_MODULE = (
+    "export const env = {"
+    ' DATABASE_URL: process.env.DATABASE_URL ?? "", NODE_ENV: "development" };\n'
+)
 
 
 @pytest.mark.parametrize("config", ["tsconfig.json", "tsconfig.bare.json"])
@@ -65,12 +75,25 @@ def _fixture(url: str) -> dict[str, str]:
     }
 
 
+def _readme_client() -> str:
+    """The README's Drizzle client, with its two imports pointed at files Node can load
+    (the app's bundler resolves ``~/env`` and ``./schema``; NodeNext wants ``.js``)."""
+    blocks = re.findall(r"```ts\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    (client,) = [block for block in blocks if block.startswith(CLIENT_FILE)]
+    assert 'casing: "snake_case"' in client
+    return client.replace('from "~/env"', 'from "./env.js"').replace(
+        'from "./schema"', 'from "./schema.js"'
+    )
+
+
 def test_the_author_helper_works_with_postgres_js_and_node_postgres(
     toolchain: Any, tmp_path: Path, database_url: str
 ) -> None:
     work = toolchain.project(tmp_path)
     for name in ("driver_check.ts", "tsconfig.check.json"):
         shutil.copy2(WEBAPP_DIR / name, work / name)
+    (work / "db.ts").write_text(_readme_client(), encoding="utf-8")
+    (work / "env.ts").write_text(ENV_MODULE, encoding="utf-8")
     toolchain.run(
         [*toolchain.bin("typescript", "bin/tsc"), "-p", "tsconfig.check.json"],
         work,
@@ -90,6 +113,7 @@ def test_the_author_helper_works_with_postgres_js_and_node_postgres(
     for seen in report["results"]:
         driver = seen["driver"]
         assert seen["anonymousEdit"] == "refused: cell author error", driver
+        assert seen["anonymousDelete"] == "refused: cell author error", driver
         assert seen["otherError"] == "not an author error", driver
         assert seen["withAuthorReturned"] == "done", driver
         assert seen["auditRow"] == {"userId": fixture["userId"], "editType": "paste"}, driver
@@ -106,6 +130,8 @@ def test_the_author_helper_works_with_postgres_js_and_node_postgres(
             "sessionCount": 1,
         }, driver
     assert report["notificationType"] == ["cell_id", "column_id", "row_number", "spreadsheet_id"]
+    assert report["readmeClient"] == "ts@example.test"
+    assert 'column "emailVerified" does not exist' in report["withoutCasing"]
     # The second edit coalesced into the first one's pending task: one task, latest input.
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT payload->>'input' FROM websurfing_task_queue").fetchall()

@@ -35,6 +35,19 @@ def new_column(conn: psycopg.Connection[Any], owner: str) -> tuple[str, str]:
     return str(sheet), str(column)
 
 
+def robot_sheet(conn: psycopg.Connection[Any], owner: str, operator: str) -> tuple[str, str, str]:
+    """A spreadsheet of ``owner`` with a source column and a robot column of ``operator``
+    over it; returns (spreadsheet id, source column id, robot column id)."""
+    sheet, source = new_column(conn, owner)
+    [(robot,)] = conn.execute(
+        "INSERT INTO websurfing_column"
+        " (spreadsheet_id, position, title, operator_type, source_column_id)"
+        " VALUES (%s, 1, 'robot', %s, %s) RETURNING id",
+        (sheet, operator, source),
+    ).fetchall()
+    return sheet, source, str(robot)
+
+
 def column_of_cells(url: str, count: int) -> list[str]:
     """A new user's spreadsheet with one column of ``count`` empty cells; their ids by row."""
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():

@@ -13,10 +13,13 @@ from websurf.worker.core.registry import (
     TIMEOUT_S,
     Backoff,
     Context,
+    Limit,
     OperatorError,
     PermanentError,
     Registry,
     Result,
+    SlowDown,
+    Snooze,
     Task,
     load_operators,
     registry,
@@ -147,3 +150,27 @@ def test_load_operators_names_the_module_it_cannot_import() -> None:
     assert "'no_such_module_websurf_test'" in message
     assert "ModuleNotFoundError" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        (Limit(), "needs a maximum running at once, a rate, or both"),
+        (Limit(rate=5), "a rate needs its period"),
+        (Limit(max_running=1, burst=2), "a burst needs a rate"),
+        (Limit(rate=5, per_s=float("nan")), "a period must be more than 0"),
+        (Limit(key="", max_running=1), "1 to 255 characters"),
+        ([Limit(max_running=1), Limit(max_running=2)], "two limits for the same key"),
+    ],
+)
+def test_bad_limits_are_refused_when_the_operator_registers(limits: Any, message: str) -> None:
+    with pytest.raises(OperatorError, match=message):
+        Registry().register("x", lambda task, context: None, limits=limits)
+
+
+def test_limits_are_kept_as_a_tuple_and_slow_down_is_a_snooze_with_a_cap() -> None:
+    op = Registry().register("x", lambda task, context: None, limits=Limit(max_running=2))
+
+    assert op.limits == (Limit(max_running=2),)
+    assert isinstance(SlowDown(30), Snooze) and SlowDown(30).delay_s == 30
+    assert SlowDown(10**9).retry_after == 86_400.0 and SlowDown(-5).retry_after == 0.0

@@ -109,3 +109,16 @@ def test_drained_operators_are_left_out_and_all_drained_means_no_claim() -> None
 
     assert claims == [(["a1", "a2"], 99)] and not starved
     assert nothing == [] and not still_starved  # nothing to claim, and no pool waits for room
+
+
+def test_a_limited_operator_is_claimed_on_its_own_never_in_a_shared_claim() -> None:
+    slots = _slots()
+    slots.limited = frozenset({"a2", "p1"})
+
+    idle, _ = slots.claims(stuck_threads=0, limit=500)
+    slots.started(slots.operators["a1"])
+    busy, _ = slots.claims(stuck_threads=0, limit=500)
+
+    # idle: one claim over the unlimited pools, then each limited operator alone
+    assert idle == [(["a1", "capped", "p2"], 3), (["a2"], 100), (["p1"], 4)]
+    assert busy == [(["capped"], 3), (["p2"], 4), (["a1"], 99), (["a2"], 99), (["p1"], 4)]

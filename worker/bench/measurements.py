@@ -11,6 +11,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from websurf.worker.bench.cancel import CancelLatency, cancel_problem, measure_cancel_latency
+from websurf.worker.bench.fairness import (
+    FairLatency,
+    KeyThroughput,
+    measure_fair_latency,
+    measure_key_throughput,
+)
 from websurf.worker.bench.harness import BULK_PRIORITY
 from websurf.worker.bench.latency import (
     EDIT_PRIORITY,
@@ -19,6 +26,13 @@ from websurf.worker.bench.latency import (
     measure_edit_priority,
     measure_pickup_latency,
     priority_problem,
+)
+from websurf.worker.bench.limits import (
+    CapRun,
+    RateRun,
+    limit_problem,
+    measure_cap,
+    measure_rate,
 )
 from websurf.worker.bench.memory import Memory, measure_memory
 from websurf.worker.bench.options import SLEEP_S, BenchOptions
@@ -145,6 +159,64 @@ def _priority_check(runs: list[EditPriority]) -> str:
     )
 
 
+def _cap_label(run: CapRun) -> str:
+    return (
+        f"cap of {run.cap}, {run.sleep_s:g} s handlers, {run.tasks} tasks,"
+        f" {run.daemons} daemons x {plural(run.processes, 'process')}"
+    )
+
+
+def _rate_label(run: RateRun) -> str:
+    return (
+        f"rate of {run.rate} per {run.period_s:g} s, {run.tasks} tasks,"
+        f" {run.daemons} daemons x {plural(run.processes, 'process')}"
+    )
+
+
+def _limits_check(runs: list[CapRun | RateRun]) -> str:
+    return (
+        "limits: no moment with more tasks running than the cap, no window of the period"
+        " with more claims than the rate (counted from the tasks' rows)"
+    )
+
+
+def _cancel_problem(result: CancelLatency) -> str | None:
+    problem = cancel_problem(result)
+    return f"cancel latency: {problem}" if problem else None
+
+
+def _cancel_check(runs: list[CancelLatency]) -> str:
+    return (
+        "cancel latency: every cancelled task ended cancelled with no attempt spent ("
+        + ", ".join(f"{r.cancelled_unspent} of {r.tasks}" for r in runs)
+        + ")"
+    )
+
+
+def _fair_label(fair: FairLatency) -> str:
+    return (
+        f"small tenant's edit -> robot answer, big tenant's paste of {fair.rows:,} rows,"
+        f" robot {fair.sleep_s:g} s, concurrency 5 x {plural(fair.processes, 'process')}"
+    )
+
+
+def _fair_figures(fair: FairLatency) -> list[Figure]:
+    return [
+        *_percentiles(fair, ("p50", "max")),
+        ("p50 of edit -> robot started (the wait for a slot)", "ms", fair.start_p50_ms),
+        ("big tenant meanwhile", "tasks/s", fair.big_tenant_per_s),
+        ("what the slots allow", "tasks/s", fair.slots_per_s),
+        ("the paste's commit (robot tasks queued in it)", "s", fair.paste_s),
+    ]
+
+
+def _keys_label(result: KeyThroughput) -> str:
+    return (
+        f"no-op tasks, {result.throughput.tasks:,} over {plural(result.keys, 'fairness key')},"
+        f" {plural(result.throughput.processes, 'process')}"
+    )
+
+
 def _percentiles(result: Any, names: Sequence[str]) -> list[Figure]:
     return [(name, "ms", getattr(result, f"{name}_ms")) for name in names]
 
@@ -267,5 +339,100 @@ def measurements(o: BenchOptions) -> list[Measurement[Any]]:
             ),
             problem=_priority_problem,
             check=_priority_check,
+        ),
+        Measurement(
+            "limits",
+            "limit_cap",
+            run=partial(
+                measure_cap,
+                cap=o.limit_cap,
+                sleep_s=o.limit_sleep_s,
+                tasks=o.limit_cap_tasks,
+                daemons=o.daemons,
+                processes=o.daemon_processes,
+            ),
+            label=_cap_label,
+            figures=lambda cap: [
+                ("peak running", "tasks", float(cap.peak_running)),
+                ("utilisation of the cap", "%", 100 * cap.utilisation),
+            ],
+            progress=lambda _, cap: (
+                f"cap of {cap.cap}: peak {cap.peak_running} running,"
+                f" {cap.utilisation:.0%} of cap x run time used"
+            ),
+            problem=limit_problem,
+            check=_limits_check,
+            completed="limits",
+        ),
+        Measurement(
+            "limits",
+            "limit_rate",
+            run=partial(
+                measure_rate,
+                rate=o.limit_rate,
+                period_s=o.limit_period_s,
+                tasks=o.limit_rate_tasks,
+                daemons=o.daemons,
+                processes=o.daemon_processes,
+            ),
+            label=_rate_label,
+            figures=lambda rate: [
+                ("most started in any window", "tasks", float(rate.most_in_window)),
+                ("allowed starts used", "%", 100 * rate.used_share),
+            ],
+            progress=lambda _, rate: (
+                f"rate of {rate.rate}/{rate.period_s:g}s: at most {rate.most_in_window} in a"
+                f" window, {rate.used_share:.0%} of the allowed starts used"
+            ),
+            problem=limit_problem,
+            check=_limits_check,
+        ),
+        Measurement(
+            "cancel",
+            "cancel",
+            run=partial(measure_cancel_latency, tasks=o.cancel_tasks),
+            label=lambda result: (
+                f"cancel -> CancelledError of a running async handler,"
+                f" {plural(result.processes, 'process')}"
+            ),
+            figures=lambda result: _percentiles(result, ("p50", "max")),
+            progress=lambda _, result: (
+                f"cancel latency: p50 {result.p50_ms:.1f} ms, max {result.max_ms:.1f} ms"
+            ),
+            problem=_cancel_problem,
+            check=_cancel_check,
+        ),
+        Measurement(
+            "fairness",
+            "fairness",
+            run=partial(
+                measure_fair_latency,
+                rows=o.fair_rows,
+                edits=o.fair_edits,
+                sleep_s=o.fair_sleep_s,
+            ),
+            label=_fair_label,
+            figures=_fair_figures,
+            progress=lambda _, fair: (
+                f"small tenant under a paste: p50 {fair.p50_ms:,.0f} ms, max {fair.max_ms:,.0f}"
+                f" ms; big tenant {fair.big_tenant_per_s:.1f}/s of {fair.slots_per_s:g}/s"
+            ),
+        ),
+        *(
+            Measurement(
+                "fairness",
+                key,
+                run=partial(
+                    measure_key_throughput,
+                    tasks=o.fair_keys * o.fair_key_tasks,
+                    keys=keys,
+                    processes=o.cell_processes,
+                ),
+                label=_keys_label,
+                figures=lambda result: _rates(result.throughput),
+                progress=lambda label, result: _rates_line(label, result.throughput),
+                completed="no-op",
+            )
+            for key, keys in (("fair_one_key", 1), ("fair_keys", o.fair_keys))
         ),
     ]

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
+from websurf.worker.bench.dashboard import DashboardPages
 from websurf.worker.bench.options import BenchOptions
 from websurf.worker.bench.plan import ClaimPlan
 
@@ -79,6 +80,7 @@ class Report:
     load_at_end: float | None = None
     metrics: list[Metric] = field(default_factory=list)
     claim_plan: ClaimPlan | None = None
+    dashboard_pages: DashboardPages | None = None
     checks: list[str] = field(default_factory=list)  # what was verified
     problems: list[str] = field(default_factory=list)  # checks that failed
     runs: dict[str, list[Any]] = field(default_factory=dict)  # every run's dataclass
@@ -202,6 +204,14 @@ def render(report: Report) -> str:
     lines += ["", *_table(report.metrics)]
     if report.claim_plan is not None:
         lines += ["", f"claim query at scale: {report.claim_plan.summary}"]
+    if report.dashboard_pages is not None:
+        pages = report.dashboard_pages
+        lines += ["", f"dashboard pages: {pages.summary} (seeded in {pages.seed_s:g} s)"]
+        lines += [
+            f"  {page.median_ms:8.1f} ms median {page.max_ms:8.1f} ms max"
+            f" {page.first_ms:8.1f} ms first  {page.page}"
+            for page in pages.pages
+        ]
     if report.checks:
         lines += ["", "checks:", *(f"  ok  {check}" for check in report.checks)]
     if report.problems:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
+from websurf.worker.bench.dashboard import DashboardPages, measure_dashboard_pages
 from websurf.worker.bench.harness import BenchError, scratch_database
 from websurf.worker.bench.measurements import Measurement, measurements
 from websurf.worker.bench.options import MEASUREMENTS, BenchOptions
@@ -61,6 +62,8 @@ def run_benchmark(
                     report.problems.append(f"run {run}, {problem}")
         if "plan" in options.only:
             report.claim_plan = _claim_plan(url, options, progress)
+        if "dashboard" in options.only:
+            report.dashboard_pages = _dashboard_pages(url, options, progress)
     report.metrics = metrics(selected, report.runs)
     report.checks = checks(selected, report.runs)
     report.duration_s = time.perf_counter() - started
@@ -78,6 +81,20 @@ def _claim_plan(url: str, options: BenchOptions, progress: Callable[[str], None]
     )
     progress(f"claim plan: {plan.summary}")
     return plan
+
+
+def _dashboard_pages(
+    url: str, options: BenchOptions, progress: Callable[[str], None]
+) -> DashboardPages:
+    progress(
+        f"dashboard pages: seeding {options.dashboard_finished:,} finished and"
+        f" {options.dashboard_pending:,} pending tasks"
+    )
+    pages = measure_dashboard_pages(
+        url, finished=options.dashboard_finished, pending=options.dashboard_pending
+    )
+    progress(f"dashboard pages: {pages.summary}")
+    return pages
 
 
 def _first_by(

@@ -61,7 +61,7 @@ class CellTasks:
     cells_not_written: int  # should be 0
 
 
-def _run_daemons(
+def run_daemons(
     conn: psycopg.Connection[Any],
     url: str,
     *,
@@ -103,7 +103,7 @@ def measure_throughput(url: str, *, tasks: int, processes: int, daemons: int = 1
     with scratch_connection(url) as conn:
         reset(conn)
         conn.execute(QUERIES["bench_insert_noop_tasks"], {"count": tasks})
-        return _run_daemons(conn, url, tasks=tasks, processes=processes, count=daemons)
+        return run_daemons(conn, url, tasks=tasks, processes=processes, count=daemons)
 
 
 def _sheet(conn: psycopg.Connection[Any], cells: int) -> tuple[str, str]:
@@ -128,7 +128,7 @@ def measure_cell_tasks(url: str, *, tasks: int, processes: int) -> CellTasks:
             QUERIES["bench_enqueue_cell_tasks"],
             {"spreadsheet_id": sheet_id, "content": CELL_CONTENT},
         )
-        throughput = _run_daemons(conn, url, tasks=tasks, processes=processes)
+        throughput = run_daemons(conn, url, tasks=tasks, processes=processes)
         row = conn.execute(
             QUERIES["bench_check_cell_tasks"],
             {"spreadsheet_id": sheet_id, "content": CELL_CONTENT},
@@ -163,7 +163,7 @@ def measure_sleep_throughput(
     with scratch_connection(url) as conn:
         reset(conn)
         insert_sleeps(conn, task_type, tasks, sleep_s)
-        result = _run_daemons(
+        result = run_daemons(
             conn,
             url,
             tasks=tasks,

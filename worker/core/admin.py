@@ -1,4 +1,4 @@
-"""The queue's admin operations on single tasks: list, show, retry, cancel.
+"""The queue's admin operations on single tasks: list, show, retry, cancel, run now.
 
 What ``websurf tasks`` does, callable from Python with a psycopg connection (autocommit:
 each operation is one statement, or a read). Results are frozen dataclasses; a request
@@ -7,8 +7,10 @@ that cannot be done raises a :class:`TaskError` saying why.
 Retry keeps the count: ``attempts`` goes on saying how many times the task really ran
 (each attempt also has its audit row), and ``max_attempts`` is raised to ``attempts +
 N`` (default 1), so a retried task gets exactly N more runs before it fails again. The
-last error message stays until a new attempt replaces it. Only a pending task can be
-cancelled: a running one is in a handler's hands.
+last error message stays until a new attempt replaces it. Cancel stops a pending task at
+once and asks the worker running a running one to stop it (``websurf.cancel_task``,
+sql/migrations/0027): it ends cancelled within about a second, without spending the
+attempt.
 """
 
 from __future__ import annotations
@@ -116,10 +118,16 @@ class Retried:
 
 @dataclass(frozen=True)
 class Cancelled:
-    """A pending task that will not run."""
+    """A task that will not run (pending), or that its worker was asked to stop (running)."""
 
     id: uuid.UUID
     task_type: str
+    how: str | None  # 'cancelled' | 'cancel_requested'; None: it had finished
+
+    @property
+    def running(self) -> bool:
+        """Whether the task was running: its worker stops it, and records it cancelled."""
+        return self.how == "cancel_requested"
 
 
 def parse_task_id(text: str) -> uuid.UUID:
@@ -186,15 +194,26 @@ def retry_task(
 
 
 def cancel_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> Cancelled:
-    """Cancel a pending task; WrongState when it is running or finished."""
+    """Cancel a pending task, or ask for a running one to be stopped; WrongState when finished."""
     with conn.cursor(row_factory=class_row(Cancelled)) as cur:
         cancelled = cur.execute(QUERIES["cancel_task"], {"id": task_id}).fetchone()
     if cancelled is None:
+        raise TaskNotFound(f"no task with id {task_id}")
+    if cancelled.how is None:
         raise WrongState(
             f"task {task_id} is {_get_task(conn, task_id).status}:"
-            " only a pending task can be cancelled"
+            " only a pending or running task can be cancelled"
         )
     return cancelled
+
+
+def run_task_now(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> None:
+    """Make a pending task due now (its retry backoff or schedule skipped); WrongState otherwise."""
+    if conn.execute(QUERIES["run_task_now"], {"id": task_id}).fetchone() is None:
+        raise WrongState(
+            f"task {task_id} is {_get_task(conn, task_id).status}:"
+            " only a pending task can be run now"
+        )
 
 
 def _get_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> TaskDetail:

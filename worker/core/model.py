@@ -126,6 +126,7 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"  # for good
     RETRIED = "retried"  # pending again, after a backoff
     HANDED_BACK = "handed_back"  # pending again, attempt not counted (shutdown, snooze)
+    CANCELLED = "cancelled"  # stopped while running (a person's cancel, a newer edit)
     DISCARDED = "discarded"  # not recorded: the claim had been taken away (the fence)
 
 
@@ -134,7 +135,9 @@ class Outcome:
     """How one claimed attempt ended, and what to record for it."""
 
     task: Task
-    status: Status  # completed | pending (retry or hand-back) | failed
+    # completed | pending (retry or hand-back) | failed | cancelled (stopped while running;
+    # queue.finish also turns an outcome into this when the database says so)
+    status: Status
     operator: str  # the operator's name (the audit row's operator_type)
     output: Any = None
     error: str | None = None
@@ -143,6 +146,7 @@ class Outcome:
     duration_ms: int = 0  # how long the handler ran (measured once, by the executor)
     writes_cell: bool = False
     cell_content: str | None = None
+    slow_down: bool = False  # a SlowDown: pause the task's limit key until run_at
 
     @property
     def success(self) -> bool:
@@ -166,6 +170,8 @@ class Outcome:
         """How the attempt ended, given the task ids the fenced finish let through."""
         if self.task.id not in recorded:
             return OutcomeKind.DISCARDED
+        if self.status == Status.CANCELLED:
+            return OutcomeKind.CANCELLED
         if self.handed_back:
             return OutcomeKind.HANDED_BACK
         if self.status == Status.COMPLETED:
@@ -230,6 +236,8 @@ class ClaimedRow(NamedTuple):
     # scheduled time) to the claim, on the database clock
     waited_s: float
     payload_bytes: int  # of JSON text, as the claim's byte budget counts them
+    # whose work it is (fairness between tenants, sql/migrations/0025); None: no key
+    fairness_key: str | None = None
 
     @property
     def task(self) -> Task:

@@ -4,7 +4,8 @@ Enqueue takes the caller's connection, so a task can be enqueued inside the call
 own transaction. A task may carry a ``unique_key``: at most one pending task holds a
 key, and enqueueing a key that a pending task holds replaces that task's payload,
 priority, attempts budget and due time instead of adding a task (the latest request
-wins; sql/migrations/0017 has the rules, including what happens on retry).
+wins; sql/migrations/0017 has the rules, including what happens on retry, and 0028 how
+a hand-back keeps its key).
 
 Finishing is fenced: an outcome is recorded only where the worker still holds the
 claim (same worker_id, same attempts, still ``processing``), so a worker whose task
@@ -32,7 +33,7 @@ from psycopg.types.json import Jsonb
 import websurf.sql.database  # noqa: F401
 from websurf.sql import QUERIES
 from websurf.worker.core import payloads
-from websurf.worker.core.model import ClaimedRow, Outcome
+from websurf.worker.core.model import ClaimedRow, Outcome, Status
 from websurf.worker.core.registry import MAX_ATTEMPTS, Registry, Task
 
 PRIORITY = 5
@@ -42,6 +43,7 @@ TASK_TYPE_MAX_LENGTH = 100
 # The database's limits (migration 0023), checked here first for a one-line refusal.
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 MAX_ATTEMPTS_LIMIT = 1000
+LIMIT_KEY_MAX_LENGTH = 255  # websurfing_task_queue.limit_key
 MAX_DELAY = timedelta(days=36_500)  # a task due in a century is a mistake, not a schedule
 # A claim stops taking tasks once their payloads add up to this many bytes of JSON text
 # (always at least one task; a payload is at most 1 MiB, migration 0023).
@@ -62,6 +64,8 @@ class NewTask:
     delay: timedelta | None = None
     # At most one pending task per key; None: never coalesced.
     unique_key: str | None = None
+    # The key this task counts against in its operator's limits (core/limits.py).
+    limit_key: str | None = None
 
 
 class _Checked(NamedTuple):
@@ -73,11 +77,14 @@ class _Checked(NamedTuple):
     max_attempts: int
     scheduled_for: datetime | None
     unique_key: str | None
+    limit_key: str | None
 
 
 def _checked(task: NewTask, registry: Registry | None, allow_unknown_type: bool) -> _Checked:
     if task.unique_key is not None and not task.unique_key:
         raise EnqueueError("a unique key must not be empty (leave it out for no key)")
+    if task.limit_key is not None and not 1 <= len(task.limit_key) <= LIMIT_KEY_MAX_LENGTH:
+        raise EnqueueError(f"a limit key must be 1 to {LIMIT_KEY_MAX_LENGTH} characters")
     if not task.task_type or len(task.task_type) > TASK_TYPE_MAX_LENGTH:
         raise EnqueueError(f"task type must be 1 to {TASK_TYPE_MAX_LENGTH} characters")
     if not isinstance(task.payload, dict):
@@ -119,6 +126,7 @@ def _checked(task: NewTask, registry: Registry | None, allow_unknown_type: bool)
         max_attempts,
         scheduled_for,
         task.unique_key,
+        task.limit_key,
     )
 
 
@@ -149,13 +157,17 @@ def enqueue(
     registry: Registry | None = None,
     allow_unknown_type: bool = False,
     unique_key: str | None = None,
+    limit_key: str | None = None,
 ) -> UUID:
     """Insert one task on ``conn`` (inside its transaction, if one is open).
 
     With ``unique_key``, a pending task holding that key takes this one's payload,
-    priority, attempts and due time instead; its id is returned.
+    priority, attempts and due time instead; its id is returned. ``limit_key``: the key
+    it counts against in its operator's limits (``websurf limits``).
     """
-    task = NewTask(task_type, payload, priority, max_attempts, scheduled_for, delay, unique_key)
+    task = NewTask(
+        task_type, payload, priority, max_attempts, scheduled_for, delay, unique_key, limit_key
+    )
     if unique_key is not None:
         [task_id] = enqueue_many(
             conn, [task], registry=registry, allow_unknown_type=allow_unknown_type
@@ -168,6 +180,7 @@ def enqueue(
         "priority": checked.priority,
         "max_attempts": checked.max_attempts,
         "scheduled_for": checked.scheduled_for,
+        "limit_key": checked.limit_key,
     }
     with _database_limits(), conn.cursor(row_factory=scalar_row) as cur:
         inserted: UUID | None = cur.execute(QUERIES["enqueue_task"], params).fetchone()
@@ -209,6 +222,7 @@ def enqueue_many(
                 "max_attempts": [c.max_attempts for c in sending],
                 "scheduled_for": [c.scheduled_for for c in sending],
                 "unique_keys": [c.unique_key for c in sending],
+                "limit_keys": [c.limit_key for c in sending],
             },
         ).fetchall()
     _announce_coalesced(conn, rows)
@@ -279,7 +293,12 @@ def claim(
 
 
 def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Outcome]) -> set[UUID]:
-    """Record outcomes where the claim is still ours; returns the ids that were recorded."""
+    """Record outcomes where the claim is still ours; returns the ids that were recorded.
+
+    An outcome whose task was cancelled while it ran (0027) is recorded as cancelled by
+    the database, whatever the handler returned; it is changed here to say so (status
+    cancelled, the reason as its error, no cell to write), for the audit row and counts.
+    """
     if not outcomes:
         return set()
     params: dict[str, Any] = {
@@ -296,14 +315,28 @@ def finish(conn: psycopg.Connection[Any], worker_id: str, outcomes: Sequence[Out
         params["run_at"] = [o.run_at for o in outcomes]
         params["errors"] = [o.error for o in outcomes]
         params["uncount"] = [1 if o.handed_back else 0 for o in outcomes]
-    ids = conn.cursor(row_factory=scalar_row).execute(
+    rows = conn.execute(
         QUERIES["finish_tasks"],
         params,
         # Never a cached generic plan: it assumes 10 outcomes and picks a nested loop
         # that is quadratic in the batch size (65 ms instead of 9 ms for 500 tasks).
         prepare=False,
-    )
-    return set(ids)
+    ).fetchall()
+    cancelled = {task_id: reason for task_id, reason in rows if reason is not None}
+    if cancelled:
+        for outcome in outcomes:
+            reason = cancelled.get(outcome.task.id)
+            if reason is not None:
+                outcome.status = Status.CANCELLED
+                outcome.error = reason
+                outcome.writes_cell = False
+    return {row[0] for row in rows}
+
+
+def cancel_requested(conn: psycopg.Connection[Any], worker_id: str) -> list[UUID]:
+    """The running tasks of ``worker_id`` that someone asked to stop (0027)."""
+    with conn.cursor(row_factory=scalar_row) as cur:
+        return cur.execute(QUERIES["cancel_requested_tasks"], {"worker_id": worker_id}).fetchall()
 
 
 def _input_version(task: Task) -> int | None:
@@ -325,15 +358,18 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
 
     The latest edit wins: a result whose input_version is older than the one its cell
     holds (or than another result for that cell in this batch) is recorded with
-    superseded = true and not written. A task whose cell was deleted while it ran (its
-    spreadsheet, column or row removed) gets no audit row and is cancelled, with the
-    reason, instead of failing on the audit row's foreign key.
+    superseded = true and not written, as is an attempt cancelled while it ran (0027).
+    A task whose cell was deleted while it ran (its spreadsheet, column or row removed)
+    gets no audit row and is cancelled, with the reason, instead of failing on the audit
+    row's foreign key.
     """
     audited = audited_outcomes(outcomes)
     if not audited:
         return 0
     versions = [_input_version(o.task) for o in audited]
     writes = [o.success and o.writes_cell for o in audited]
+    # Stopped while running (0027): recorded as superseded, with the reason given.
+    cancelled = [o.status == Status.CANCELLED for o in audited]
     recorded = conn.execute(
         QUERIES["insert_judged_robot_events"],
         {
@@ -347,6 +383,7 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
             "errors": [o.error for o in audited],
             "writes": writes,
             "versions": versions,
+            "cancelled": cancelled if any(cancelled) else None,
         },
         prepare=False,  # see finish(): a generic plan would misjudge the batch size
     ).fetchall()

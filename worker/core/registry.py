@@ -3,8 +3,10 @@
 A handler receives the :class:`Task` and a :class:`Context` and returns its output:
 any JSON-serialisable value, or a :class:`Result` carrying the output and new content
 for the task's cell. Raise :class:`PermanentError` (or an error listed in the
-operator's ``permanent_errors``) for failures that retrying cannot fix, and
-:class:`Snooze` to put the task back for a while without spending an attempt.
+operator's ``permanent_errors``) for failures that retrying cannot fix,
+:class:`Snooze` to put the task back for a while without spending an attempt, and
+:class:`SlowDown` when the service asks to slow down (pauses the task's limit key for
+every worker). ``limits=`` caps an operator across the cluster (:class:`Limit`).
 
 A handler is either ``async def`` (run concurrently on the worker process's event
 loop: the right shape for robots that wait on the network) or a plain function (run
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -32,6 +35,11 @@ from websurf.worker.core.model import Task as Task
 ENTRY_POINT_GROUP = "websurf.operators"
 TIMEOUT_S = 60.0
 MAX_ATTEMPTS = 3
+PAUSE_MAX_S = 86_400.0  # a SlowDown longer than a day is read as a day
+LIMIT_KEY_MAX_LENGTH = 255  # websurfing_task_queue.limit_key, websurfing_task_limit.limit_key
+OPERATOR_MAX_LENGTH = 100
+INT32_MAX = 2**31 - 1
+PERIOD_MAX_S = 86_400.0  # a day (CHECK task_limit_period_check)
 
 
 class PermanentError(Exception):
@@ -52,6 +60,68 @@ class Snooze(Exception):  # a request, not a failure (River's JobSnooze)
     def __init__(self, delay_s: float, reason: str = "") -> None:
         super().__init__(reason or f"snoozed for {delay_s:g}s")
         self.delay_s = max(0.0, float(delay_s))
+
+
+class SlowDown(Snooze):
+    """The service asked to slow down: pause this task's limit key for every worker.
+
+    Raise it from a handler that got "429 Too Many Requests" or a 503 with Retry-After.
+    The task goes back to pending, due in ``retry_after`` seconds, with no attempt
+    spent, and its ``limit_key`` (the whole operator when the task has none) is paused
+    until then on every worker: their claims skip it.
+    """
+
+    def __init__(self, retry_after: float, reason: str = "") -> None:
+        super().__init__(min(max(0.0, float(retry_after)), PAUSE_MAX_S), reason)
+        self.retry_after = self.delay_s
+
+
+class LimitError(ValueError):
+    """A limit is given wrongly, or names nothing; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit of an operator: at most ``max_running`` at once, and/or at most ``rate``
+    starts in any ``per_s`` seconds (at most ``burst`` of them within burst/rate of the
+    period). ``key``: only tasks with this ``limit_key`` (None: all of the operator's)."""
+
+    max_running: int | None = None
+    rate: int | None = None
+    per_s: float | None = None
+    burst: int | None = None
+    key: str | None = None
+
+    def validate(self, operator: str) -> Limit:
+        if not operator or len(operator) > OPERATOR_MAX_LENGTH:
+            raise LimitError(f"operator name must be 1 to {OPERATOR_MAX_LENGTH} characters")
+        if self.key is not None and not 1 <= len(self.key) <= LIMIT_KEY_MAX_LENGTH:
+            raise LimitError(f"a limit key must be 1 to {LIMIT_KEY_MAX_LENGTH} characters")
+        if self.max_running is None and self.rate is None:
+            raise LimitError("a limit needs a maximum running at once, a rate, or both")
+        if self.max_running is not None and not 0 <= self.max_running <= INT32_MAX:
+            raise LimitError("the maximum running at once must be 0 or more")
+        if (self.rate is None) != (self.per_s is None):
+            raise LimitError("a rate needs its period, and a period its rate")
+        if self.rate is not None and not 1 <= self.rate <= INT32_MAX:
+            raise LimitError("a rate must be at least 1 per period")
+        if self.per_s is not None and not (
+            math.isfinite(self.per_s) and 0 < self.per_s <= PERIOD_MAX_S
+        ):
+            raise LimitError(f"a period must be more than 0 and at most {PERIOD_MAX_S:g}s")
+        if self.burst is not None and (self.rate is None or not 1 <= self.burst <= INT32_MAX):
+            raise LimitError("a burst needs a rate, and must be at least 1")
+        return self
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_running is not None:
+            parts.append(f"at most {self.max_running} running")
+        if self.rate is not None:
+            parts.append(f"{self.rate} per {self.per_s:g}s")
+        if self.burst is not None:
+            parts.append(f"burst {self.burst}")
+        return ", ".join(parts)
 
 
 _NO_CONTENT: Any = object()
@@ -78,6 +148,19 @@ class Context:
     worker_id: str
     _connection: Callable[[], Any] | None = None
     _async_connection: Callable[[], Any] | None = None
+    # Set by the worker (on its event loop) when someone cancels the running task; a
+    # plain bool, which a handler thread reads safely and costs nothing to create.
+    _cancel_requested: bool = False
+
+    def cancel_requested(self) -> bool:
+        """Whether this task was cancelled while it ran (``websurf.cancel_task``, a newer edit).
+
+        An ``async def`` handler is cancelled outright (``asyncio.CancelledError`` at its
+        next ``await``); a plain function cannot be, so it should check this between
+        steps of long work and return early. Whatever it returns after a cancel is not
+        recorded as a result: the task ends cancelled and its cell is not written.
+        """
+        return self._cancel_requested
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -109,6 +192,7 @@ class Operator:
     retry: Backoff = field(default_factory=Backoff)
     permanent_errors: tuple[type[BaseException], ...] = ()
     concurrency: int | None = None  # tasks of this operator in flight per process, at most
+    limits: tuple[Limit, ...] = ()  # across the cluster (stored in websurfing_task_limit)
 
     # ``async def`` handlers run on the event loop; the others in the thread pool.
     is_async: bool = field(init=False, compare=False)
@@ -155,6 +239,7 @@ class Registry:
         retry: Backoff | None = None,
         permanent_errors: tuple[type[BaseException], ...] = (),
         concurrency: int | None = None,
+        limits: Limit | Sequence[Limit] = (),
     ) -> Operator:
         if not name or len(name) > 100:
             raise OperatorError(f"operator name {name!r} must be 1 to 100 characters")
@@ -167,6 +252,14 @@ class Registry:
             raise OperatorError(f"operator {name!r}: concurrency must be at least 1")
         if timeout_s is not None and timeout_s <= 0:
             raise OperatorError(f"operator {name!r}: timeout_s must be positive")
+        declared = (limits,) if isinstance(limits, Limit) else tuple(limits)
+        try:
+            for limit in declared:
+                limit.validate(name)
+        except LimitError as exc:
+            raise OperatorError(f"operator {name!r}: {exc}") from None
+        if len({limit.key for limit in declared}) < len(declared):
+            raise OperatorError(f"operator {name!r}: two limits for the same key")
         op = Operator(
             name,
             handler,
@@ -175,6 +268,7 @@ class Registry:
             retry or Backoff(),
             permanent_errors,
             concurrency,
+            declared,
         )
         self._operators[name] = op
         return op

@@ -1,7 +1,8 @@
 """The queue's status snapshot: what ``websurf status`` shows the person on call.
 
 Every number comes from an index, so the snapshot stays fast on a table with millions
-of finished rows: pending tasks through the partial pending index, running tasks through
+of finished rows: pending tasks through the partial pending indexes (per type, and per
+fairness key for the keys with the largest backlogs), running tasks through
 the registered workers' claims (``task_queue_claimed_idx``), finished tasks by finish
 time through ``task_queue_finished_idx`` (only a recent window of them is counted; the
 table's total is the planner's estimate, not a count). All of it is read in one
@@ -19,10 +20,12 @@ import psycopg
 
 from websurf.sql import QUERIES
 from websurf.worker.core import workers
+from websurf.worker.core.limits import LimitState, limit_states
 from websurf.worker.core.model import Status
 from websurf.worker.core.schedules import last_run_succeeded, list_schedules
 
 FINISHED_WINDOW_S = 3600.0  # finished and failed tasks are counted over this window
+TOP_KEYS = 10  # the fairness keys with the most pending tasks that the snapshot names
 THROUGHPUT_WINDOWS_S = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
 COUNTED = ("due", "scheduled", "processing", "completed", "failed", "cancelled")
 
@@ -38,6 +41,14 @@ class TypeCounts:
     failed: int = 0  # within the window
     cancelled: int = 0  # within the window
     oldest_due_age_s: float | None = None
+
+
+@dataclass(frozen=True)
+class KeyBacklog:
+    """One fairness key's pending tasks (README, "Fairness between tenants")."""
+
+    key: str | None  # None: tasks with no key, which share one turn
+    pending: int
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,11 @@ class StatusSnapshot:
     # Pending tasks per type that no live worker handles: they wait forever unless a
     # worker with that operator starts (a typo in a column's operator_type, say).
     unhandled: dict[str, int] = field(default_factory=dict)
+    # Limits across the cluster, with what they hold and why tasks wait (core/limits.py).
+    limits: list[LimitState] = field(default_factory=list)
+    # The TOP_KEYS fairness keys with the most pending tasks, and how many keys have any.
+    keys: list[KeyBacklog] = field(default_factory=list)
+    keys_pending: int = 0
 
 
 def status_snapshot(
@@ -122,6 +138,7 @@ def status_snapshot(
             if oldest_due_at is not None:
                 age = max(0.0, (now - oldest_due_at).total_seconds())
                 counts[task_type]["oldest_due_age_s"] = age
+        by_key = conn.execute(QUERIES["count_pending_by_key"], {"limit": TOP_KEYS}).fetchall()
         for task_type, processing, _oldest in conn.execute(QUERIES["count_processing_by_type"]):
             counts.setdefault(task_type, {})["processing"] = processing
         for task_type, status, tasks in conn.execute(
@@ -151,7 +168,8 @@ def status_snapshot(
             )
             for w in workers.list_workers(conn)
         ]
-        schedules = [_schedule(row) for row in list_schedules(conn)]
+        schedules = [schedule_state(row) for row in list_schedules(conn)]
+        limits = limit_states(conn)
     types = {name: TypeCounts(**counts[name]) for name in sorted(counts)}
     handled = {t for w in roster if not w.stale for t in w.task_types}
     unhandled = {
@@ -172,6 +190,9 @@ def status_snapshot(
         totals={key: sum(getattr(c, key) for c in types.values()) for key in COUNTED},
         schedules=schedules,
         unhandled=unhandled,
+        limits=limits,
+        keys=[KeyBacklog(key, pending) for key, pending, _keys in by_key],
+        keys_pending=by_key[0][2] if by_key else 0,
     )
 
 
@@ -195,7 +216,8 @@ def last_run_summary(row: Mapping[str, Any]) -> str:
     return str(status)
 
 
-def _schedule(row: Mapping[str, Any]) -> ScheduleState:
+def schedule_state(row: Mapping[str, Any]) -> ScheduleState:
+    """A list_schedules row as the status snapshot and the dashboard show it."""
     return ScheduleState(
         name=row["name"],
         source=row["source"],

@@ -15,7 +15,10 @@ Design note
   :func:`_add_observations` does for a histogram what ``observe`` does, N values at a time.
 * Queue depth needs the database, which the supervisor never touches: each child
   samples it every ``QUEUE_DEPTH_INTERVAL_S`` in its maintenance thread, and the gauge
-  reports the most recent sample of any live child.
+  reports the most recent sample of any live child. The backlog per fairness key is
+  sampled with it, labelled by rank (1 = the key with the most pending tasks, up to
+  ``TOP_KEYS``), not by key: a label per key would add a series for every person who
+  ever queued a task. ``websurf status`` names the keys.
 * Readiness: a child sets ``websurf_worker_database_ok_timestamp_seconds`` when it has
   booted (database reached, schema at head) and after every successful heartbeat; the
   supervisor's ``/readyz`` asks whether any live child did so recently.
@@ -31,14 +34,18 @@ import time
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from websurf.worker.core import schedules
 from websurf.worker.core.model import ClaimedRow, Outcome, OutcomeKind
 from websurf.worker.daemon.health import DATABASE_OK_METRIC, MULTIPROC_ENV
 
+if TYPE_CHECKING:
+    from websurf.worker.core.limits import LimitState
+
 QUEUE_DEPTH_INTERVAL_S = 10.0
+TOP_KEYS = 10  # ranks of websurf_queue_key_backlog
 DURATION_BUCKETS_S = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 )  # fmt: skip
@@ -59,6 +66,17 @@ SCHEDULE_GAUGES = (
 )
 
 
+LIMIT_GAUGES = (
+    ("running", "websurf_limit_running", "Tasks running under a limit (sampled by the workers)."),
+    ("waiting", "websurf_limit_waiting", "Due tasks waiting under a limit (sampled)."),
+    (
+        "throttled",
+        "websurf_limit_throttled",
+        "1 while a limit holds due tasks back: at its cap, at its rate, or paused (sampled).",
+    ),
+)
+
+
 class NullMetrics:
     """Metrics switched off: every hook is a no-op."""
 
@@ -76,6 +94,9 @@ class NullMetrics:
     def queue_depth(self, rows: Iterable[Sequence[Any]]) -> None:
         pass
 
+    def key_backlog(self, rows: Sequence[Sequence[Any]]) -> None:
+        pass
+
     def pruned(self, deleted: int) -> None:
         pass
 
@@ -83,6 +104,9 @@ class NullMetrics:
         pass
 
     def schedules(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def limits(self, states: Sequence[LimitState]) -> None:
         pass
 
 
@@ -199,6 +223,18 @@ class WorkerMetrics:
             "How long the oldest due pending task has waited (sampled by the workers).",
             multiprocess_mode="livemostrecent",
         )
+        self._key_backlog = Gauge(
+            "websurf_queue_key_backlog",
+            "Pending tasks of the fairness key with the rank-th largest backlog (rank 1: the"
+            " largest; sampled by the workers; websurf status names the keys).",
+            ["rank"],
+            multiprocess_mode="livemostrecent",
+        )
+        self._keys_pending = Gauge(
+            "websurf_queue_keys",
+            "Fairness keys with pending tasks (sampled by the workers).",
+            multiprocess_mode="livemostrecent",
+        )
         self._database_ok = Gauge(
             DATABASE_OK_METRIC,
             "When a worker process last reached the database with the schema at head.",
@@ -215,8 +251,13 @@ class WorkerMetrics:
             key: Gauge(name, text, ["schedule"], multiprocess_mode="livemostrecent")
             for key, name, text in SCHEDULE_GAUGES
         }
+        self._limit_gauges = {
+            key: Gauge(name, text, ["operator", "key"], multiprocess_mode="livemostrecent")
+            for key, name, text in LIMIT_GAUGES
+        }
         self._children: dict[tuple[Any, ...], Any] = {}
         self._depth_types: set[str] = set()
+        self._limit_labels: set[tuple[str, str]] = set()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -263,6 +304,14 @@ class WorkerMetrics:
         self._depth_types |= seen
         self._oldest.set(oldest)
 
+    def key_backlog(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Set the per-key backlog gauges from count_pending_by_key rows (ranks beyond
+        the keys there are drop to 0)."""
+        for rank in range(1, TOP_KEYS + 1):
+            pending = rows[rank - 1][1] if rank <= len(rows) else 0
+            self._child(self._key_backlog, str(rank)).set(pending)
+        self._keys_pending.set(rows[0][2] if rows else 0)
+
     def pruned(self, deleted: int) -> None:
         if deleted:
             self._pruned.inc(deleted)
@@ -283,6 +332,25 @@ class WorkerMetrics:
             for key, value in values.items():
                 if value is not None:
                     self._child(self._schedule_gauges[key], row["name"]).set(float(value))
+
+    def limits(self, states: Sequence[LimitState]) -> None:
+        """Set the limit gauges from limit_states (limits gone drop to 0; the whole
+        operator's limit has the key label "")."""
+        seen: set[tuple[str, str]] = set()
+        for state in states:
+            labels = (state.operator, state.key or "")
+            seen.add(labels)
+            values = {
+                "running": state.running,
+                "waiting": state.waiting,
+                "throttled": 1 if state.throttled else 0,
+            }
+            for key, value in values.items():
+                self._child(self._limit_gauges[key], *labels).set(value)
+        for labels in self._limit_labels - seen:
+            for gauge in self._limit_gauges.values():
+                self._child(gauge, *labels).set(0)
+        self._limit_labels |= seen
 
 
 def for_worker(metrics_port: int | None) -> WorkerMetrics | NullMetrics:

@@ -8,7 +8,13 @@ and write to a wake-up pipe; the loop acts on it:
 * SIGTERM / SIGINT: forward SIGTERM to every child (they stop claiming, finish or hand
   back their tasks within the shutdown timeout) and wait for them. A second signal is
   forwarded too, which makes the children interrupt and hand back at once. Children
-  still alive at the deadline (timeout plus a margin) are killed.
+  still alive at the deadline (timeout plus a margin) are killed: one whose event loop
+  a handler blocks cannot drain. The tasks of a child that did not stop by itself
+  (killed, or dead of a signal) are then handed back by one last short-lived process
+  (``recover_only``: the supervisor itself never touches the database), charging only
+  the attempts whose handler code was running, and the supervisor exits with
+  ``EXIT_CHILD_KILLED``, not 0: nothing stays ``processing``, and the stop says it
+  was not clean.
 * SIGCHLD: reap. A child that exits while we are not stopping is restarted with
   exponential backoff (reset once it has served for a while); its replacement is told
   the dead child's worker id, so the dead child's tasks are recovered at once instead
@@ -18,7 +24,15 @@ and write to a wake-up pipe; the loop acts on it:
   the child (only those count) and how it died. A child that died inside a handler,
   or that exited to be recycled (a handler thread stuck past its timeout), is
   restarted without growing backoff: a poison task ends after its max attempts, and
-  the daemon keeps serving the other tasks.
+  the daemon keeps serving the other tasks. So is one whose event loop a handler
+  blocked (``EXIT_LOOP_STALLED``: it handed its tasks back before exiting).
+* Backoff never delays a recovery. A child that had served is replaced at once even
+  while its slot backs off: the replacement takes its predecessor's tasks back
+  (uncharged unless they were running handler code), then waits out the backoff before
+  it claims anything. Starting it late instead left those tasks to another process's
+  reaper, which charges them (stale heartbeat, or past their timeout) once the backoff
+  outlasts ``stale_after_s`` or a task's timeout. A child that never became ready holds
+  no tasks of its own: its restart waits, so a crash at boot is not started in a loop.
 * A child that cannot boot for a reason a restart will not fix (bad operator module,
   schema behind) stops the whole daemon with its message, instead of crash-looping.
   One that cannot reach the database stops the daemon only before any child ever
@@ -49,7 +63,12 @@ from typing import IO, Any
 import structlog
 
 from websurf.worker.config import RESTART_BACKOFF_MAX_S, WorkerConfig
-from websurf.worker.daemon.child import EXIT_BOOT_CONFIG, EXIT_BOOT_DATABASE, EXIT_RECYCLE
+from websurf.worker.daemon.child import (
+    EXIT_BOOT_CONFIG,
+    EXIT_BOOT_DATABASE,
+    EXIT_LOOP_STALLED,
+    EXIT_RECYCLE,
+)
 from websurf.worker.daemon.health import (
     LIVENESS_WINDOW_S,
     READY_HEARTBEATS,
@@ -61,6 +80,8 @@ from websurf.worker.process.running import note_bytes, parse_running_tasks
 EXIT_OK = 0
 EXIT_BOOT_FAILURE = 4
 EXIT_DATABASE_UNAVAILABLE = 3
+EXIT_CHILD_KILLED = 5  # a worker process had to be killed (or died) while stopping
+RECOVERY_TIMEOUT_S = 30.0  # for the last process that hands back the killed ones' tasks
 KILL_MARGIN_S = 5.0  # beyond the shutdown timeout, before children are killed
 HEALTHY_AFTER_S = 30.0  # a child that served this long resets its restart backoff
 RESTART_BACKOFF_START_S = 0.5
@@ -139,12 +160,18 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------
 
-    def _spawn(self, slot: Slot) -> None:
-        slot.worker_id = f"{self.config.hostname}/{slot.index}/{uuid.uuid4().hex[:12]}"
+    def _settings(self, worker_id: str, predecessors: list[dict[str, Any]]) -> dict[str, Any]:
+        """What a child reads on its stdin."""
         settings = dataclasses.asdict(self.config)
         settings["operator_modules"] = list(self.config.operator_modules)
-        settings["worker_id"] = slot.worker_id
-        settings["predecessors"] = slot.predecessors
+        settings["worker_id"] = worker_id
+        settings["predecessors"] = predecessors
+        return settings
+
+    def _spawn(self, slot: Slot, *, serve_after_s: float = 0.0) -> None:
+        slot.worker_id = f"{self.config.hostname}/{slot.index}/{uuid.uuid4().hex[:12]}"
+        settings = self._settings(slot.worker_id, slot.predecessors)
+        settings["serve_after_s"] = serve_after_s
         if slot.running_file is None:
             slot.running_file = tempfile.TemporaryFile()  # noqa: SIM115 (lives with the slot; unlinked)
         size = note_bytes(self.config.threads_per_process)
@@ -174,14 +201,14 @@ class Supervisor:
         slot.status_buffer = b""
         log.info("child_started", slot=slot.index, pid=process.pid, child_worker_id=slot.worker_id)
 
-    def _start(self, slot: Slot) -> None:
+    def _start(self, slot: Slot, *, serve_after_s: float = 0.0) -> None:
         """Spawn the slot's process; if that fails (out of file descriptors or memory), retry.
 
         The supervisor must outlive a failed fork: it logs, and tries again with the slot's
         restart backoff, keeping the slot's predecessors for the process that does start.
         """
         try:
-            self._spawn(slot)
+            self._spawn(slot, serve_after_s=serve_after_s)
         except OSError as exc:
             slot.process = None
             slot.failures += 1
@@ -206,7 +233,9 @@ class Supervisor:
         while b"\n" in slot.status_buffer:
             line, slot.status_buffer = slot.status_buffer.split(b"\n", 1)
             text = line.decode(errors="replace").strip()
-            if text == "ready":
+            if text == "recovered":  # its predecessors' tasks are taken back
+                slot.predecessors = []
+            elif text == "ready":
                 slot.ready = True
                 slot.predecessors = []
                 self.ever_ready = True
@@ -246,11 +275,18 @@ class Supervisor:
             running = parse_running_tasks(os.pread(slot.running_file.fileno(), size, 0))
         dead_id = slot.worker_id
         pid = slot.process.pid
+        served = slot.ready
         slot.process = None
         if self.health is not None:
             self.health.child_exited(pid)
         if self.stop_deadline is not None:
             log.info("child_exited", slot=slot.index, how=how, child_worker_id=dead_id)
+            if (code < 0 or code == EXIT_LOOP_STALLED) and dead_id:
+                # It could not stop by itself: its tasks are still processing.
+                dead = {"worker_id": dead_id, "how": how, "running": running}
+                slot.predecessors = [*slot.predecessors, dead]
+                if self.exit_code == EXIT_OK:
+                    self.exit_code = EXIT_CHILD_KILLED
             return
         if code == EXIT_BOOT_CONFIG or (code == EXIT_BOOT_DATABASE and not self.ever_ready):
             reason = self.fatal_reason or f"worker process exited with {how} while booting"
@@ -265,9 +301,8 @@ class Supervisor:
             slot.failures,
             served_s=served_s,
             died_in_handler=bool(running),
-            recycled=code == EXIT_RECYCLE,
+            recycled=code in (EXIT_RECYCLE, EXIT_LOOP_STALLED),
         )
-        slot.restart_at = time.monotonic() + delay
         if dead_id:
             dead = {"worker_id": dead_id, "how": how, "running": running}
             slot.predecessors = [*slot.predecessors, dead]
@@ -280,6 +315,11 @@ class Supervisor:
             restart_in_s=round(delay, 2),
             running_task_ids=[task_id for task_id, _ in running],
         )
+        if delay > 0 and served:
+            # Its tasks go back uncharged now; the replacement waits before it serves.
+            self._start(slot, serve_after_s=delay)
+        else:
+            slot.restart_at = time.monotonic() + delay
 
     def _alive(self) -> list[Slot]:
         return [s for s in self.slots if s.process is not None]
@@ -333,10 +373,43 @@ class Supervisor:
                 if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
                     self._start(slot)
             self._sleep()
+        self._recover_leftovers()
         if self.health is not None:
             self.health.stop()
         log.info("supervisor_stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    def _recover_leftovers(self) -> None:
+        """Hand back the tasks of the children that did not stop by themselves (and of
+        any dead child whose replacement never got to it), in one last child process."""
+        dead = [d for slot in self.slots for d in slot.predecessors]
+        if not dead:
+            return
+        worker_id = f"{self.config.hostname}/stop/{uuid.uuid4().hex[:12]}"
+        settings = self._settings(worker_id, dead)
+        settings["recover_only"] = True
+        dead_ids = [d["worker_id"] for d in dead]
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "websurf.worker.daemon.child"],
+                stdin=subprocess.PIPE,
+                env=self.child_env,
+            )
+            process.communicate(json.dumps(settings).encode(), timeout=RECOVERY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            log.error("stop_recovery_failed", dead_worker_ids=dead_ids, reason="timed out")
+            return
+        except OSError as exc:
+            log.error("stop_recovery_failed", dead_worker_ids=dead_ids, reason=str(exc))
+            return
+        if process.returncode != 0:
+            log.error(
+                "stop_recovery_failed",
+                dead_worker_ids=dead_ids,
+                reason=f"exit code {process.returncode}",
+            )
 
     def _start_health(self) -> bool:
         """Serve /metrics, /healthz, /readyz; children write metrics where it reads them."""

@@ -14,9 +14,13 @@ Design note
   by default), so a task is enqueued that long after its tick at most while any worker
   runs. Ticks are computed from the database's clock (hosts with skewed clocks agree)
   and each task is enqueued with ``scheduled_for`` = its tick.
+* Every due schedule is handled in the turn that finds it due: :func:`run_once` reads
+  the due schedules in batches of ``DUE_LIMIT`` and goes on until none is left (2,000
+  every-minute schedules each run in their minute, not 100 of them per turn).
 * One transaction per tick: a schedule that cannot run (a row written by hand with a
   bad expression, time zone or payload) is logged (``schedule_invalid``) and paused, so
-  that it neither runs nor stays first in line every turn; the others run.
+  that it neither runs nor stays first in line every turn; the others run. A run never
+  reads a schedule twice, so its loop over batches always ends.
 * A robot column's tick starts a refresh round instead of enqueuing one task
   (:mod:`websurf.worker.app.refresh`), claimed the same way.
 """
@@ -43,7 +47,7 @@ from websurf.worker.core.schedules import (
     next_tick,
 )
 
-DUE_LIMIT = 100  # schedules handled per run_once
+DUE_LIMIT = 100  # schedules read per batch (run_once reads batches until none is due)
 
 log = structlog.get_logger("websurf.schedules")
 
@@ -64,7 +68,7 @@ def run_once(
     registry: Registry | None = None,
     limit: int = DUE_LIMIT,
 ) -> TickCounts:
-    """Claim every due tick (up to ``limit``) and enqueue its task, one transaction each.
+    """Claim every due tick and enqueue its task, one transaction each, ``limit`` at a time.
 
     ``now`` defaults to the database's clock; tests inject their own. ``conn`` must be
     in autocommit mode (each tick commits on its own). With the worker's ``registry``,
@@ -74,29 +78,34 @@ def run_once(
         raise ValueError("run_once needs an autocommit connection: each tick commits")
     now = now or database_now(conn)
     counts = TickCounts()
-    with conn.cursor(row_factory=dict_row) as cur:
-        due = cur.execute(QUERIES["due_schedules"], {"now": now, "limit": limit}).fetchall()
-    for row in due:
-        try:
-            _run_tick(conn, row, now, counts, registry)
-        except (
-            ScheduleError,
-            queue.EnqueueError,
-            psycopg.DataError,
-            psycopg.IntegrityError,
-            ArithmeticError,
-        ) as exc:
-            # A row written by hand that cannot run: say so, pause it (else it stays due,
-            # first in line, and enough of them would crowd out every other schedule), and
-            # let the others run.
-            conn.execute(
-                QUERIES["set_schedule_paused"],
-                {"name": row["name"], "paused": True, "next_run_at": None},
-            )
-            log.warning(
-                "schedule_invalid", schedule=row["name"], error=str(exc).strip(), paused=True
-            )
-    if due:
+    passed: list[int] = []  # the schedules this run read: each once, so the loop ends
+    while True:
+        with conn.cursor(row_factory=dict_row) as cur:
+            params = {"now": now, "limit": limit, "passed": passed}
+            due = cur.execute(QUERIES["due_schedules"], params).fetchall()
+        for row in due:
+            passed.append(row["id"])
+            try:
+                _run_tick(conn, row, now, counts, registry)
+            except (
+                ScheduleError,
+                queue.EnqueueError,
+                psycopg.DataError,
+                psycopg.IntegrityError,
+                ArithmeticError,
+            ) as exc:
+                # A row written by hand that cannot run: say so, pause it (else it stays
+                # due, first in line every turn), and let the others run.
+                conn.execute(
+                    QUERIES["set_schedule_paused"],
+                    {"name": row["name"], "paused": True, "next_run_at": None},
+                )
+                log.warning(
+                    "schedule_invalid", schedule=row["name"], error=str(exc).strip(), paused=True
+                )
+        if len(due) < limit:
+            break
+    if passed:
         log.debug(  # each tick enqueued has its own info line
             "schedules_ran",
             enqueued=counts.enqueued,

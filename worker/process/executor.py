@@ -13,6 +13,11 @@ Design note
   other tasks and exits, and the supervisor starts a fresh process.
 * Stopping: :meth:`interrupt` cancels every running async handler and abandons every
   thread; each such attempt comes back *handed back* (pending again, not counted).
+* Cancelling one task (a person's cancel, a newer edit; see ``runner.py``): the runner
+  calls :meth:`request_cancel`, which sets the context's flag a plain function reads,
+  and cancels the run of an async handler. Whatever the handler then does (raise,
+  return, catch the CancelledError) the attempt comes back *cancelled*, never written
+  to its cell; the database records it so anyway (0027), this only says it sooner.
 * Crash attribution: while handler code runs, the running-task note (see
   ``running.py``) names its task: the loop line around each step of an async handler,
   the thread's own line around a plain call.
@@ -28,7 +33,6 @@ import asyncio
 import collections.abc
 import itertools
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -37,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from websurf.worker.core.model import Outcome, Status, retry_or_fail
-from websurf.worker.core.registry import Context, Operator, Result, Snooze, Task
+from websurf.worker.core.registry import Context, Operator, Result, SlowDown, Snooze, Task
 from websurf.worker.process.running import RunningNote, line_for
 
 ERROR_MESSAGE_MAX = 2000
@@ -140,14 +144,29 @@ class Executor:
         self._pool = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="handler", initializer=self._name_thread
         )
-        level = getattr(log, "get_effective_level", lambda: logging.INFO)()
-        self._log_completions = level <= logging.INFO  # else skip binding a logger per task
         self.threads_busy = 0  # plain handlers whose thread has not returned (stuck ones too)
         self.stuck = 0
         self.interrupting = False
+        # The handlers running now, by task id (as an int: hashed in C): their context
+        # and whether they are async, so that a cancel can reach them.
+        self.running: dict[int, tuple[Context, bool]] = {}
 
     def _name_thread(self) -> None:
         self._local.line = next(self._line_numbers)
+
+    def request_cancel(self, task_id: int) -> bool | None:
+        """Flag the running handler of ``task_id`` as cancelled.
+
+        Returns whether it is an async handler (whose run the caller then cancels), or
+        None when no handler of that task runs here or it was flagged already (a
+        repeated request, or the heartbeat's check finding a plain one still at work).
+        """
+        running = self.running.get(task_id)
+        if running is None or running[0]._cancel_requested:
+            return None
+        ctx, is_async = running
+        ctx._cancel_requested = True
+        return is_async
 
     # -- one task ----------------------------------------------------------------------
 
@@ -167,28 +186,51 @@ class Executor:
             _connection=self._read_connection,
             _async_connection=self._async_read_connection,
         )
+        running = self.running
+        key = task.id.int
+        running[key] = (ctx, op.is_async)
         try:
             if op.is_async:
                 value = await self._run_async(task, op, ctx)
             else:
                 value = await self._run_in_thread(task, op, ctx)
         except asyncio.CancelledError:
-            if not self.interrupting:
+            if not (self.interrupting or ctx._cancel_requested):
                 raise
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
+            if ctx._cancel_requested:
+                return self._cancelled(task, op, ctx, started)
             duration_ms = _elapsed_ms(started)
             ctx.log.warning("task_interrupted", reason="shutdown", duration_ms=duration_ms)
             return Outcome(task, Status.PENDING, op.name, handed_back=True, duration_ms=duration_ms)
         except Snooze as snooze:
-            ctx.log.info("task_snoozed", reason=str(snooze), delay_s=snooze.delay_s)
+            if ctx._cancel_requested:
+                return self._cancelled(task, op, ctx, started)
+            slow_down = isinstance(snooze, SlowDown)
+            event = "task_slowed_down" if slow_down else "task_snoozed"
+            ctx.log.info(event, reason=str(snooze), delay_s=snooze.delay_s)
             decision = retry_or_fail(
                 task.attempt, task.max_attempts, now=datetime.now(UTC), snooze_s=snooze.delay_s
             )
-            return Outcome(task, decision.status, op.name, handed_back=True, run_at=decision.run_at)
+            return Outcome(
+                task,
+                decision.status,
+                op.name,
+                handed_back=True,
+                run_at=decision.run_at,
+                error=str(snooze) if slow_down else None,
+                slow_down=slow_down,
+            )
         except Exception as exc:
+            if ctx._cancel_requested:
+                return self._cancelled(task, op, ctx, started)
             return self._failed(task, op, exc, started, ctx=ctx)
+        finally:
+            running.pop(key, None)
+        if ctx._cancel_requested:  # it finished anyway: its result is not wanted
+            return self._cancelled(task, op, ctx, started)
         return self._completed(task, op, ctx, value, started)
 
     async def _run_async(self, task: Task, op: Operator, ctx: Context) -> Any:
@@ -270,8 +312,6 @@ class Executor:
         problem = _unstorable(output, content if writes else None)
         if problem is not None:
             return self._failed(task, op, TypeError(problem), started, ctx=ctx, permanent=True)
-        if self._log_completions:
-            ctx.log.info("task_completed", duration_ms=duration_ms)
         return Outcome(
             task,
             Status.COMPLETED,
@@ -281,6 +321,12 @@ class Executor:
             writes_cell=writes and task.cell_id is not None,
             cell_content=content,
         )
+
+    def _cancelled(self, task: Task, op: Operator, ctx: Context, started: float) -> Outcome:
+        """The attempt of a task cancelled while it ran: not spent, nothing written (0027)."""
+        duration_ms = _elapsed_ms(started)
+        ctx.log.info("task_cancelled", duration_ms=duration_ms)
+        return Outcome(task, Status.CANCELLED, op.name, duration_ms=duration_ms)
 
     def _failed(
         self,

@@ -4,9 +4,12 @@ It runs on its own thread with the process's small synchronous pool, so a busy e
 loop or a stuck handler never delays a heartbeat. Each turn: heartbeat (re-register
 when the roster forgot this worker), then whichever chores are due: the reaper
 (one at a time across hosts, by an advisory lock), the queue-depth sample for the
-metrics, and pruning (whose cadence is the pruner's own: ``pruner.Cadence``). Each chore
+metrics, the promoter (due tasks queued for later join the rounds of fair claims), and
+pruning (whose cadence is the pruner's own: ``pruner.Cadence``). Each chore
 is a ``run_once`` service. Due schedule ticks and column refresh rounds run every turn
-(``recurring.Chore``).
+(``recurring.Chore``). Each heartbeat also looks for this process's running tasks that
+someone cancelled (``cancel_requested_at``, 0027): the ``task_cancel`` notification
+normally stops them at once, but one sent while the listener was reconnecting is lost.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -23,10 +27,10 @@ from psycopg_pool import ConnectionPool
 from websurf.sql import QUERIES
 from websurf.sql.database import scrub
 from websurf.worker.config import PRUNE_TIME_BUDGET_S, WorkerConfig
-from websurf.worker.core import workers
+from websurf.worker.core import limits, queue, workers
 from websurf.worker.core.registry import Registry
 from websurf.worker.daemon import metrics as metrics_module
-from websurf.worker.maintenance import pruner, reaper, recurring
+from websurf.worker.maintenance import promoter, pruner, reaper, recurring
 from websurf.worker.process.executor import error_text
 
 PREDECESSOR_TRIES = 5  # then the stale-heartbeat reaper recovers them instead
@@ -47,8 +51,10 @@ class Maintenance:
         registry: Registry,
         metrics: metrics_module.WorkerMetrics | metrics_module.NullMetrics,
         log: Any,
+        on_cancel_requested: Callable[[list[UUID]], None] = lambda task_ids: None,
     ) -> None:
         self.pool = pool
+        self.on_cancel_requested = on_cancel_requested
         self.config = config
         self.worker_id = worker_id
         self.timeouts_s = dict(timeouts_s)
@@ -99,12 +105,22 @@ class Maintenance:
             )
             self.register(conn)
         self.metrics.database_ok()
+        cancelled = queue.cancel_requested(conn, self.worker_id)
+        if cancelled:
+            self.on_cancel_requested(cancelled)
         if now >= self._next_reap:
             self._next_reap = now + self.config.reaper_interval_s
             reaper.run_once(conn, self.timeouts_s)
         if self.metrics.enabled and now >= self._next_depth:
             self._next_depth = now + metrics_module.QUEUE_DEPTH_INTERVAL_S
             self.metrics.queue_depth(conn.execute(QUERIES["count_pending_by_type"]).fetchall())
+            self.metrics.limits(limits.limit_states(conn))
+            self.metrics.key_backlog(
+                conn.execute(
+                    QUERIES["count_pending_by_key"], {"limit": metrics_module.TOP_KEYS}
+                ).fetchall()
+            )
+        promoter.run_once(conn)  # due tasks queued for later take their turn
         pruned = self._pruning.run_if_due(conn, now) if self._pruning else None
         if pruned is not None:
             self.metrics.pruned(pruned.deleted)

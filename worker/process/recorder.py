@@ -15,6 +15,9 @@ Design note
   deleted under its task, say) is written again one outcome per transaction; an
   outcome that still cannot be written fails its task with the reason, alone. So one
   bad row never fails, loses or retries the others.
+* ``task_completed`` is logged here, once the completion is committed, not when the
+  handler returns: a process killed in between has logged nothing for an attempt that
+  runs again, and a result the fence discards is logged as lost, never as completed.
 * While the database is away the writer retries with backoff (outcomes stay in
   memory); the fence makes a repeated finish harmless. When the process stops, the
   runner calls :meth:`close`, which writes what is left until the given deadline.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,7 +35,7 @@ from uuid import UUID
 
 import psycopg
 
-from websurf.worker.core import queue
+from websurf.worker.core import limits, queue
 from websurf.worker.core.model import Outcome, OutcomeKind, Status
 from websurf.worker.daemon import metrics as metrics_module
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection, forever
@@ -39,7 +43,13 @@ from websurf.worker.process.executor import error_text
 
 FLUSH_COUNT = 500  # outcomes per transaction, at most
 FLUSH_AFTER_S = 0.003  # an outcome waits at most this long for others to share its commit
-COUNTED = (OutcomeKind.COMPLETED, OutcomeKind.RETRIED, OutcomeKind.FAILED, OutcomeKind.HANDED_BACK)
+COUNTED = (
+    OutcomeKind.COMPLETED,
+    OutcomeKind.RETRIED,
+    OutcomeKind.FAILED,
+    OutcomeKind.HANDED_BACK,
+    OutcomeKind.CANCELLED,
+)
 LOST = "lost"  # the count of outcomes not recorded: discarded by the fence, or never written
 
 
@@ -79,6 +89,8 @@ class Recorder:
         self._writer: asyncio.Task[None] | None = None
         self._writing = 0
         self.on_recorded: Callable[[list[Outcome]], None] = lambda batch: None
+        level = getattr(log, "get_effective_level", lambda: logging.INFO)()
+        self._log_completions = level <= logging.INFO  # else skip the line per task
 
     @property
     def backlog(self) -> int:
@@ -183,6 +195,11 @@ class Recorder:
 
     def _write(self, outcomes: list[Outcome]) -> set[UUID]:
         conn = self.connection.get()
+        if any(o.slow_down for o in outcomes):  # rare: a service asked to slow down
+            with conn.transaction():
+                recorded = self._write_in(conn, outcomes)
+                limits.pause_for(conn, [o for o in outcomes if o.task.id in recorded])
+            return recorded
         if not queue.audited_outcomes(outcomes):
             # Nothing but the tasks' own rows to write: one statement, which is its own
             # transaction. An explicit one would stay open between round trips while this
@@ -191,11 +208,15 @@ class Recorder:
             # processes on two cores: 2 us less PostgreSQL CPU per no-op task without it).
             return queue.finish(conn, self.worker_id, outcomes)
         with conn.transaction():
-            recorded = queue.finish(conn, self.worker_id, outcomes)
-            if len(recorded) == len(outcomes):
-                queue.record_robot_events(conn, outcomes)
-            else:
-                queue.record_robot_events(conn, [o for o in outcomes if o.task.id in recorded])
+            return self._write_in(conn, outcomes)
+
+    def _write_in(self, conn: psycopg.Connection[Any], outcomes: list[Outcome]) -> set[UUID]:
+        """The fenced finish and the audit rows and cells of what it let through."""
+        recorded = queue.finish(conn, self.worker_id, outcomes)
+        if len(recorded) == len(outcomes):
+            queue.record_robot_events(conn, outcomes)
+        else:
+            queue.record_robot_events(conn, [o for o in outcomes if o.task.id in recorded])
         return recorded
 
     def _write_alone(self, outcome: Outcome) -> tuple[set[UUID], Outcome]:
@@ -224,6 +245,15 @@ class Recorder:
             kind = outcome.kind(recorded)
             if kind is not OutcomeKind.DISCARDED:
                 counts[kind] += 1
+                if kind is OutcomeKind.COMPLETED and self._log_completions:
+                    task = outcome.task
+                    self.log.info(
+                        "task_completed",
+                        task_id=str(task.id),
+                        task_type=task.task_type,
+                        attempt=task.attempt,
+                        duration_ms=outcome.duration_ms,
+                    )
                 continue
             counts[LOST] += 1
             self.log.warning(

@@ -17,6 +17,11 @@ Design note
   With every slot taken, a hint still leads to one claim of urgent tasks (above the
   default priority) into the slots' small reserve (``slots.py``): a person's edit
   never waits for bulk work to end.
+* Limits across the cluster (``core/limits.py``): an operator with a row in
+  websurfing_task_limit is claimed on its own through ``claim_limited``, which takes
+  only what its limits allow; the others keep the one ``claim_tasks`` statement. The
+  loop learns which operators are limited at boot (after storing the code's limits)
+  and again whenever a notification says a limit row changed.
 * Running one handler under its deadline is the executor's job (``executor.py``);
   recording outcomes in batched, fenced transactions the recorder's
   (``recorder.py``); waking up the wakeup's (``wakeup.py``); heartbeat, reaper and
@@ -31,10 +36,19 @@ Design note
   abandon the threads, handing their tasks back without counting the attempt. A
   second request moves the deadline to now. Everything is recorded before the process
   exits: nothing stays ``processing``.
+* Cancelling (``websurf.cancel_task``, a newer edit of a robot cell's source; 0027): a
+  ``task_cancel`` notification names the task, and the process holding it cancels
+  the asyncio task of an async handler (CancelledError at its next ``await``) or sets
+  the flag a plain function reads (``Context.cancel_requested``). A notification the
+  listener missed is found by the maintenance thread's check of ``cancel_requested_at``
+  at each heartbeat. The attempt ends cancelled, unspent, its cell unwritten.
 * Recycling: a plain handler that does not return after its timeout plus a grace
   period holds a thread forever. The process then stops as on SIGTERM and says so in
   ``recycle_reason``; the child exits with its recycle code and the supervisor starts
-  a fresh process at once.
+  a fresh process at once. An ``async def`` handler that blocks the event loop for
+  the grace period (``watchdog.py``) leaves nothing to drain with: the watchdog's
+  thread hands this process's tasks back itself, charging only the blocking attempt,
+  and calls ``on_loop_stalled`` (the child exits at once; in-process, a stop).
 """
 
 from __future__ import annotations
@@ -42,10 +56,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import signal
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,22 +77,26 @@ from websurf.sql.database import (
 )
 from websurf.sql.migrate import pending_migrations
 from websurf.worker.config import WorkerConfig
-from websurf.worker.core import queue, workers
+from websurf.worker.core import limits, queue, workers
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.registry import Operator, Registry, Task, load_operators
 from websurf.worker.daemon import metrics
+from websurf.worker.maintenance import reaper
 from websurf.worker.process.connections import Connections
 from websurf.worker.process.database import DatabaseRetry
 from websurf.worker.process.executor import Executor, error_text
 from websurf.worker.process.maintenance import Maintenance
 from websurf.worker.process.recorder import Recorder
-from websurf.worker.process.running import RunningNote
+from websurf.worker.process.running import RunningNote, parse_running_tasks
 from websurf.worker.process.slots import Slots
-from websurf.worker.process.wakeup import Wakeup
+from websurf.worker.process.wakeup import Wakeup, listen
+from websurf.worker.process.watchdog import LoopWatchdog
 
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
 RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back
 DEREGISTER_WAIT_S = 2.0  # for the roster row to go at exit, at most
+DURABLE = {"synchronous_commit": "on"}  # the claims of limited operators
+LIMIT_REOPEN_MARGIN_S = 0.005  # look this long after a full rate window opens again
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -104,10 +125,12 @@ class Runner:
         *,
         registry: Registry | None = None,
         note: RunningNote | None = None,
+        on_loop_stalled: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
         self.note = note
+        self.on_loop_stalled = on_loop_stalled or self.request_stop
         self.log = structlog.get_logger("websurf.worker").bind(worker_id=worker_id)
         self.registry = registry or load_operators(config.operator_modules)
         self.operators: dict[str, Operator] = dict(self.registry.operators)
@@ -132,9 +155,11 @@ class Runner:
         # asyncio.current_task(), Python code in 3.11, would make dearer)
         self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._want_claim = True
+        self._log_claims = False  # set when serving starts, from the log level
         # Operators whose last claim came back short, with no announcement of new tasks
         # of theirs since: the claims leave them out until a hint or the poll interval.
         self._drained: set[str] = set()
+        self.limited: frozenset[str] = frozenset()  # operators with a limit row
         self.recycle_reason: str | None = None
         self.counts: dict[str, int] = {}
 
@@ -220,6 +245,12 @@ class Runner:
             give_up_at=lambda: give_up,
             until_stop=True,
         )
+        self.retry(
+            "limits",
+            lambda: self._sync_limits(self.connections.claimer.get()),
+            give_up_at=lambda: give_up,
+            until_stop=True,
+        )
         self._listener = self.retry(
             "listen", self._listen, give_up_at=lambda: give_up, until_stop=True
         )
@@ -233,6 +264,21 @@ class Runner:
             connections=paths.routes() if (paths := self.connections.paths) else None,
         )
 
+    def wait_before_serving(self, seconds: float) -> None:
+        """Wait ``seconds`` before serving (a stop request ends the wait), heartbeating.
+
+        The supervisor starts a crashed process's replacement at once, to take the dead
+        process's tasks back, and has it wait out the restart backoff here. It stays on
+        the roster meanwhile: forgotten, its first claims would be taken by another
+        process's reaper (and charged) before its own heartbeat put it back.
+        """
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop_event.wait(min(left, self.config.heartbeat_interval_s)):
+                return
+            with contextlib.suppress(psycopg.OperationalError):  # the next beat retries
+                self._register(self.connections.claimer.get())
+
     def _register(self, conn: psycopg.Connection[Any]) -> None:
         workers.register(
             conn,
@@ -243,9 +289,35 @@ class Runner:
             stale_after_s=self.config.stale_after_s,
         )
 
+    def _sync_limits(self, conn: psycopg.Connection[Any]) -> None:
+        """Store the code's limits, then learn which operators have one (boot)."""
+        limits.sync_code_limits(conn, {n: op.limits for n, op in self.operators.items()})
+        self._read_limited(conn)
+
+    def _read_limited(self, conn: psycopg.Connection[Any]) -> None:
+        found = frozenset(limits.limited_operators(conn, self.task_types))
+        if found != self.limited:
+            self.log.info("limited_operators", operators=sorted(found))
+        self.limited = found
+        if hasattr(self, "slots"):
+            self.slots.limited = found
+
+    async def _refresh_limited(self) -> None:
+        """Read which operators are limited again (a limit row changed somewhere)."""
+
+        def read() -> None:
+            conn = self.connections.claimer.get()
+            with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
+                self._read_limited(conn)
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._claim_thread, lambda: self.retry("limits", read, until_stop=True)
+        )
+
     def _listen(self) -> psycopg.Connection[Any]:
         conn = self.connections.connect_listener()
-        conn.execute("LISTEN new_task")
+        listen(conn)
         return conn
 
     # -- serving ---------------------------------------------------------------------------
@@ -280,6 +352,9 @@ class Runner:
             stuck_grace_s=config.stuck_grace_s,
         )
         self.slots = Slots(config.tasks_per_process, config.threads_per_process, self.operators)
+        self.slots.limited = self.limited
+        level = getattr(self.log, "get_effective_level", lambda: logging.INFO)()
+        self._log_claims = level <= logging.DEBUG  # else no per-key tally per claim
         self.recorder = Recorder(
             self.connections.recording(),
             worker_id=self.worker_id,
@@ -295,6 +370,7 @@ class Runner:
             log=self.log,
             retry=self.retry,
             poll_interval_s=config.poll_interval_s,
+            on_cancel=self._cancel_notified,
         )
         if self._listener is not None:
             self.wakeup._attach(self._listener)
@@ -308,13 +384,17 @@ class Runner:
             registry=self.registry,
             metrics=self.metrics,
             log=self.log,
+            on_cancel_requested=self._cancel_found,
         )
         maintenance.start()
         self._claim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="claimer")
+        watchdog = LoopWatchdog(loop, config.stuck_grace_s, self._loop_stalled)
+        watchdog.start()
         try:
             await self._claim_loop()
             await self._drain()
         finally:
+            watchdog.stop()
             await self.wakeup.close()
             await asyncio.to_thread(maintenance.stop)
             await self._run_stop_hooks()
@@ -334,6 +414,26 @@ class Runner:
             except Exception as exc:
                 self.log.warning("stop_hook_failed", hook=repr(hook), error=error_text(exc))
 
+    def _loop_stalled(self, stalled_s: float) -> None:
+        """On the watchdog's thread: the loop is blocked; hand this process's tasks back."""
+        culprits = parse_running_tasks(bytes(self.note.loop_line)) if self.note else []
+        how = f"its event loop was blocked for {stalled_s:.1f}s by an async handler"
+        self.recycle_reason = how
+        self.log.error(
+            "event_loop_stalled",
+            stalled_s=round(stalled_s, 1),
+            task_ids=[task_id for task_id, _ in culprits],
+            action="handing back this process's tasks, then stopping",
+        )
+        try:
+            with self.connections.pool.connection(timeout=DEREGISTER_WAIT_S) as conn:
+                reaper.recover_dead_worker(conn, self.worker_id, how=how, running=culprits)
+        except Exception as exc:  # the replacement, or the reaper, recovers them then
+            self.log.warning(
+                "stall_recovery_failed", error=scrub(error_text(exc), self.config.database_url)
+            )
+        self.on_loop_stalled()
+
     def _recycle(self, reason: str) -> None:
         if self.recycle_reason is None:
             self.recycle_reason = reason
@@ -352,6 +452,12 @@ class Runner:
         drained = self._drained
         undrained_at = float("-inf")  # drained operators are claimed for again each poll
         while not self.stopping:
+            if wake.limits_changed:
+                wake.limits_changed = False
+                try:
+                    await self._refresh_limited()
+                except psycopg.OperationalError:
+                    break  # stopping while the database is away
             now = time.monotonic()
             if wake.hints != seen or now - last_claim >= poll_s:
                 want, seen = True, wake.hints
@@ -415,7 +521,10 @@ class Runner:
     async def _claim_urgent(self) -> None:
         """Claim urgent tasks (above the default priority) into the reserve slots."""
         limit = min(self.slots.urgent_free(), self.config.batch_max)
-        tasks, _ = await self._claim(self.task_types, limit, min_priority=queue.URGENT_PRIORITY)
+        types = [t for t in self.task_types if t not in self.limited]
+        if not types:
+            return
+        tasks, _ = await self._claim(types, limit, min_priority=queue.URGENT_PRIORITY)
         self._start_claimed(tasks, self.executor.stuck, urgent=True)
 
     def _start_claimed(self, tasks: list[Task], stuck: int, *, urgent: bool = False) -> bool:
@@ -442,14 +551,33 @@ class Runner:
         self, types: list[str], limit: int, *, min_priority: int = queue.LOWEST_PRIORITY
     ) -> tuple[list[Task], bool]:
         """The tasks claimed, and whether the claim's byte budget cut it short."""
+        limited = len(types) == 1 and types[0] in self.limited
 
         def claim() -> tuple[list[Task], bool]:
             conn = self.connections.claimer.get()
-            with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
-                rows = queue.claim_rows(
-                    conn, self.worker_id, types, limit, min_priority=min_priority
-                )
+            if limited:
+                # Durable: a start the server forgot in a crash would no longer count
+                # against the window, though its handler ran.
+                with with_settings(conn, DURABLE, pooled=self.connections.pooled):
+                    rows, reopens_in_s = limits.claim_rows(
+                        conn, self.worker_id, types[0], limit, min_priority=min_priority
+                    )
+                if reopens_in_s is not None and self._loop is not None:
+                    # a full window or a pause: look again when it opens
+                    self._loop.call_soon_threadsafe(
+                        self.wakeup.due_in, reopens_in_s + LIMIT_REOPEN_MARGIN_S
+                    )
+            else:
+                with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
+                    rows = queue.claim_rows(
+                        conn, self.worker_id, types, limit, min_priority=min_priority
+                    )
             self.metrics.claimed(rows)
+            if self._log_claims and rows:
+                keys = Counter(
+                    "(no key)" if row.fairness_key is None else row.fairness_key for row in rows
+                )
+                self.log.debug("tasks_claimed", tasks=len(rows), keys=dict(keys))
             return [row.task for row in rows], queue.budget_spent(rows)
 
         if self.slots.running == 0 and self.slots.unrecorded == 0:
@@ -466,6 +594,11 @@ class Runner:
 
     def _recorded(self, batch: list[Outcome]) -> None:
         self._held.difference_update((o.task.id.int, o.task.attempt) for o in batch)
+        if self.limited:
+            # A limited task's end gives its cap room: claim for it again (a hint, as if
+            # a task of its type had been announced).
+            for task_type in {o.task.task_type for o in batch} & self.limited:
+                self.wakeup.poke(task_type)
         self.slots.unrecorded = self.recorder.backlog
         if self._want_claim:
             self.wakeup.event.set()
@@ -489,6 +622,37 @@ class Runner:
             self.wakeup.due_in(outcome.run_at.timestamp() - time.time())
         if self._want_claim:
             self.wakeup.event.set()
+
+    # -- cancelling one task -------------------------------------------------------------
+
+    def _cancel_notified(self, payload: str) -> None:
+        """A ``task_cancel`` notification (on the loop): stop that task if it runs here."""
+        try:
+            task_id = uuid.UUID(payload)
+        except ValueError:
+            self.log.warning("cancel_ignored", payload=payload[:100], reason="not a task id")
+            return
+        self._cancel_running({task_id.int})
+
+    def _cancel_found(self, task_ids: list[uuid.UUID]) -> None:
+        """Tasks of this process found with a cancel request (maintenance thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._cancel_running, {t.int for t in task_ids})
+
+    def _cancel_running(self, wanted: set[int]) -> None:
+        """Cancel the running handlers of these tasks (async: the run; plain: the flag)."""
+        for (task_int, attempt), run in list(self._running.items()):
+            if task_int not in wanted:
+                continue
+            is_async = self.executor.request_cancel(task_int)
+            if is_async is None:
+                # Returned already (its finish honours the cancel: 0027), or flagged before.
+                continue
+            if is_async:
+                run.cancel()
+            self.log.info("task_cancelling", task_id=str(uuid.UUID(int=task_int)), attempt=attempt)
 
     # -- stopping ------------------------------------------------------------------------
 

@@ -11,6 +11,11 @@ A few slots beyond ``tasks_per_process`` (``reserve``: one in fifty, at least on
 kept for urgent tasks (priority above the default: a person's edit). When bulk work
 fills every other slot, an urgent task does not wait for one of them to free (a whole
 bulk task's run): the loop claims it into the reserve at once.
+
+An operator with a limit across the cluster (``limited``: a row in
+websurfing_task_limit, see ``core/limits.py``) is a pool of its own that is never
+merged into a claim over other operators: its claims go through ``claim_limited``, one
+operator at a time, and the urgent claim leaves it out.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Slots:
         self.unrecorded = 0  # finished, outcome not yet written: still holds its claim
         self.plain_running = 0
         self.per_operator = dict.fromkeys(operators, 0)
+        self.limited: frozenset[str] = frozenset()  # claimed one by one, by claim_limited
 
     def free(self) -> int:
         return self.capacity - self.running - self.unrecorded
@@ -68,11 +74,22 @@ class Slots:
             return [], True
         threads = self.threads - self.plain_running - stuck_threads
         pools: dict[str, tuple[list[str], int]] = {}
+        limited: list[tuple[list[str], int]] = []
         starved = False
         for name, op in sorted(self.operators.items()):
             if name in drained:
                 continue
-            if op.concurrency is not None:
+            if name in self.limited:
+                room = free
+                if op.concurrency is not None:
+                    room = min(room, op.concurrency - self.per_operator[name])
+                if not op.is_async:
+                    room = min(room, threads)
+                if room > 0:
+                    limited.append(([name], room))
+                else:
+                    starved = True
+            elif op.concurrency is not None:
                 room = op.concurrency - self.per_operator[name]
                 if not op.is_async:
                     room = min(room, threads)
@@ -90,7 +107,7 @@ class Slots:
         claims = [(types, min(room, free)) for types, room in pools.values()]
         if claims and sum(n for _, n in claims) >= free and (shared or len(claims) > 1):
             every = [t for types, _ in claims for t in types] + (shared[0] if shared else [])
-            return [(sorted(every), free)], starved
+            return [(sorted(every), free), *limited], starved
         if shared is not None:
             claims.append(shared)  # last: it takes the free slots the others leave
         if len(claims) > 1 and self.running == 0 and self.unrecorded == 0:
@@ -98,8 +115,8 @@ class Slots:
             # (so none overflows), makes a pickup one round trip instead of one per
             # pool. Once tasks run, the next claims go per pool again.
             every = sorted(t for types, _ in claims for t in types)
-            return [(every, min(n for _, n in claims))], starved
-        return claims, starved
+            return [(every, min(n for _, n in claims)), *limited], starved
+        return claims + limited, starved
 
     def can_start(self, op: Operator, stuck_threads: int, *, urgent: bool = False) -> bool:
         if (self.urgent_free() if urgent else self.free()) <= 0:

@@ -9,6 +9,11 @@ announced), or the poll interval passing. The LISTEN connection is a plain psyco
 connection read from the event loop (``add_reader``) without blocking it. When it
 breaks, it is reconnected on a thread with backoff, and the loop polls at once
 afterwards, so a notification sent while it was away is not missed.
+
+The same connection listens on ``task_cancel`` (0027): its payload is the id of a
+running task someone cancelled, handed to ``on_cancel`` at once. A cancel sent while
+the connection was away is not replayed here; the maintenance thread's periodic check
+of ``cancel_requested_at`` finds it (``maintenance.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from websurf.worker.process.database import DatabaseRetry
 
 CHANNEL = "new_task"
+CANCEL_CHANNEL = "task_cancel"
+
+
+def listen(conn: psycopg.Connection[Any]) -> None:
+    """LISTEN on both channels a worker process follows (an autocommit connection)."""
+    statements = (sql.SQL("LISTEN {}").format(sql.Identifier(c)) for c in (CHANNEL, CANCEL_CHANNEL))
+    conn.execute(sql.SQL("; ").join(statements))  # one round trip
 
 
 class Flag:
@@ -88,8 +101,10 @@ class Wakeup:
         log: Any,
         retry: DatabaseRetry,
         poll_interval_s: float,
+        on_cancel: Callable[[str], None] = lambda task_id: None,
     ) -> None:
         self._connect = connect
+        self._on_cancel = on_cancel  # called on the loop with a cancelled task's id
         self.log = log
         self.retry = retry
         self.poll_interval_s = poll_interval_s
@@ -99,6 +114,9 @@ class Wakeup:
         # type may have new tasks (a timer, a reconnect, a notification without a type)
         self._hinted: set[str] | None = set()
         self.due_at = float("inf")  # monotonic time of the earliest known future task
+        # a limit row changed (a notification with "limits": true), or one may have
+        # changed unseen (a reconnect): the runner reads which operators are limited
+        self.limits_changed = False
         self._conn: psycopg.Connection[Any] | None = None
         self._fd = -1  # the LISTEN socket as registered with the loop (kept: a lost
         # connection can no longer tell its own descriptor)
@@ -110,7 +128,7 @@ class Wakeup:
     def listen_now(self) -> None:
         """Connect and LISTEN (boot; the caller retries)."""
         conn = self._connect()
-        conn.execute(f"LISTEN {CHANNEL}")
+        listen(conn)
         self._attach(conn)
 
     def _attach(self, conn: psycopg.Connection[Any]) -> None:
@@ -134,7 +152,10 @@ class Wakeup:
             return
         try:
             for notice in conn.notifies(timeout=0):
-                self._hint(notice.payload)
+                if notice.channel == CHANNEL:
+                    self._hint(notice.payload)
+                else:
+                    self._on_cancel(notice.payload)
         except Exception:  # the connection is gone, however it says so
             self._lost()
 
@@ -148,7 +169,7 @@ class Wakeup:
     async def _reconnect(self) -> None:
         def connect() -> psycopg.Connection[Any]:
             conn = self._connect()
-            conn.execute(f"LISTEN {CHANNEL}")
+            listen(conn)
             return conn
 
         attempt = asyncio.ensure_future(
@@ -169,6 +190,7 @@ class Wakeup:
             return
         self._attach(conn)
         self.log.info("listener_reconnected")
+        self.limits_changed = True
         self.poke()  # poll at once: a notification sent meanwhile is not missed
 
     def check(self) -> None:
@@ -200,6 +222,8 @@ class Wakeup:
             data = json.loads(payload)
             due = data.get("scheduled_for")
             task_type = data.get("task_type")
+            if data.get("limits") is True:
+                self.limits_changed = True
         except (ValueError, AttributeError):
             due = task_type = None
         if not isinstance(task_type, str):

@@ -5,7 +5,8 @@
  * JSON this prints: one object per driver with what each step observed.
  *
  * Input (environment): DATABASE_URL, and FIXTURE, a JSON object with the ids of a user,
- * a spreadsheet, its source column A and robot column B, and a cell of A.
+ * a spreadsheet, its source column A and robot column B, and a cell of A. Beside it, the
+ * test writes db.ts, the README's client for the web app, and env.ts, what it imports.
  */
 import { and, eq } from "drizzle-orm";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
@@ -14,6 +15,7 @@ import pg from "pg";
 import postgres from "postgres";
 
 import { isCellAuthorError, withAuthor } from "./author.js";
+import { db as readmeDb } from "./db.js";
 import * as schema from "./schema.js";
 import {
   cellEditEvents,
@@ -91,6 +93,16 @@ async function check(name: string, db: ReturnType<typeof databases>["drivers"][n
   const mine = tasks.find((t) => (t.payload as RobotColumnPayload).input === content) as
     | TaskOf<"uppercase">
     | undefined;
+  // 3b. Deleting that cell (it has content now) with no author is refused, and recognised.
+  try {
+    await db.transaction(async (tx) => {
+      await tx.delete(cells).where(cell);
+      throw new Error("deleted without an author");
+    });
+  } catch (err) {
+    seen.anonymousDelete = isCellAuthorError(err) ? "refused: cell author error" : `refused: ${String(err)}`;
+  }
+
   seen.task = mine
     ? {
         status: mine.status,
@@ -140,13 +152,32 @@ const example: CellUpdatedNotification = {
   cell_id: fixture.cellId,
 };
 
+/** The README's client reads a user (column email_verified); one without casing cannot. */
+async function clients() {
+  const byId = eq(users.id, fixture.userId);
+  const found = await readmeDb.query.users.findFirst({ where: byId });
+  const bare = postgres(url, { max: 1, onnotice: () => {} });
+  let withoutCasing = "accepted";
+  try {
+    await drizzlePostgresJs(bare, { schema }).query.users.findFirst({ where: byId });
+  } catch (err) {
+    const cause = (err as { cause?: unknown }).cause;
+    withoutCasing = `refused: ${String(cause ?? err)}`;
+  } finally {
+    await bare.end();
+    await (globalThis as { conn?: postgres.Sql }).conn?.end();
+  }
+  return { readmeClient: found?.email ?? null, withoutCasing };
+}
+
 const { drivers, close } = databases();
 try {
   const results = [];
   for (const { name, db } of drivers) {
     results.push(await check(name, db));
   }
-  console.log(JSON.stringify({ results, notificationType: Object.keys(example).sort() }));
+  const notificationType = Object.keys(example).sort();
+  console.log(JSON.stringify({ results, notificationType, ...(await clients()) }));
 } finally {
   await close();
 }

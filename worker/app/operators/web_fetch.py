@@ -46,9 +46,16 @@ own, so they never queue behind plain handlers in the loop's default executor. A
 most ``WEBSURF_FETCH_PER_HOST`` fetches talk to one host at once (the connector's
 ``limit_per_host`` is the same number, as a backstop). The host slot is taken here
 rather than waited for inside aiohttp, whose pool wait cannot be told apart from a slow
-connect: a task that waits longer than ``HOST_SLOT_WAIT_S`` snoozes (back to the queue,
-no attempt spent) instead of burning its timeout. Traded away: the session is one
-per policy, so the rare fetch under another policy (tests) gets its own pool.
+connect. Waiting for a slot is not fetching: the fetch's timeout is paused while it
+waits, and a task that would wait longer than ``HOST_SLOT_WAIT_S``, or past the point
+where its own deadline leaves the fetch its whole timeout, snoozes (back to the queue,
+no attempt spent) instead of timing out. Traded away: the session is one per policy,
+so the rare fetch under another policy (tests) gets its own pool.
+
+Parsing: the title is read with the standard library's HTMLParser, pure Python, which
+takes about two seconds for a megabyte of ``<``. It runs in threads of its own (never
+on the event loop, where it would stall every other task of the process) and stops
+at the end of the first title.
 
 A refused or malformed URL fails the task at once (retrying cannot help); network
 errors and 5xx answers are retried with the operator's backoff.
@@ -67,6 +74,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
@@ -75,10 +83,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from websurf.worker.app.operators.web import ALLOW_ENV, FETCH_TIMEOUT_S
+from websurf.worker.core.limits import pause_delay
 from websurf.worker.core.registry import (
     Context,
     PermanentError,
     Result,
+    SlowDown,
     Snooze,
     Task,
 )
@@ -93,10 +103,15 @@ HOST_BUSY_SNOOZE_S = 5.0  # a snoozed task is due again after about this long
 MAX_CONNECTIONS = 100  # open connections per process, all hosts together
 KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this long
 LOOKUP_THREADS = 16  # DNS lookups (getaddrinfo) running at once, per process
+PARSE_THREADS = 2  # title parses running at once, per process (CPU: they share the GIL)
+PARSE_CHUNK_CHARS = 64 * 1024  # fed to the parser at a time, until the title ends
+PARSE_MARGIN_S = 2.0  # of the task's deadline, left after the fetch for the parse
 USER_AGENT = "websurf-web-title/0.1"
 ALLOW_PRIVATE_ENV = "WEBSURF_FETCH_ALLOW_PRIVATE"
 PER_HOST_ENV = "WEBSURF_FETCH_PER_HOST"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+SLOW_DOWN_STATUSES = frozenset({429, 503})  # with Retry-After: pause the host's key
+TOO_MANY_REQUESTS_PAUSE_S = 30.0  # a 429 without (a readable) Retry-After
 REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept": "text/html", "Accept-Encoding": "identity"}
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -275,6 +290,7 @@ class _Client:
         self.sessions: dict[tuple[FetchPolicy, Lookup], aiohttp.ClientSession] = {}
         self.host_slots = _HostSlots()
         self.lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="websurf-dns")
+        self.parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="websurf-parse")
 
     def session(self, policy: FetchPolicy, lookup: Lookup) -> aiohttp.ClientSession:
         found = self.sessions.get((policy, lookup))
@@ -316,6 +332,7 @@ async def close_sessions() -> None:
     if client is not None:
         await asyncio.gather(*(s.close() for s in client.sessions.values()))
         client.lookups.shutdown(wait=False, cancel_futures=True)
+        client.parsers.shutdown(wait=False, cancel_futures=True)
 
 
 class _TitleParser(HTMLParser):
@@ -364,7 +381,10 @@ def _parse_title(body: bytes, charset: str) -> _TitleParser:
     except LookupError:
         text = body.decode("utf-8", errors="replace")
     parser = _TitleParser()
-    parser.feed(text)
+    for start in range(0, len(text), PARSE_CHUNK_CHARS):
+        parser.feed(text[start : start + PARSE_CHUNK_CHARS])
+        if parser.done:
+            break
     return parser
 
 
@@ -398,25 +418,32 @@ async def fetch(
     """GET ``url`` under ``policy``, following checked redirects; at most max_bytes are read.
 
     Raises FetchRefused (permanent), PermanentError (a 4xx answer), FetchFailed (worth
-    retrying) or Snooze (the host is busy with this process's other fetches).
+    retrying), Snooze (the host is busy with this process's other fetches) or SlowDown
+    (the host answered 429, or 503 with Retry-After).
     """
     policy = policy or FetchPolicy.from_env()
     budget_s = policy.timeout_s
     if deadline is not None:
         budget_s = min(budget_s, deadline - time.monotonic())
     try:
-        async with asyncio.timeout(budget_s):
-            return await _follow(_checked_url(url, policy), policy, lookup)
+        async with asyncio.timeout(budget_s) as scope:
+            return await _follow(_checked_url(url, policy), policy, lookup, scope, deadline)
     except TimeoutError:
         raise FetchFailed(f"fetching {url}: timed out after {max(budget_s, 0):g}s") from None
 
 
-async def _follow(url: URL, policy: FetchPolicy, lookup: Lookup) -> Page:
+async def _follow(
+    url: URL,
+    policy: FetchPolicy,
+    lookup: Lookup,
+    scope: asyncio.Timeout,
+    deadline: float | None,
+) -> Page:
     client = _client()
     session = client.session(policy, lookup)
     for _hop in range(policy.max_redirects + 1):
         assert url.raw_host is not None  # _checked_url refuses URLs without a host
-        async with client.host_slots.hold(url.raw_host, policy.per_host, policy.slot_wait_s):
+        async with _host_slot(client, url.raw_host, policy, scope, deadline):
             page, location = await _get_once(session, url, policy)
         if location is None:
             return page
@@ -425,6 +452,29 @@ async def _follow(url: URL, policy: FetchPolicy, lookup: Lookup) -> Page:
         except ValueError:
             raise FetchRefused(f"{url} redirects to an invalid URL {location[:200]!r}") from None
     raise FetchRefused(f"more than {policy.max_redirects} redirects")
+
+
+@asynccontextmanager
+async def _host_slot(
+    client: _Client, host: str, policy: FetchPolicy, scope: asyncio.Timeout, deadline: float | None
+) -> AsyncIterator[None]:
+    """Hold a slot of ``host``; the fetch's timeout (``scope``) stands still while waiting.
+
+    The wait is bounded by the slot wait and, given the task's ``deadline``, by what the
+    deadline leaves beyond the fetch's remaining time: past that, the task snoozes.
+    """
+    loop = asyncio.get_running_loop()
+    when = scope.when()
+    left = float("inf") if when is None else when - loop.time()  # the fetch's own time
+    wait_s = policy.slot_wait_s
+    if deadline is not None:
+        wait_s = max(0.0, min(wait_s, deadline - time.monotonic() - left))
+    if when is not None:
+        scope.reschedule(loop.time() + left + wait_s)
+    async with client.host_slots.hold(host, policy.per_host, wait_s):
+        if when is not None:
+            scope.reschedule(loop.time() + left)
+        yield
 
 
 def _checked_url(url: str | URL, policy: FetchPolicy) -> URL:
@@ -456,6 +506,8 @@ async def _get_once(
     try:
         async with session.get(url, allow_redirects=False) as response:
             status = response.status
+            if status in SLOW_DOWN_STATUSES:
+                _slow_down(url, status, response.headers.get("Retry-After"))
             if 500 <= status < 600:
                 raise FetchFailed(f"{url} answered {status}")
             if 400 <= status < 500:
@@ -474,6 +526,19 @@ async def _get_once(
         raise FetchRefused(f"{url} is not a valid URL: {exc}") from None
     except (OSError, aiohttp.ClientError) as exc:
         raise FetchFailed(f"fetching {url.raw_host}: {type(exc).__name__}: {exc}") from None
+
+
+def _slow_down(url: URL, status: int, retry_after: str | None) -> None:
+    """Raise SlowDown for a 429 (Retry-After or 30 s) or a 503 with Retry-After.
+
+    The task's limit key (the URL's host, set at enqueue by migration 0026) then pauses
+    on every worker until the host said to come back.
+    """
+    delay = pause_delay(retry_after, now=datetime.now(UTC))
+    if delay is None and status == 429:
+        delay = TOO_MANY_REQUESTS_PAUSE_S
+    if delay is not None:
+        raise SlowDown(delay, f"{url.raw_host} answered {status}, retry after {delay:g}s")
 
 
 async def _read_capped(stream: aiohttp.StreamReader, max_bytes: int) -> tuple[bytes, bool]:
@@ -497,8 +562,8 @@ async def web_title(task: Task, context: Context) -> Result:
         return Result(output={"url": None, "title": None}, cell_content=None)
     if "://" not in url:
         url = "https://" + url
-    page = await fetch(url, FetchPolicy.from_env(), deadline=context.deadline - 1.0)
-    title = page.title
+    page = await fetch(url, FetchPolicy.from_env(), deadline=context.deadline - PARSE_MARGIN_S)
+    title = await asyncio.get_running_loop().run_in_executor(_client().parsers, lambda: page.title)
     context.log.info(
         "page_fetched", status=page.status, bytes=len(page.body), has_title=bool(title)
     )
