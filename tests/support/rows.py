@@ -99,3 +99,9 @@ def robot_payloads(
         }
         for cell, row in sorted(rows, key=lambda r: r[1])
     ]
+
+
+def robot_column(url: str, operator: str, count: int) -> list[dict[str, Any]]:
+    """:func:`robot_payloads` on its own connection to ``url``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return robot_payloads(conn, operator, count)
