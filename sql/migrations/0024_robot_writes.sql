@@ -24,8 +24,8 @@
 --    The web app's role changes a task's status only from pending to cancelled. The
 --    worker's role moves pending -> processing (a claim) or cancelled, processing ->
 --    completed, failed, pending or cancelled, failed or cancelled -> pending (`websurf
---    tasks retry`), and completed -> cancelled only for a task this transaction
---    finished (its cell was deleted while it ran); it changes task_type or payload
+--    tasks retry`), and completed or failed -> cancelled only for a task this
+--    transaction finished (its cell was deleted while it ran); it changes task_type or payload
 --    only of a task that stays pending. Anything else is refused. The rule names what
 --    is forbidden: columns it does not mention (other branches add some) pass.
 --    The worker's role may not name an author (websurf.user_id): a person's edit is the
@@ -307,7 +307,7 @@ BEGIN
                             'processing -> completed', 'processing -> failed',
                             'processing -> pending', 'processing -> cancelled',
                             'failed -> pending', 'cancelled -> pending')
-              OR (change = 'completed -> cancelled' AND EXISTS (
+              OR (change IN ('completed -> cancelled', 'failed -> cancelled') AND EXISTS (
                       SELECT 1 FROM {home}.websurfing_task_queue AS t
                       WHERE t.id = OLD.id
                         AND t.xmin::text::bigint
@@ -322,8 +322,9 @@ BEGIN
                NEW.error_message) THEN
         RETURN NEW;
     END IF;
-    RAISE EXCEPTION 'only the workers decide a task''s outcome: % may not change %',
-        current_user, coalesce(change, 'its status to or from NULL')
+    RAISE EXCEPTION 'a task''s outcome is the workers'' to decide, along its life: %'
+                    ' may not change %', current_user,
+                    coalesce(change, 'its status to or from NULL')
         USING ERRCODE = 'insufficient_privilege',
               TABLE = TG_TABLE_NAME,
               DETAIL = format('task %s', OLD.id),

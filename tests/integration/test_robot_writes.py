@@ -257,7 +257,7 @@ def test_only_the_workers_move_a_task_and_only_along_its_life(
     )
     with (
         psycopg.connect(make_login(role), autocommit=True) as login,
-        pytest.raises(errors.InsufficientPrivilege, match="only the workers decide"),
+        pytest.raises(errors.InsufficientPrivilege, match="workers' to decide"),
     ):
         login.execute(
             sql.SQL("UPDATE websurfing_task_queue SET {} = %s").format(sql.Identifier(column)),
@@ -463,3 +463,24 @@ def test_every_websurf_function_searches_only_pg_catalog(conn: psycopg.Connectio
         " ORDER BY 1"
     ).fetchall()
     assert loose == []
+
+
+@pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED])
+def test_the_worker_role_cancels_a_finished_task_whose_cell_went_while_it_ran(
+    conn: psycopg.Connection[Any], worker_url: str, status: Status
+) -> None:
+    """The one move out of a finished state: in the transaction that finished it."""
+    [payload] = robot_payloads(conn, OPERATOR, 1)
+    _enqueue(conn, OPERATOR, payload)
+    with psycopg.connect(worker_url, autocommit=True) as worker:
+        [task] = queue.claim(worker, WORKER, [OPERATOR], 1)
+        conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (payload["cell_id"],))
+        outcome = Outcome(task, status, OPERATOR, error=None if status == "completed" else "x")
+        with worker.transaction():
+            assert queue.finish(worker, WORKER, [outcome]) == {task.id}
+            assert queue.record_robot_events(worker, [outcome]) == 0
+    row = conn.execute(
+        "SELECT status, error_message FROM websurfing_task_queue WHERE id = %s", (task.id,)
+    ).fetchone()
+    assert row is not None
+    assert row[0] == "cancelled" and "its cell was deleted" in row[1]
