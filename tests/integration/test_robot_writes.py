@@ -240,7 +240,6 @@ def test_the_web_app_cannot_freeze_a_robot_cell(
         ("websurf_worker", "completed", "status", "processing"),
         ("websurf_worker", "pending", "status", "completed"),
         ("websurf_worker", "cancelled", "status", "completed"),
-        ("websurf_worker", "processing", "payload", Jsonb({"cell_id": None})),
     ],
 )
 def test_only_the_workers_move_a_task_and_only_along_its_life(
