@@ -26,7 +26,7 @@ import pytest
 from psycopg import conninfo, sql
 from support.daemon import Daemons
 from support.pgbouncer import PgBouncer
-from support.rows import new_column
+from support.rows import new_column, robot_payloads
 
 from websurf.sql import migrate as migrator
 
@@ -175,6 +175,17 @@ def make_cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> C
         ).fetchone()
         assert cell is not None
         return str(cell[0])
+
+    return make
+
+
+@pytest.fixture
+def make_robot_cell(conn: psycopg.Connection[Any]) -> Callable[[str], dict[str, Any]]:
+    """The payload of a real robot task of ``operator`` for a new, empty robot cell: only
+    such a task may write its cell (migration 0024; support.rows.robot_payloads)."""
+
+    def make(operator: str) -> dict[str, Any]:
+        return robot_payloads(conn, operator, 1)[0]
 
     return make
 

@@ -53,6 +53,12 @@
  *   the same author and writes websurfing_cell_position_event rows.
  * - the robot-row guard on websurfing_robot_input_event (sql/migrations/0015): only the
  *   worker's role may insert robot rows, and only for a task the same transaction ended.
+ * - the guards of sql/migrations/0024: a robot cell takes a result only from a task of
+ *   its column's operator for a real edit of its source cell, and input_version is
+ *   never written by the app (leave it out of inserts and updates); a task is inserted
+ *   as plain pending work and the app only cancels pending ones; deleting a blank cell
+ *   that has edit history names its author; a column stays in its spreadsheet and a
+ *   cell in its column's.
  *
  * Defaults are spelled `sql\`CURRENT_TIMESTAMP\`` rather than `defaultNow()` (which
  * would be `now()`): the same value, but the catalog text must equal the migrations'
@@ -570,11 +576,14 @@ export const cellEditEvents = createTable(
     newContent: d.text(),
     editType: d.varchar({ length: 50 }).default("manual"),
     createdAt: d.timestamp({ withTimezone: true }).default(sql`CURRENT_TIMESTAMP`),
+    // the version the edit took (sql/migrations/0024); set by the edit trigger
+    inputVersion: d.bigint({ mode: "number" }),
   }),
   (t) => [
     index("cell_edit_cell_idx").on(t.cellId),
     index("cell_edit_user_idx").on(t.userId),
     index("cell_edit_time_idx").on(t.createdAt),
+    index("cell_edit_version_idx").on(t.cellId, t.inputVersion),
   ],
 );
 

@@ -70,22 +70,22 @@ INSERT INTO websurfing_column (spreadsheet_id, position, title)
 VALUES (%(spreadsheet_id)s, 0, 'bench')
 RETURNING id
 
--- name: bench_create_cells
--- %(count)s empty cells in rows 1..count of the column (benchmark).
-INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)
-SELECT %(spreadsheet_id)s, %(column_id)s, n
+-- name: bench_create_robot_column
+-- A noop robot column fed by the benchmark's column, whose options make each task write %(content)s into its cell (benchmark).
+INSERT INTO websurfing_column
+    (spreadsheet_id, position, title, operator_type, source_column_id, operator_options)
+VALUES (%(spreadsheet_id)s, 1, 'bench robot', 'noop', %(source_column_id)s,
+        jsonb_build_object('cell_content', %(content)s::text))
+RETURNING id
+
+-- name: bench_fill_source_cells
+-- A person fills rows 1..%(count)s of the benchmark's column in one statement: the edit trigger creates the robot cells and queues one robot task per row (benchmark).
+INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number, content)
+SELECT %(spreadsheet_id)s, %(column_id)s, n, 'row ' || n
 FROM generate_series(1, %(count)s) AS n
 
--- name: bench_enqueue_cell_tasks
--- One noop task per cell of the spreadsheet that writes %(content)s into it, in one statement.
-INSERT INTO websurfing_task_queue (task_type, payload)
-SELECT 'noop', jsonb_build_object('cell_id', id, 'cell_content', %(content)s::text)
-FROM websurfing_cell
-WHERE spreadsheet_id = %(spreadsheet_id)s
-ORDER BY row_number
-
 -- name: bench_check_cell_tasks
--- Audit check after a cell run: tasks without exactly one success robot row, cells not written.
+-- Audit check after a cell run: tasks without exactly one success robot row, robot cells not written.
 SELECT
     (SELECT count(*)
      FROM websurfing_task_queue AS t
@@ -94,7 +94,7 @@ SELECT
             WHERE e.task_id = t.id AND e.success) <> 1) AS tasks_without_one_audit_row,
     (SELECT count(*) FROM websurfing_robot_input_event) AS robot_rows,
     (SELECT count(*) FROM websurfing_cell
-     WHERE spreadsheet_id = %(spreadsheet_id)s
+     WHERE column_id = %(robot_column_id)s
        AND content IS DISTINCT FROM %(content)s::text) AS cells_not_written
 
 -- name: bench_count_edit_events

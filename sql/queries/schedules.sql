@@ -144,9 +144,10 @@ FROM websurfing_task_queue
 WHERE id = ANY(%(ids)s::uuid[])
 
 -- name: refresh_next_cells
--- The next filled rows of a refresh round without a pending task for their robot cell, source cells share-locked (refresh run_once).
+-- The next filled rows of a refresh round without a pending task for their robot cell, source cells share-locked, each with the version of its source cell's content: its latest edit's, or the robot output's it holds when newer (refresh run_once).
 -- A row a person is editing right now is skipped: the edit enqueues its own task.
-SELECT t.id AS cell_id, s.id AS source_cell_id, s.content, s.row_number
+SELECT t.id AS cell_id, s.id AS source_cell_id, s.content, s.row_number,
+       websurf.content_version(s.id) AS input_version
 FROM websurfing_cell AS s
 JOIN websurfing_cell AS t
   ON t.spreadsheet_id = s.spreadsheet_id
@@ -163,10 +164,6 @@ WHERE s.spreadsheet_id = %(spreadsheet_id)s
 ORDER BY s.row_number
 LIMIT %(limit)s
 FOR SHARE OF s SKIP LOCKED
-
--- name: refresh_input_version
--- A number newer than every committed edit of the rows just locked, when latest-edit-wins versions exist (refresh run_once).
-SELECT nextval(to_regclass('websurf.cell_input_version'))
 
 -- name: advance_refresh_round
 -- Record a round's progress, or end it when every row ran (refresh run_once).

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 from support.daemon import Daemon
-from support.rows import column_of_cells
+from support.rows import robot_column
 
 from websurf.sql.database import describe
 
@@ -198,7 +199,7 @@ def test_every_task_ends_once_when_pgbouncer_restarts_and_backends_are_terminate
     database is terminated (the pooler's and the direct LISTEN ones)."""
     pooled = pgbouncer.url(database_url)
     tasks = 1500
-    column_of_cells(database_url, tasks)
+    robots = robot_column(database_url, "hosted_cell", tasks)
     daemon = start_worker(
         pooled,
         "--direct-database-url",
@@ -214,8 +215,9 @@ def test_every_task_ends_once_when_pgbouncer_restarts_and_backends_are_terminate
     with psycopg.connect(pooled, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO websurfing_task_queue (task_type, payload)"
-            " SELECT 'hosted_cell', jsonb_build_object('cell_id', id, 'n', row_number)"
-            " FROM websurfing_cell"
+            " SELECT 'hosted_cell', p || jsonb_build_object('n', p -> 'row_number')"
+            " FROM unnest(%s::jsonb[]) AS p",
+            ([Jsonb(r) for r in robots],),
         )
 
     daemon.wait_for(lambda: count(database_url, "completed") >= tasks // 5, "a fifth done")

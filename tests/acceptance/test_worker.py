@@ -19,8 +19,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from support.daemon import Daemon
-from support.rows import column_of_cells
+from support.rows import column_of_cells, robot_column
 
 from websurf.sql.migrate import migrate, shipped_migrations
 from websurf.worker.daemon.supervisor import EXIT_CHILD_KILLED
@@ -65,20 +66,21 @@ def _started(marker: Path, attempt: int = 1) -> Callable[[], bool]:
 
 
 def test_tasks_inserted_by_sql_get_done_and_audited(database_url: str, start_worker: Start) -> None:
-    cells = column_of_cells(database_url, 30)
+    robots = robot_column(database_url, "noop", 30)
+    cells = [r["cell_id"] for r in robots]
     daemon = start_worker(database_url, concurrency=2)
     daemon.wait_ready(2)
     # One INSERT per task, as the web app's edits do ...
     singles = [
-        _insert_task(database_url, "noop", {"cell_id": c, "cell_content": f"hi {i}"})
-        for i, c in enumerate(cells[:10])
+        _insert_task(database_url, "noop", {**r, "cell_content": f"hi {i}"})
+        for i, r in enumerate(robots[:10])
     ]
     # ... and one multi-row INSERT.
     bulk = daemon.query(
         "INSERT INTO websurfing_task_queue (task_type, payload)"
-        " SELECT 'noop', jsonb_build_object('cell_id', c, 'cell_content', 'hi ' || n)"
-        " FROM unnest(%s::uuid[]) WITH ORDINALITY AS t(c, n) RETURNING id",
-        cells[10:],
+        " SELECT 'noop', p || jsonb_build_object('cell_content', 'hi ' || n)"
+        " FROM unnest(%s::jsonb[]) WITH ORDINALITY AS t(p, n) RETURNING id",
+        [Jsonb(r) for r in robots[10:]],
     )
     ids = singles + [str(r[0]) for r in bulk]
 

@@ -13,6 +13,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg.types.json import Jsonb
 from support.daemon import Daemon, query
+from support.rows import robot_payloads
 
 from websurf.sql.embedded import EmbeddedServer
 
@@ -43,14 +45,24 @@ class FaultServer:
 
 def enqueue_chaos(url: str, payloads: list[dict[str, Any]], *, async_share: float = 0.0) -> None:
     """Queue ``chaos`` tasks; every task whose index falls in ``async_share`` runs as
-    ``chaos_async`` instead (same payload, same expectations)."""
+    ``chaos_async`` instead (same payload, same expectations). A payload with
+    ``"cell": true`` gets a robot cell of its task's type instead (only a real robot task
+    may write a cell, migration 0024)."""
     every = round(1 / async_share) if async_share else 0
     types = ["chaos_async" if every and i % every == 0 else "chaos" for i in range(len(payloads))]
+    wanted = Counter(t for t, p in zip(types, payloads, strict=True) if p.get("cell"))
     with psycopg.connect(url, autocommit=True) as conn:
+        cells = {t: iter(robot_payloads(conn, t, n)) for t, n in wanted.items()}
+        rows = [
+            {**{k: v for k, v in p.items() if k != "cell"}, **next(cells[t])}
+            if p.get("cell")
+            else p
+            for t, p in zip(types, payloads, strict=True)
+        ]
         conn.execute(
             "INSERT INTO websurfing_task_queue (task_type, payload, max_attempts)"
             " SELECT t, p, 3 FROM unnest(%s::text[], %s::jsonb[]) AS x(t, p)",
-            (types, [Jsonb(p) for p in payloads]),
+            (types, [Jsonb(p) for p in rows]),
         )
 
 

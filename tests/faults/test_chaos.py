@@ -21,7 +21,6 @@ import pytest
 from faults.chaos_operators import FAILS, SIDE_EFFECTS_ENV, SUCCEEDS
 from faults.faultkit import DB_ERRORS, Chaos, FaultServer, enqueue_chaos
 from support.daemon import Daemon, query
-from support.rows import column_of_cells
 from support.waiting import wait_for
 
 SEED = int(os.environ.get("WEBSURF_FAULT_SEED", random.randrange(1_000_000)))
@@ -49,19 +48,18 @@ CHAOS_PLAN = ["kill"] * 8 + ["terminate"] * 4 + ["restart"] * 2 + ["outage"]
 SHORT_OUTAGE_S = 3.0
 
 
-def payloads(rng: random.Random, cells: list[str], total: int) -> list[dict[str, Any]]:
+def payloads(rng: random.Random, total: int) -> list[dict[str, Any]]:
     """``total`` payloads in random order; half the plain ones and every other special one
-    carry a cell."""
+    carry a cell (enqueue_chaos gives each a robot cell)."""
     kinds = [k for k, n in MIX.items() for _ in range(n)]
     plain = total - len(kinds)
     kinds += ["ok_cell"] * (plain // 2) + ["ok"] * (plain - plain // 2)
     rng.shuffle(kinds)
-    free = iter(cells)
     out: list[dict[str, Any]] = []
     for i, kind in enumerate(kinds):
         payload: dict[str, Any] = {"kind": kind}
         if kind == "ok_cell" or (kind != "ok" and i % 2 == 0):
-            payload["cell_id"] = next(free)
+            payload["cell"] = True
         out.append(payload)
     return out
 
@@ -202,10 +200,8 @@ def test_every_task_ends_exactly_once_under_chaos(
 ) -> None:
     rng = random.Random(SEED)
     url = fault_database
-    cells_needed = TASKS  # more than enough
-    cells = column_of_cells(url, cells_needed)
     # Half the tasks run as async handlers, many in flight per process beside the threads.
-    enqueue_chaos(url, payloads(rng, cells, TASKS), async_share=0.5)
+    enqueue_chaos(url, payloads(rng, TASKS), async_share=0.5)
     side_effects = tmp_path / "side-effects"
     # Durable claims: an immediate server stop must not forget a claim whose task then runs
     # again under the same attempt (the default's documented trade-off; with hundreds of
@@ -270,9 +266,8 @@ def test_workers_ride_out_a_long_outage(
     """The database is away for LONG_OUTAGE_S while tasks run; nobody restarts anything."""
     rng = random.Random(SEED)
     url = fault_database
-    cells = column_of_cells(url, 400)
-    work = [{"kind": "slow", "cell_id": c} for c in cells[:40]]
-    work += [{"kind": "ok_cell", "cell_id": c} for c in cells[40:]] + [{"kind": "ok"}] * 600
+    work = [{"kind": "slow", "cell": True} for _ in range(40)]
+    work += [{"kind": "ok_cell", "cell": True} for _ in range(360)] + [{"kind": "ok"}] * 600
     rng.shuffle(work)
     enqueue_chaos(url, work, async_share=0.5)
     side_effects = tmp_path / "side-effects"

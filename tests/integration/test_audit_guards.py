@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
+from support.rows import robot_payloads
 
 from websurf.worker.app import sheets
 from websurf.worker.core import queue
@@ -83,12 +84,12 @@ def test_the_forgery_from_the_issue_is_refused_at_each_step(
 
 
 def test_a_robot_row_needs_a_task_this_transaction_ended_for_that_cell(
-    conn: psycopg.Connection[Any], sheet: Any
+    conn: psycopg.Connection[Any],
 ) -> None:
-    _user, created, column, cell = sheet
-    other = sheets.get_cell(conn, created.id, column.id, 2)
-    assert other is not None
-    task = _claim(conn, {"cell_id": str(cell.id)})
+    first, second = robot_payloads(conn, "alpha", 2)
+    cell, other = (sheets.get_cell_by_id(conn, p["cell_id"]) for p in (first, second))
+    assert cell is not None and other is not None
+    task = _claim(conn, first)
 
     # held in processing, but not ended by this transaction
     with pytest.raises(errors.CheckViolation, match="must belong to a task"):
@@ -113,11 +114,8 @@ def test_a_robot_row_needs_a_task_this_transaction_ended_for_that_cell(
         _robot_row(conn, cell.id, task.id)
 
 
-def test_robot_rows_cannot_be_rewritten_only_detached(
-    conn: psycopg.Connection[Any], sheet: Any
-) -> None:
-    _user, _created, _column, cell = sheet
-    task = _claim(conn, {"cell_id": str(cell.id)})
+def test_robot_rows_cannot_be_rewritten_only_detached(conn: psycopg.Connection[Any]) -> None:
+    task = _claim(conn, robot_payloads(conn, "alpha", 1)[0])
     done = Outcome(task, Status.COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
     with conn.transaction():
         queue.finish(conn, WORKER, [done])
@@ -202,14 +200,15 @@ def test_a_robot_row_only_from_the_worker_role(
 ) -> None:
     """The web app's role, a non-superuser owner of the tables, and the worker's role."""
     _user, _created, _column, cell = sheet
-    task = _claim(conn, {"cell_id": str(cell.id)})
+    [payload] = robot_payloads(conn, "alpha", 1)
+    task = _claim(conn, payload)
     app_url = make_login("websurf_app")
     owner_url = make_login(owns=("websurfing_robot_input_event", "websurfing_task_queue"))
     worker_url = make_login("websurf_worker")
 
     with psycopg.connect(app_url, autocommit=True) as app:
         with pytest.raises(errors.InsufficientPrivilege):
-            _robot_row(app, cell.id, task.id)
+            _robot_row(app, payload["cell_id"], task.id)
         with pytest.raises(errors.InsufficientPrivilege):
             app.execute("DELETE FROM websurfing_robot_input_event")
     with psycopg.connect(owner_url, autocommit=True) as owner, owner.transaction():
@@ -217,10 +216,10 @@ def test_a_robot_row_only_from_the_worker_role(
             "UPDATE websurfing_task_queue SET status = 'completed' WHERE id = %s", (task.id,)
         )
         with pytest.raises(errors.InsufficientPrivilege, match="not a member of websurf_worker"):
-            _robot_row(owner, cell.id, task.id)
+            _robot_row(owner, payload["cell_id"], task.id)
     with psycopg.connect(worker_url, autocommit=True) as worker:
         with pytest.raises(errors.CheckViolation, match="must belong to a task"):
-            _robot_row(worker, cell.id, task.id)  # a task it did not end here
+            _robot_row(worker, payload["cell_id"], task.id)  # a task it did not end here
         with pytest.raises(errors.InsufficientPrivilege):
             worker.execute("UPDATE websurfing_cell SET row_number = 5 WHERE id = %s", (cell.id,))
         with pytest.raises(errors.InsufficientPrivilege):
@@ -229,7 +228,7 @@ def test_a_robot_row_only_from_the_worker_role(
         with worker.transaction():
             assert queue.finish(worker, WORKER, [done]) == {task.id}
             assert queue.record_robot_events(worker, [done]) == 1
-    assert _content(conn, cell.id) == "ROBOT"
+    assert _content(conn, payload["cell_id"]) == "ROBOT"
 
 
 def test_a_temporary_table_cannot_stand_in_for_the_audit_tables(

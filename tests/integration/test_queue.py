@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from support.rows import robot_payloads
 from support.waiting import wait_for
 
 from websurf.sql import QUERIES
@@ -512,13 +513,15 @@ def _robot_rows(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> list[dict[
 def test_robot_events_and_cell_writes_commit_with_the_finish(
     conn: psycopg.Connection[Any],
     make_cell: Callable[[], str],
+    make_robot_cell: Callable[[str], dict[str, Any]],
     listener: psycopg.Connection[Any],
 ) -> None:
-    written, failed, quiet, handed = make_cell(), make_cell(), make_cell(), make_cell()
+    robot = {**make_robot_cell("alpha"), "q": 1}
+    written, failed, quiet, handed = robot["cell_id"], make_cell(), make_cell(), make_cell()
     ids = enqueue_many(
         conn,
         [
-            NewTask("alpha", {"cell_id": written, "q": 1}),
+            NewTask("alpha", robot),
             NewTask("alpha", {"cell_id": failed}),
             NewTask("alpha", {"cell_id": quiet}),
             NewTask("alpha", {"cell_id": handed}),
@@ -550,7 +553,7 @@ def test_robot_events_and_cell_writes_commit_with_the_finish(
     [row] = _robot_rows(conn, ids[0])
     assert str(row["cell_id"]) == written
     assert row["operator_type"] == "alpha"
-    assert row["input_data"] == {"cell_id": written, "q": 1}
+    assert row["input_data"] == robot
     assert row["output_data"] == {"title": "Hi"}
     assert (row["processing_time_ms"], row["success"], row["error_message"]) == (12, True, None)
     [row] = _robot_rows(conn, ids[1])
@@ -588,12 +591,12 @@ def test_robot_events_roll_back_with_the_finish(
 
 
 def test_a_task_whose_cell_was_deleted_while_it_ran_is_cancelled(
-    conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    conn: psycopg.Connection[Any],
 ) -> None:
-    cell, kept = make_cell(), make_cell()
-    ids = enqueue_many(conn, [NewTask("alpha", {"cell_id": c}) for c in (cell, kept)])
+    robots = robot_payloads(conn, "alpha", 2)
+    ids = enqueue_many(conn, [NewTask("alpha", p) for p in robots])
     tasks = claim(conn, WORKER, ["alpha"], 10)
-    conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (cell,))
+    conn.execute("DELETE FROM websurfing_cell WHERE id = %s", (robots[0]["cell_id"],))
     outcomes = [
         Outcome(t, Status.COMPLETED, "alpha", writes_cell=True, cell_content="x") for t in tasks
     ]

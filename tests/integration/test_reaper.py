@@ -94,8 +94,10 @@ def add_task(
     started_age: str = "1 second",
     task_type: str = "chaos",
     cell_id: str | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> uuid.UUID:
-    payload = {"n": 1} if cell_id is None else {"cell_id": cell_id}
+    if payload is None:
+        payload = {"n": 1} if cell_id is None else {"cell_id": cell_id}
     row = conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload, status, attempts, max_attempts,"
         " started_at, worker_id)"
@@ -252,12 +254,13 @@ def test_tasks_past_their_timeout_are_retried_or_failed(
 
 
 def test_a_late_worker_cannot_overwrite_the_newer_attempt(
-    conn: psycopg.Connection[Any], cell: str
+    conn: psycopg.Connection[Any], make_robot_cell: Callable[[str], dict[str, Any]]
 ) -> None:
     """The dead worker comes back after its task was reaped and claimed again."""
     dead = add_worker(conn, heartbeat_age=LONG_AGO)
-    task_id = add_task(conn, dead, attempts=1, cell_id=cell)
-    payload = {"cell_id": cell}
+    payload = make_robot_cell("chaos")
+    cell = payload["cell_id"]
+    task_id = add_task(conn, dead, attempts=1, payload=payload)
     reaper.run_once(conn, {})
     newer = add_worker(conn)
     [claimed] = queue.claim(conn, newer, ["chaos"], 10)

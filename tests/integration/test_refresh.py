@@ -220,21 +220,38 @@ def test_the_worker_role_may_run_schedules_and_refreshes(
         assert len(schedules.list_schedules(worker)) == 3
 
 
-def test_refresh_tasks_carry_an_input_version_newer_than_earlier_edits(
+def test_refresh_tasks_carry_their_source_cells_edit_version_and_write_their_cells(
     conn: psycopg.Connection[Any], make_user: Callable[..., str]
 ) -> None:
-    """The edit trigger numbers its inputs (issue 12's sequence, 0018): refreshes do too."""
+    """A robot cell takes only a result for a version its source cell's content really
+    had (0024): a refresh reuses the version of the source cell's latest edit."""
     _, column_id = robot_sheet(conn, make_user(), rows=3, filled=3)
     refresh.set_column_refresh(conn, column_id, HOUR)
-    row = conn.execute("SELECT nextval('websurf.cell_input_version')").fetchone()
-    assert row is not None
-    earlier = row[0]  # an earlier edit's number
     refresh.run_once(conn, T0)
     scheduler.run_once(conn, T0 + HOUR)
     refresh.run_once(conn, T0 + HOUR)
     assert [sorted(p) for p in payloads(conn)] == [sorted((*PAYLOAD_KEYS, "input_version"))] * 3
-    versions = {p["input_version"] for p in payloads(conn)}
-    assert versions == {earlier + 1}  # one number per batch, after the edit's
+    edits = dict(
+        conn.execute(
+            "SELECT cell_id::text, max(input_version) FROM websurfing_cell_edit_event"
+            " GROUP BY cell_id"
+        ).fetchall()
+    )
+    assert {p["source_cell_id"]: p["input_version"] for p in payloads(conn)} == edits
+
+    claimed = queue.claim(conn, WORKER, ["noop"], 10)
+    outcomes = [
+        Outcome(t, Status.COMPLETED, "noop", writes_cell=True, cell_content="refreshed")
+        for t in claimed
+    ]
+    with conn.transaction():
+        queue.finish(conn, WORKER, outcomes)
+        assert queue.record_robot_events(conn, outcomes) == 3
+    written = conn.execute(
+        "SELECT content, input_version FROM websurfing_cell WHERE column_id = %s ORDER BY 2",
+        (column_id,),
+    ).fetchall()
+    assert written == [("refreshed", v) for v in sorted(edits.values())]
 
 
 def test_cli_switches_a_columns_refresh_on_and_off(

@@ -13,14 +13,16 @@ randomly named login and drops it at the end.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import conninfo, errors, sql
+from psycopg.types.json import Jsonb
 from support.daemon import Daemons
+from support.rows import robot_payloads
 
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.queue import claim, enqueue, finish
@@ -48,31 +50,17 @@ def worker_url(database_url: str, pg_server: str) -> Iterator[str]:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-@pytest.fixture
-def cell(conn: psycopg.Connection[Any], make_user: Callable[..., str]) -> str:
-    row = conn.execute(
-        "WITH s AS (INSERT INTO websurfing_spreadsheet (name, owner_id) VALUES ('s', %s)"
-        " RETURNING id), c AS (INSERT INTO websurfing_column (spreadsheet_id, position, title)"
-        " SELECT id, 0, 'A' FROM s RETURNING id, spreadsheet_id)"
-        " INSERT INTO websurfing_cell (spreadsheet_id, column_id, row_number)"
-        " SELECT spreadsheet_id, id, 1 FROM c RETURNING id",
-        (make_user(),),
-    ).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
 def test_the_worker_runs_with_only_the_worker_role(
-    worker_url: str, conn: psycopg.Connection[Any], cell: str, daemons: Daemons
+    worker_url: str, conn: psycopg.Connection[Any], daemons: Daemons
 ) -> None:
     conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload)"
         " SELECT 'noop', '{}' FROM generate_series(1, 50)"
     )
+    [robot] = robot_payloads(conn, "uppercase", 1)  # its source cell holds 'input 1'
     conn.execute(
-        "INSERT INTO websurfing_task_queue (task_type, payload)"
-        " VALUES ('uppercase', jsonb_build_object('cell_id', %s::text, 'input', 'hello'))",
-        (cell,),
+        "INSERT INTO websurfing_task_queue (task_type, payload) VALUES ('uppercase', %s)",
+        (Jsonb(robot),),
     )
     conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload, status, created_at, updated_at)"
@@ -97,11 +85,13 @@ def test_the_worker_runs_with_only_the_worker_role(
     assert worker.stop() == 0, worker.log_tail()
 
     assert workers == (2,)
-    content = conn.execute("SELECT content FROM websurfing_cell WHERE id = %s", (cell,)).fetchone()
+    content = conn.execute(
+        "SELECT content FROM websurfing_cell WHERE id = %s", (robot["cell_id"],)
+    ).fetchone()
     audit = conn.execute(
-        "SELECT success FROM websurfing_robot_input_event WHERE cell_id = %s", (cell,)
+        "SELECT success FROM websurfing_robot_input_event WHERE cell_id = %s", (robot["cell_id"],)
     ).fetchall()
-    assert content == ("HELLO",) and audit == [(True,)]
+    assert content == ("INPUT 1",) and audit == [(True,)]
     assert "permission denied" not in worker.log()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from support.rows import robot_payloads
 from support.serving import Serving
 from support.waiting import wait_for
 
@@ -250,11 +251,12 @@ def test_boot_refuses_a_schema_that_is_behind(empty_database_url: str, gate: Gat
 
 
 def test_a_write_commits_task_cell_and_audit_row_together(
-    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_robot_cell: Callable[[str], dict[str, Any]]
 ) -> None:
     serve()
-    cell = make_cell()
-    task_id = enqueue(conn, "write", {"cell_id": cell, "text": "hello"})
+    payload = {**make_robot_cell("write"), "text": "hello"}
+    cell = payload["cell_id"]
+    task_id = enqueue(conn, "write", payload)
 
     wait_for(lambda: _finished(conn, task_id), "the task")
 
@@ -264,7 +266,7 @@ def test_a_write_commits_task_cell_and_audit_row_together(
     [event] = _robot_rows(conn, task_id)
     assert (event["success"], event["operator_type"]) == (True, "write")
     assert event["output_data"] == {"length": 5}
-    assert event["input_data"] == {"cell_id": cell, "text": "hello"}
+    assert event["input_data"] == payload
     assert event["processing_time_ms"] >= 0
 
 
@@ -313,17 +315,18 @@ def test_a_permanent_error_fails_at_once(
 
 
 def test_output_the_database_cannot_store_fails_alone_and_permanently(
-    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_robot_cell: Callable[[str], dict[str, Any]]
 ) -> None:
     serve()
-    cells = [make_cell() for _ in range(4)]
+    robots = [make_robot_cell(op) for op in ("bad_output", "write", "nul_title", "write")]
+    cells = [r["cell_id"] for r in robots]
     ids = enqueue_many(
         conn,
         [
-            NewTask("bad_output", {"cell_id": cells[0]}, max_attempts=5),
-            NewTask("write", {"cell_id": cells[1], "text": "fine"}),
-            NewTask("nul_title", {"cell_id": cells[2]}, max_attempts=5),
-            NewTask("write", {"cell_id": cells[3], "text": "also fine"}),
+            NewTask("bad_output", robots[0], max_attempts=5),
+            NewTask("write", {**robots[1], "text": "fine"}),
+            NewTask("nul_title", robots[2], max_attempts=5),
+            NewTask("write", {**robots[3], "text": "also fine"}),
         ],
     )
 
@@ -352,10 +355,11 @@ def test_malformed_rows_fail_alone_and_the_rest_complete_first_time(
         " AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%%payload%%'"
     ).fetchall():
         conn.execute(f'ALTER TABLE websurfing_task_queue DROP CONSTRAINT "{name}"')
-    good_cells = [make_cell() for _ in range(20)]
+    robots = robot_payloads(conn, "write", 20)
+    good_cells = [r["cell_id"] for r in robots]
     doomed = make_cell()
     good = enqueue_many(
-        conn, [NewTask("write", {"cell_id": c, "text": f"t{i}"}) for i, c in enumerate(good_cells)]
+        conn, [NewTask("write", {**r, "text": f"t{i}"}) for i, r in enumerate(robots)]
     )
     bad_rows = conn.execute(
         "INSERT INTO websurfing_task_queue (task_type, payload, max_attempts) VALUES"
@@ -504,14 +508,18 @@ def test_async_handlers_run_concurrently_up_to_the_process_limit(
 
 
 def test_plain_handlers_run_in_threads_without_stalling_async_ones(
-    serve: Serve, conn: psycopg.Connection[Any], gate: Gate, make_cell: Callable[[], str]
+    serve: Serve,
+    conn: psycopg.Connection[Any],
+    gate: Gate,
+    make_robot_cell: Callable[[str], dict[str, Any]],
 ) -> None:
     serve(threads_per_process=4)
     blocked = enqueue_many(conn, [NewTask("blocks", {}) for _ in range(6)])
     wait_for(lambda: gate.inside == 4, "every thread blocked")
 
-    cell = make_cell()
-    quick = enqueue(conn, "write", {"cell_id": cell, "text": "still served"})
+    robot = make_robot_cell("write")
+    cell = robot["cell_id"]
+    quick = enqueue(conn, "write", {**robot, "text": "still served"})
     wait_for(lambda: _finished(conn, quick), "an async task while every thread is blocked")
     assert _content(conn, cell) == "STILL SERVED"
     # Claims only what it can run: 4 threads busy, the other 2 plain tasks stay pending.
@@ -523,12 +531,13 @@ def test_plain_handlers_run_in_threads_without_stalling_async_ones(
 
 
 def test_plain_tasks_beyond_the_threads_start_as_threads_free_without_a_poll(
-    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any]
 ) -> None:
     serve(threads_per_process=2, poll_interval_s=120.0)
-    cells = [make_cell() for _ in range(9)]
+    robots = robot_payloads(conn, "write_plain", 9)
+    cells = [r["cell_id"] for r in robots]
     ids = enqueue_many(
-        conn, [NewTask("write_plain", {"cell_id": c, "text": f"t{i}"}) for i, c in enumerate(cells)]
+        conn, [NewTask("write_plain", {**r, "text": f"t{i}"}) for i, r in enumerate(robots)]
     )
 
     # Each wave of 2 is claimed for when its threads free, not at the next poll (2 min).
@@ -537,7 +546,10 @@ def test_plain_tasks_beyond_the_threads_start_as_threads_free_without_a_poll(
 
 
 def test_an_announced_task_of_an_operator_that_had_nothing_to_do_runs_without_a_poll(
-    serve: Serve, conn: psycopg.Connection[Any], gate: Gate, make_cell: Callable[[], str]
+    serve: Serve,
+    conn: psycopg.Connection[Any],
+    gate: Gate,
+    make_robot_cell: Callable[[str], dict[str, Any]],
 ) -> None:
     # Busy with async work, the process stops claiming for the plain operators whose
     # claims came back empty; their next task's notification puts them back at once.
@@ -545,8 +557,9 @@ def test_an_announced_task_of_an_operator_that_had_nothing_to_do_runs_without_a_
     busy = enqueue_many(conn, [NewTask("waits", {}) for _ in range(20)])
     wait_for(lambda: gate.inside == 20, "the async work under way")
 
-    cell = make_cell()
-    plain = enqueue(conn, "write_plain", {"cell_id": cell, "text": "announced"})
+    robot = make_robot_cell("write_plain")
+    cell = robot["cell_id"]
+    plain = enqueue(conn, "write_plain", {**robot, "text": "announced"})
 
     wait_for(lambda: _finished(conn, plain), "the plain task, long before the 2-minute poll")
     assert _content(conn, cell) == "announced"
@@ -555,15 +568,14 @@ def test_an_announced_task_of_an_operator_that_had_nothing_to_do_runs_without_a_
 
 
 def test_a_task_made_due_without_an_announcement_runs_at_the_next_poll(
-    serve: Serve, conn: psycopg.Connection[Any], make_cell: Callable[[], str]
+    serve: Serve, conn: psycopg.Connection[Any], make_robot_cell: Callable[[str], dict[str, Any]]
 ) -> None:
     serve(poll_interval_s=0.3)
     warm = enqueue(conn, "write_plain", {"text": "first"})  # the plain claims then drain
     wait_for(lambda: _finished(conn, warm), "the first plain task")
-    cell = make_cell()
-    later = enqueue(
-        conn, "write_plain", {"cell_id": cell, "text": "due now"}, delay=timedelta(hours=1)
-    )
+    robot = make_robot_cell("write_plain")
+    cell = robot["cell_id"]
+    later = enqueue(conn, "write_plain", {**robot, "text": "due now"}, delay=timedelta(hours=1))
 
     _make_due(conn, later)  # an UPDATE: no notification
 
@@ -611,15 +623,19 @@ def test_priority_order_holds_across_operators(
 
 
 def test_an_urgent_task_runs_at_once_while_bulk_work_holds_every_slot(
-    serve: Serve, conn: psycopg.Connection[Any], gate: Gate, make_cell: Callable[[], str]
+    serve: Serve,
+    conn: psycopg.Connection[Any],
+    gate: Gate,
+    make_robot_cell: Callable[[str], dict[str, Any]],
 ) -> None:
     serve(tasks_per_process=4)
     bulk = enqueue_many(conn, [NewTask("waits", {}) for _ in range(4)])
     wait_for(lambda: gate.inside == 4, "bulk work in every slot")
 
     more_bulk = enqueue(conn, "waits", {})
-    cell = make_cell()
-    edit = enqueue(conn, "write", {"cell_id": cell, "text": "a person waits"}, priority=8)
+    robot = make_robot_cell("write")
+    cell = robot["cell_id"]
+    edit = enqueue(conn, "write", {**robot, "text": "a person waits"}, priority=8)
 
     # The edit's robot does not wait for a bulk task to end; more bulk work does.
     wait_for(lambda: _finished(conn, edit), "the urgent task, with every slot taken")

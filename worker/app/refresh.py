@@ -25,11 +25,13 @@ Design note
   person is editing at that moment (its edit enqueues a task): a refresh never adds a
   second pending task for a cell, and never lowers the priority of a person's task
   (the queue's coalescing gives a pending task the newer request's priority).
-* Latest edit wins: where the edit trigger numbers inputs (``input_version`` from the
-  sequence ``websurf.cell_input_version``, migration 0018), a refresh batch takes a
-  number after share-locking its source cells, so it is newer than every edit whose
-  content it read and older than any edit after it. Without that sequence the number
-  is NULL and left out.
+* Latest edit wins: every edit of a cell takes a number (``input_version``, migrations
+  0018 and 0024) and records it on its audit row; a robot cell holds the number of the
+  edit its output came from. A refresh task carries the number of its source cell's
+  content (the newer of the two), read after share-locking the cell, so it is as new
+  as the content it read and older than any edit after it; a robot cell takes a result
+  only for a number its source cell's content really had (0024). A source cell with
+  neither (content from before 0018) has none: its refresh runs but is not written.
 * A "filled row" is one whose source cell has non-empty content and whose robot cell
   exists (every row of a sheet has it once the column is added or the source edited).
 * The round's end is recorded when every row was enqueued and none of its tasks is
@@ -160,11 +162,7 @@ def _step(
                     "limit": room,
                 },
             ).fetchall()
-        version = None
-        if cells:
-            with conn.cursor(row_factory=scalar_row) as versions:
-                version = versions.execute(QUERIES["refresh_input_version"]).fetchone()
-        new_ids = queue.enqueue_many(conn, [_task(state, cell, version) for cell in cells])
+        new_ids = queue.enqueue_many(conn, [_task(state, cell) for cell in cells])
         done = room > 0 and not cells and not still
         conn.execute(
             QUERIES["advance_refresh_round"],
@@ -188,7 +186,7 @@ def unique_key(cell_id: UUID | str) -> str:
     return f"cell:{cell_id}"
 
 
-def _task(state: dict[str, Any], cell: dict[str, Any], version: int | None) -> NewTask:
+def _task(state: dict[str, Any], cell: dict[str, Any]) -> NewTask:
     payload: dict[str, Any] = {
         **(state["operator_options"] or {}),
         "cell_id": str(cell["cell_id"]),
@@ -199,8 +197,8 @@ def _task(state: dict[str, Any], cell: dict[str, Any], version: int | None) -> N
         "row_number": cell["row_number"],
         "refresh": True,
     }
-    if version is not None:
-        payload["input_version"] = version
+    if cell["input_version"] is not None:
+        payload["input_version"] = cell["input_version"]
     return NewTask(
         state["operator_type"],
         payload,

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from websurf.sql import QUERIES
+from websurf.worker.app import sheets
 from websurf.worker.bench.harness import (
     BENCH_WORKER_ID,
     RUN_TIMEOUT_BASE_S,
@@ -106,32 +107,37 @@ def measure_throughput(url: str, *, tasks: int, processes: int, daemons: int = 1
         return run_daemons(conn, url, tasks=tasks, processes=processes, count=daemons)
 
 
-def _sheet(conn: psycopg.Connection[Any], cells: int) -> tuple[str, str]:
-    """A user and a one-column spreadsheet of ``cells`` empty cells: (user id, sheet id)."""
+def _robot_sheet(conn: psycopg.Connection[Any], cells: int) -> str:
+    """A user's spreadsheet with a noop robot column fed by a column the user fills in
+    ``cells`` rows, one statement: the edit trigger queues one real robot task per row
+    (only such a task may write its cell, migration 0024). Returns the robot column's id."""
     user_id = f"{BENCH_WORKER_ID}-user"
     conn.execute(QUERIES["bench_create_user"], {"id": user_id, "email": "bench@websurf.invalid"})
     sheet_id = scalar(conn, "bench_create_spreadsheet", {"owner_id": user_id})
     column_id = scalar(conn, "bench_create_column", {"spreadsheet_id": sheet_id})
-    conn.execute(
-        QUERIES["bench_create_cells"],
-        {"spreadsheet_id": sheet_id, "column_id": column_id, "count": cells},
+    robot_id = scalar(
+        conn,
+        "bench_create_robot_column",
+        {"spreadsheet_id": sheet_id, "source_column_id": column_id, "content": CELL_CONTENT},
     )
-    return user_id, str(sheet_id)
+    with conn.transaction():
+        sheets.name_author(conn, user_id)
+        conn.execute(
+            QUERIES["bench_fill_source_cells"],
+            {"spreadsheet_id": sheet_id, "column_id": column_id, "count": cells},
+        )
+    return str(robot_id)
 
 
 def measure_cell_tasks(url: str, *, tasks: int, processes: int) -> CellTasks:
-    """Noop tasks that each write their cell: robot row + cell write + fenced finish."""
+    """Noop robot tasks that each write their cell: robot row + cell write + fenced finish."""
     with scratch_connection(url) as conn:
         reset(conn)
-        _, sheet_id = _sheet(conn, tasks)
-        conn.execute(
-            QUERIES["bench_enqueue_cell_tasks"],
-            {"spreadsheet_id": sheet_id, "content": CELL_CONTENT},
-        )
+        robot_column_id = _robot_sheet(conn, tasks)
         throughput = run_daemons(conn, url, tasks=tasks, processes=processes)
         row = conn.execute(
             QUERIES["bench_check_cell_tasks"],
-            {"spreadsheet_id": sheet_id, "content": CELL_CONTENT},
+            {"robot_column_id": robot_column_id, "content": CELL_CONTENT},
         ).fetchone()
         assert row is not None
         without_one, robot_rows, not_written = row

@@ -339,12 +339,6 @@ def cancel_requested(conn: psycopg.Connection[Any], worker_id: str) -> list[UUID
         return cur.execute(QUERIES["cancel_requested_tasks"], {"worker_id": worker_id}).fetchall()
 
 
-def _input_version(task: Task) -> int | None:
-    """The input_version the edit trigger put in a robot task's payload (0018), if any."""
-    value = task.payload.get("input_version")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def audited_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """The outcomes that get an audit row: attempts that ran, of tasks with a cell."""
     return [o for o in outcomes if o.task.cell_id is not None and not o.handed_back]
@@ -359,15 +353,15 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
     The latest edit wins: a result whose input_version is older than the one its cell
     holds (or than another result for that cell in this batch) is recorded with
     superseded = true and not written, as is an attempt cancelled while it ran (0027).
-    A task whose cell was deleted while it ran (its spreadsheet, column or row removed)
-    gets no audit row and is cancelled, with the reason, instead of failing on the audit
-    row's foreign key.
+    Only a robot task of its cell writes it (the cell's column's operator, for a real
+    edit of its source cell: migration 0024); any other result is recorded as not
+    written. A task whose cell was deleted while it ran
+    (its spreadsheet, column or row removed) gets no audit row and is cancelled, with the
+    reason, instead of failing on the audit row's foreign key.
     """
     audited = audited_outcomes(outcomes)
     if not audited:
         return 0
-    versions = [_input_version(o.task) for o in audited]
-    writes = [o.success and o.writes_cell for o in audited]
     # Stopped while running (0027): recorded as superseded, with the reason given.
     cancelled = [o.status == Status.CANCELLED for o in audited]
     recorded = conn.execute(
@@ -381,30 +375,25 @@ def record_robot_events(conn: psycopg.Connection[Any], outcomes: Sequence[Outcom
             "durations_ms": [o.duration_ms for o in audited],
             "successes": [o.success for o in audited],
             "errors": [o.error for o in audited],
-            "writes": writes,
-            "versions": versions,
+            "writes": [o.success and o.writes_cell for o in audited],
             "cancelled": cancelled if any(cancelled) else None,
         },
         prepare=False,  # see finish(): a generic plan would misjudge the batch size
     ).fetchall()
-    superseded = {task_id for task_id, flag in recorded if flag}
-    present = {task_id for task_id, _ in recorded}
+    writable = {task_id: version for task_id, to_write, version in recorded if to_write}
+    present = {task_id for task_id, _, _ in recorded}
     gone = [o.task.id for o in audited if o.task.id not in present]
     if gone:
         conn.execute(QUERIES["cancel_tasks_of_deleted_cells"], {"ids": gone})
-    chosen = [
-        (o, version)
-        for o, version, write in zip(audited, versions, writes, strict=True)
-        if write and o.task.id in present and o.task.id not in superseded
-    ]
+    chosen = [o for o in audited if o.task.id in writable]
     if not chosen:
         return 0
     cursor = conn.execute(
         QUERIES["write_robot_cells"],
         {
-            "cell_ids": [o.task.cell_id for o, _ in chosen],
-            "contents": [o.cell_content for o, _ in chosen],
-            "versions": [version for _, version in chosen],
+            "cell_ids": [o.task.cell_id for o in chosen],
+            "contents": [o.cell_content for o in chosen],
+            "versions": [writable[o.task.id] for o in chosen],
         },
         prepare=False,
     )
