@@ -215,17 +215,31 @@ FROM (SELECT n, now() - mod(n::bigint * 7919, 604800) * interval '1 second' AS t
       FROM generate_series(1, %(count)s) AS n) AS s
 
 -- name: bench_seed_dashboard_pending
--- %(count)s pending tasks: nine in ten due later, one in 100 waiting for a retry after an error (dashboard pages measurement).
+-- %(count)s pending tasks of 200 tenants (fairness keys, one in three of them in tenant-0), each with one of ten limit keys: nine in ten due later, one in 100 waiting for a retry after an error (dashboard pages measurement).
 INSERT INTO websurfing_task_queue
-    (task_type, payload, priority, attempts, error_message, scheduled_for, created_at)
+    (task_type, payload, priority, attempts, error_message, scheduled_for, created_at,
+     fairness_key, limit_key)
 SELECT (ARRAY['web_title', 'web_fetch', 'uppercase', 'summarise'])[mod(n, 4) + 1],
        jsonb_build_object('spreadsheet_id', md5(mod(n, 500)::text)::uuid, 'row', n),
        mod(n, 10), CASE WHEN mod(n, 100) = 0 THEN 1 ELSE 0 END,
        CASE WHEN mod(n, 100) = 0 THEN 'TimeoutError: https://site1.example/page/' || n END,
        CASE WHEN mod(n, 10) = 0 THEN now() - mod(n, 600) * interval '1 second'
             ELSE now() + mod(n, 86400) * interval '1 second' END,
-       now() - mod(n, 600) * interval '1 second'
+       now() - mod(n, 600) * interval '1 second',
+       'tenant-' || CASE WHEN mod(n, 3) = 0 THEN 0 ELSE mod(n, 200) END,
+       'site' || mod(n, 10) || '.example'
 FROM generate_series(1, %(count)s) AS n
+
+-- name: bench_seed_dashboard_limits
+-- Limits as a busy cluster has them: a cap on one operator, a rate per site, one site paused (dashboard pages measurement).
+INSERT INTO websurfing_task_limit
+    (task_type, limit_key, max_running, rate, period_s, paused_until, pause_reason, source)
+SELECT 'web_title', '', 8, NULL, NULL, NULL, NULL, 'cli'
+UNION ALL
+SELECT 'web_fetch', 'site' || n || '.example', NULL, 60, 60.0,
+       CASE WHEN n = 0 THEN now() + interval '10 minutes' END,
+       CASE WHEN n = 0 THEN 'HTTP 429: Retry-After 600' END, 'cli'
+FROM generate_series(0, 9) AS n
 
 -- name: bench_seed_dashboard_workers
 -- Four live workers, each running ten tasks (dashboard pages measurement).

@@ -129,44 +129,49 @@ ORDER BY updated_at DESC
 LIMIT %(limit)s
 
 -- name: dashboard_find_tasks
--- Tasks of one status, filtered by type, spreadsheet and error text (dashboard tasks page).
+-- Tasks of one status, filtered by type, spreadsheet, fairness key and error text (dashboard tasks page).
 -- One branch per status so each reads its own index: pending in claim order through the
 -- pending index, running through the workers' claims, finished ones newest first through
 -- task_queue_finished_idx. The filters look at the newest `sample` tasks of the status
--- (finished within the window), so a filter on a rare value costs a bounded read.
+-- (finished within the window), so a filter on a rare value costs a bounded read; a
+-- tenant's pending tasks are all looked through (task_queue_fair_key_idx), so the
+-- backlog the tenants page names is found whole.
 SELECT *
 FROM (
     (SELECT *
      FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
                   updated_at, worker_id, error_message,
-                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id, fairness_key
            FROM websurfing_task_queue
            WHERE status = 'pending' AND %(status)s::text = 'pending'
+             AND (%(fairness_key)s::text IS NULL OR fairness_key = %(fairness_key)s::text)
            ORDER BY priority DESC, scheduled_for
            LIMIT %(sample)s) AS next_due
      WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
        AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
        AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+       AND (%(fairness_key)s::text IS NULL OR fairness_key = %(fairness_key)s::text)
      ORDER BY priority DESC, scheduled_for
      LIMIT %(limit)s)
     UNION ALL
     (SELECT *
      FROM (SELECT t.id, t.task_type, t.status, t.priority, t.attempts, t.max_attempts,
                   t.scheduled_for, t.started_at AS updated_at, t.worker_id, t.error_message,
-                  t.payload ->> 'spreadsheet_id' AS spreadsheet_id
+                  t.payload ->> 'spreadsheet_id' AS spreadsheet_id, t.fairness_key
            FROM websurf.worker AS w
            JOIN websurfing_task_queue AS t ON t.worker_id = w.id AND t.status = 'processing'
            WHERE %(status)s::text = 'processing') AS running
      WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
        AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
        AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+       AND (%(fairness_key)s::text IS NULL OR fairness_key = %(fairness_key)s::text)
      ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
     (SELECT *
      FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
                   updated_at, worker_id, error_message,
-                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id, fairness_key
            FROM websurfing_task_queue
            WHERE status = 'completed' AND %(status)s::text = 'completed'
              AND updated_at >= now() - make_interval(secs => %(window_s)s)
@@ -175,13 +180,14 @@ FROM (
      WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
        AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
        AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+       AND (%(fairness_key)s::text IS NULL OR fairness_key = %(fairness_key)s::text)
      ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
     (SELECT *
      FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
                   updated_at, worker_id, error_message,
-                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id, fairness_key
            FROM websurfing_task_queue
            WHERE status = 'failed' AND %(status)s::text = 'failed'
              AND updated_at >= now() - make_interval(secs => %(window_s)s)
@@ -190,13 +196,14 @@ FROM (
      WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
        AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
        AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+       AND (%(fairness_key)s::text IS NULL OR fairness_key = %(fairness_key)s::text)
      ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
     (SELECT *
      FROM (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for,
                   updated_at, worker_id, error_message,
-                  payload ->> 'spreadsheet_id' AS spreadsheet_id
+                  payload ->> 'spreadsheet_id' AS spreadsheet_id, fairness_key
            FROM websurfing_task_queue
            WHERE status = 'cancelled' AND %(status)s::text = 'cancelled'
              AND updated_at >= now() - make_interval(secs => %(window_s)s)
@@ -205,6 +212,7 @@ FROM (
      WHERE (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
        AND (%(spreadsheet_id)s::text IS NULL OR spreadsheet_id = %(spreadsheet_id)s::text)
        AND (%(error)s::text IS NULL OR strpos(lower(error_message), lower(%(error)s::text)) > 0)
+       AND (%(fairness_key)s::text IS NULL OR fairness_key = %(fairness_key)s::text)
      ORDER BY updated_at DESC
      LIMIT %(limit)s)
 ) AS found
@@ -218,6 +226,12 @@ FROM websurfing_robot_input_event AS e
 JOIN websurfing_cell AS c ON c.id = e.cell_id
 WHERE e.task_id = %(id)s
 ORDER BY c.id
+
+-- name: dashboard_task_keys
+-- One task's fairness key, limit key and when a person asked its worker to stop it (dashboard task page).
+SELECT fairness_key, limit_key, cancel_requested_at
+FROM websurfing_task_queue
+WHERE id = %(id)s
 
 -- name: dashboard_change_probe
 -- The newest finish of each kind and the running tasks, through indexes: changes the workers do not announce (dashboard live updates, once a second per dashboard process).

@@ -63,14 +63,16 @@ WHERE websurfing_task_limit.paused_until IS NULL
    OR websurfing_task_limit.paused_until < EXCLUDED.paused_until
 
 -- name: limit_states
--- Every limit with what holds it now: running, starts in its window, due tasks waiting, pause (websurf limits list, websurf status, /metrics).
-WITH running AS (
+-- Every limit with what holds it now: running, starts in its window, due tasks waiting, pause (websurf limits list, websurf status, /metrics, the dashboard's tenants page).
+-- MATERIALIZED: each count reads the queue once, not once per limit row (no index holds
+-- limit_key, so counting the waiting tasks reads the pending rows of limited operators).
+WITH running AS MATERIALIZED (
     SELECT q.task_type, q.limit_key, count(*) AS n
     FROM websurfing_task_queue q
     WHERE q.status = 'processing'
       AND q.task_type IN (SELECT task_type FROM websurfing_task_limit)
     GROUP BY q.task_type, q.limit_key
-), waiting AS (
+), waiting AS MATERIALIZED (
     SELECT q.task_type, q.limit_key, count(*) AS n
     FROM websurfing_task_queue q
     WHERE q.status = 'pending' AND q.scheduled_for <= now()

@@ -2,9 +2,11 @@
 
 The main flow a person on call follows: a robot's task fails and the failure appears on
 the open failures page by itself (live updates); they open its group, retry it, confirm,
-and watch the task complete. The real ``websurf dashboard`` and ``websurf worker`` run as
-subprocesses. Screenshots are kept as test artefacts (WEBSURF_TEST_ARTIFACTS, else the
-test's temporary folder); the README's images in docs/images are these screenshots.
+and watch the task complete. And the tenants page shows a limit holding a tenant's tasks
+back, and a running task cancelled from its page ends cancelled. The real ``websurf
+dashboard`` and ``websurf worker`` run as subprocesses. Screenshots are kept as test
+artefacts (WEBSURF_TEST_ARTIFACTS, else the test's temporary folder); the README's images
+in docs/images are these screenshots.
 
 Playwright never downloads a browser here: it drives /usr/bin/chromium (.ci/run installs
 Debian's package); without it, or without Playwright, the test is skipped saying why.
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.daemon import WEBSURF, Daemon, Daemons, clean_env, free_port
+from support.daemon import WEBSURF, Daemon, Daemons, clean_env, free_port, query
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -176,3 +178,59 @@ def test_a_failure_appears_live_is_retried_from_its_group_and_completes(
 
     for name in ("failures", "failure-group", "confirm", "task", "overview", "overview-phone"):
         assert (artefacts / f"{name}.png").stat().st_size > 0
+
+
+def test_the_tenants_page_shows_a_limit_at_work_and_a_running_task_is_cancelled(
+    start_worker: Callable[..., Daemon],
+    dashboard: tuple[str, Daemon],
+    browser_page: Any,
+    artefacts: Path,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    page = browser_page
+    expect = sync_api.expect
+    address, server = dashboard
+    query(
+        database_url,
+        "INSERT INTO websurfing_task_limit (task_type, limit_key, max_running, source)"
+        " VALUES ('test_async_gate', 'slow.example', 1, 'cli')",
+    )
+    worker = start_worker(database_url)
+    worker.wait_ready(1)
+    gate = tmp_path / "gate"  # opened only at the end: the tasks run until cancelled
+    worker.query(
+        "INSERT INTO websurfing_task_queue (task_type, payload, fairness_key, limit_key)"
+        " SELECT 'test_async_gate', jsonb_build_object('gate', %s::text),"
+        "        CASE WHEN n <= 3 THEN 'tenant-a' ELSE 'tenant-b' END, 'slow.example'"
+        " FROM generate_series(1, 5) AS n",
+        str(gate),
+    )
+
+    page.goto(address + "/tenants")
+    held = page.locator("tr.throttled")
+    expect(held).to_contain_text("at its cap of 1 running", timeout=LIVE_DEADLINE_MS)
+    expect(page.get_by_role("link", name="tenant-a")).to_be_visible()
+    page.screenshot(path=artefacts / "tenants.png", full_page=True)
+
+    [(running,)] = worker.query("SELECT id FROM websurfing_task_queue WHERE status = 'processing'")
+    page.goto(f"{address}/tasks/{running}")
+    expect(page.locator("dd.status")).to_have_text("processing")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".question")).to_contain_text("its worker stops it")
+    page.get_by_role("button", name="Yes: Cancel").click()
+    expect(page.locator(".outcome")).to_contain_text("its worker stops it")
+    page.get_by_role("link", name="Back").click()
+    expect(page.locator("dd.status")).to_have_text("cancelled", timeout=LIVE_DEADLINE_MS)
+    [logged] = server.events("dashboard_action")
+    assert (logged["action"], logged["target"]) == ("cancel-task", str(running))
+    gate.touch()
+    worker.wait_for(
+        lambda: (
+            worker.query(
+                "SELECT status, count(*) FROM websurfing_task_queue GROUP BY status ORDER BY 1"
+            )
+            == [("cancelled", 1), ("completed", 4)]
+        ),
+        "the other tasks to complete",
+    )

@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
 from websurf.cli.dashboard import dashboard_command
+from websurf.worker.core.limits import Limit, set_limit
 from websurf.worker.core.schedules import Spec, add_schedule
 from websurf.worker.dashboard.app import DashboardConfig, create_app
 from websurf.worker.dashboard.live import Broadcaster
@@ -186,9 +187,54 @@ def test_task_actions_retry_cancel_and_run_now(
     assert act(web, page, "cancel-task", pending).status_code == 200
     assert status_of(conn, pending) == "cancelled"
     refused = act(web, page, "cancel-task", pending)
-    assert refused.status_code == 409 and "only a pending task can be cancelled" in refused.text
+    assert refused.status_code == 409 and "only a pending or running task can be" in refused.text
     assert act(web, page, "retry-task", failed).status_code == 200
     assert status_of(conn, failed) == "pending"
+
+
+def running_task(
+    conn: psycopg.Connection[Any],
+    task_type: str,
+    *,
+    limit_key: str | None = None,
+    fairness_key: str | None = None,
+) -> str:
+    """A task a registered worker is running."""
+    conn.execute(
+        "INSERT INTO websurf.worker (id, hostname, pid, task_types)"
+        " VALUES ('dash-host/1/test', 'dash-host', 1, %s) ON CONFLICT DO NOTHING",
+        ([task_type],),
+    )
+    row = conn.execute(
+        "INSERT INTO websurfing_task_queue"
+        " (task_type, payload, status, attempts, worker_id, started_at, limit_key, fairness_key)"
+        " VALUES (%s, '{}', 'processing', 1, 'dash-host/1/test', now(), %s, %s) RETURNING id",
+        (task_type, limit_key, fairness_key),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_running_task_is_cancelled_through_its_worker(
+    conn: psycopg.Connection[Any], client: Client
+) -> None:
+    running = running_task(conn, "web_title")
+    web = client()
+    page = web.get(f"/tasks/{running}").text
+    assert 'data-action="cancel-task"' in page and "cancel requested" not in page
+
+    asked = act(web, page, "cancel-task", running, confirmed=False)
+    done = act(web, page, "cancel-task", running)
+    after = web.get(f"/tasks/{running}").text
+
+    assert "its worker stops it" in asked.text
+    assert done.status_code == 200 and "its worker stops it" in done.text
+    requested = conn.execute(
+        "SELECT status, cancel_requested_at IS NOT NULL FROM websurfing_task_queue WHERE id = %s",
+        (running,),
+    ).fetchone()
+    assert requested == ("processing", True)  # the worker records it cancelled
+    assert "cancel requested" in after and 'data-action="cancel-task"' not in after
 
 
 def test_an_action_without_the_csrf_token_or_from_another_site_is_refused(
@@ -292,6 +338,56 @@ def test_tasks_are_found_by_type_spreadsheet_and_error_text(
     assert re.findall(r'href="/tasks/([0-9a-f-]{36})"', by_all) == [wanted]
     assert len(re.findall(r'href="/tasks/([0-9a-f-]{36})"', by_error)) == 2
     assert bad.status_code == 400 and "unknown status" in bad.text
+
+
+def test_tasks_are_found_by_tenant_and_show_their_keys(
+    conn: psycopg.Connection[Any], client: Client
+) -> None:
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, fairness_key, limit_key)"
+        " SELECT 'web_title', '{}', 'tenant-' || (n % 3), 'host-' || n"
+        " FROM generate_series(1, 9) AS n"
+    )
+    web = client()
+
+    page = web.get("/tasks", params={"status": "pending", "fairness_key": "tenant-1"}).text
+    found = re.findall(r'href="/tasks/([0-9a-f-]{36})"', page)
+    first = web.get(f"/tasks/{found[0]}").text
+
+    assert len(found) == 3 and 'value="tenant-1"' in page
+    assert ">tenant-1<" in first and re.search(r">host-[147]<", first), first
+
+
+def test_the_tenants_page_shows_backlogs_limits_and_pauses(
+    conn: psycopg.Connection[Any], client: Client
+) -> None:
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, fairness_key, limit_key)"
+        " SELECT 'web_fetch', '{}', CASE WHEN n <= 5 THEN 'big-tenant' ELSE 'small-tenant' END,"
+        "        'busy.example'"
+        " FROM generate_series(1, 7) AS n"
+    )
+    running_task(conn, "web_fetch", limit_key="busy.example", fairness_key="big-tenant")
+    set_limit(conn, "web_fetch", Limit(max_running=1, key="busy.example"))
+    set_limit(conn, "web_title", Limit(rate=10, per_s=60.0))
+    conn.execute(
+        "UPDATE websurfing_task_limit SET paused_until = now() + interval '10 minutes',"
+        " pause_reason = 'HTTP 429 <b>slow</b>' WHERE task_type = 'web_title'"
+    )
+    web = client()
+
+    home = web.get("/").text
+    page = web.get("/tenants").text
+
+    assert '<a href="/tenants"' in home
+    keys = re.findall(r'href="/tasks\?status=pending&amp;fairness_key=([^"]+)">', page)
+    assert keys == ["big-tenant", "small-tenant"], page
+    assert re.search(r">big-tenant</a></td><td class=\"n\">5<", page), page
+    assert "2 keys have pending tasks" in page
+    busy = re.search(r"<tr[^>]*>\s*<td>web_fetch</td><td>busy.example</td>.*?</tr>", page, re.S)
+    assert busy and "at its cap of 1 running" in busy.group(0), page
+    assert re.search(r'class="n">1</td><td class="n">7</td>', busy.group(0)), busy.group(0)
+    assert "paused until" in page and "HTTP 429 &lt;b&gt;slow&lt;/b&gt;" in page
 
 
 def test_overview_shows_depth_workers_and_what_needs_a_person(

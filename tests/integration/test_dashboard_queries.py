@@ -29,6 +29,7 @@ DAY_AGO = datetime.now(UTC) - timedelta(days=1)
 TASKS = {
     "task_type": None,
     "spreadsheet_id": None,
+    "fairness_key": None,
     "error": None,
     "window_s": reads.TASK_WINDOW_S,
     "limit": reads.PAGE_LIMIT,
@@ -61,6 +62,15 @@ PAGE_QUERIES: dict[str, dict[str, Any]] = {
         "status": "cancelled",
         "spreadsheet_id": SOME_TASK,
     },
+    "dashboard_find_tasks[pending, tenant]": {
+        **TASKS,
+        "status": "pending",
+        "fairness_key": "tenant-0",
+    },
+    "dashboard_find_tasks[failed, tenant]": {**TASKS, "status": "failed", "fairness_key": "x"},
+    "dashboard_task_keys": {"id": SOME_TASK},
+    "count_pending_by_key": {"limit": reads.TOP_KEYS},
+    "limit_states": {},
     "dashboard_change_probe": {},
     "run_task_now": {"id": SOME_TASK},
 }
@@ -104,6 +114,6 @@ def test_the_bench_times_every_page(pg_server: str) -> None:
     with harness.scratch_database(pg_server) as url:
         pages = measure_dashboard_pages(url, finished=2000, pending=200)
 
-    assert len(pages.pages) == 9
+    assert len(pages.pages) == 11
     assert all(page.median_ms > 0 for page in pages.pages)
     assert "pages with 2,000 finished and 200 pending tasks" in pages.summary

@@ -1,12 +1,13 @@
 """The dashboard's pages on a big queue: each page's server time, through real HTTP.
 
 Seeds the scratch database with ``finished`` finished tasks over the past week (one in 20
-failed, five kinds of error), ``pending`` pending ones (most due later, some waiting for a
-retry) and four workers running ten tasks each, vacuums and analyses the table, serves the
-dashboard with uvicorn on a loopback port in this process and times each page's GET
-from the request to the last byte: the first request (cold: the overview's day chart is
-read whole then, later ones read only the buckets since) and PAGE_REPEATS more. On
-loopback that is the server's time plus well under a millisecond. Needs the ``dashboard`` extra.
+failed, five kinds of error), ``pending`` pending ones of 200 tenants (most due later, some
+waiting for a retry), four workers running ten tasks each and eleven limits (one paused),
+vacuums and analyses the table, serves the dashboard with uvicorn on a loopback port in
+this process and times each page's GET from the request to the last byte: the first
+request (cold: the overview's day chart is read whole then, later ones read only the
+buckets since) and PAGE_REPEATS more. On loopback that is the server's time plus well
+under a millisecond. Needs the ``dashboard`` extra.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def seed(conn: Any, *, finished: int, pending: int) -> None:
     conn.execute(QUERIES["bench_seed_dashboard_finished"], {"count": finished})
     conn.execute(QUERIES["bench_seed_dashboard_pending"], {"count": pending})
     conn.execute(QUERIES["bench_seed_dashboard_workers"])
+    conn.execute(QUERIES["bench_seed_dashboard_limits"])
     conn.execute(QUERIES["bench_vacuum_queue"])
 
 
@@ -128,6 +130,8 @@ def _time_pages(base: str) -> list[PageTime]:
         "/tasks?status=failed&spreadsheet_id=" + "00000000-0000-0000-0000-000000000000",
         f"/tasks/{task.group(1)}",
         "/schedules",
+        "/tenants",
+        "/tasks?status=pending&fairness_key=tenant-7",
     ]
     timed = []
     for path in paths:

@@ -138,7 +138,7 @@ def status_snapshot(
             if oldest_due_at is not None:
                 age = max(0.0, (now - oldest_due_at).total_seconds())
                 counts[task_type]["oldest_due_age_s"] = age
-        by_key = conn.execute(QUERIES["count_pending_by_key"], {"limit": TOP_KEYS}).fetchall()
+        keys, keys_pending = pending_by_key(conn, TOP_KEYS)
         for task_type, processing, _oldest in conn.execute(QUERIES["count_processing_by_type"]):
             counts.setdefault(task_type, {})["processing"] = processing
         for task_type, status, tasks in conn.execute(
@@ -191,8 +191,16 @@ def status_snapshot(
         schedules=schedules,
         unhandled=unhandled,
         limits=limits,
-        keys=[KeyBacklog(key, pending) for key, pending, _keys in by_key],
-        keys_pending=by_key[0][2] if by_key else 0,
+        keys=keys,
+        keys_pending=keys_pending,
+    )
+
+
+def pending_by_key(conn: psycopg.Connection[Any], limit: int) -> tuple[list[KeyBacklog], int]:
+    """The ``limit`` fairness keys with the most pending tasks, and how many keys have any."""
+    by_key = conn.execute(QUERIES["count_pending_by_key"], {"limit": limit}).fetchall()
+    return [KeyBacklog(key, pending) for key, pending, _keys in by_key], (
+        by_key[0][2] if by_key else 0
     )
 
 

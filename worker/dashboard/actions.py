@@ -49,6 +49,8 @@ def _retry_task(conn: psycopg.Connection[Any], target: str) -> str:
 
 def _cancel_task(conn: psycopg.Connection[Any], target: str) -> str:
     cancelled = admin.cancel_task(conn, _task_id(target))
+    if cancelled.running:
+        return f"task {cancelled.id} was running: its worker stops it and records it cancelled"
     return f"task {cancelled.id} cancelled"
 
 
@@ -116,7 +118,12 @@ ACTIONS: dict[str, Action] = {
         _retry_task,
     ),
     "cancel-task": Action(
-        "Cancel", lambda t: f"Cancel pending task {t}? It will not run.", _cancel_task
+        "Cancel",
+        lambda t: (
+            f"Cancel task {t}? A pending task will not run; a running one, its worker"
+            " stops it (the attempt is not spent)."
+        ),
+        _cancel_task,
     ),
     "run-task-now": Action(
         "Run now", lambda t: f"Make pending task {t} due now (skip its wait)?", _run_task_now

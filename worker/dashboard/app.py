@@ -15,8 +15,7 @@ actions and hides their buttons.
 
 Adding a page: a handler in :mod:`pages` and its route in :func:`create_app`, a template,
 its reads in :mod:`reads` with a named query in sql/queries/dashboard.sql, and an entry in
-``web.NAVIGATION`` (the tenants and limits page of the fairness and limits work is meant
-to be added this way).
+``web.NAVIGATION`` (as the tenants and limits page was).
 """
 
 from __future__ import annotations
@@ -142,6 +141,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             Route("/tasks", pages.tasks_page),
             Route("/tasks/{task_id}", pages.task_page),
             Route("/schedules", pages.schedules_page),
+            Route("/tenants", pages.tenants_page),
             Route("/actions/{name}", action_endpoint, methods=["POST"]),
             Route("/events", events_endpoint),
             Mount(

@@ -2,7 +2,7 @@
 
 The :class:`Broadcaster` holds the process's only listening connection. It LISTENs on the
 queue's channels (``new_task`` for enqueues and retries, ``cell_updated`` for cells the
-robots wrote, ``task_cancel`` once cancellation of running tasks lands) and, because a
+robots wrote, ``task_cancel`` when a running task is asked to stop) and, because a
 worker announces neither a failure nor a finish that writes no cell, it also runs one
 index-only probe per PROBE_S (the newest finish of each kind, the running tasks) on the
 same connection. Whatever it saw in a PROBE_S window becomes at most one ``changed``

@@ -101,6 +101,7 @@ def _task_filter(request: Request) -> tuple[reads.TaskFilter, str | None]:
         status=status,
         task_type=text("task_type"),
         spreadsheet_id=text("spreadsheet_id"),
+        fairness_key=text("fairness_key"),
         error=text("error"),
     )
     return wanted, problem
@@ -142,3 +143,9 @@ def schedules_page(request: Request) -> Response:
     with state(request).pool.connection() as conn:
         schedules = reads.schedules(conn)
     return render(request, "schedules.html", {"schedules": schedules})
+
+
+def tenants_page(request: Request) -> Response:
+    with state(request).pool.connection() as conn:
+        found = reads.tenants(conn)
+    return render(request, "tenants.html", {"tenants": found, "top_keys": reads.TOP_KEYS})

@@ -19,8 +19,9 @@ from psycopg.rows import dict_row
 
 from websurf.sql import QUERIES
 from websurf.worker.core import admin
+from websurf.worker.core.limits import LimitState, limit_states
 from websurf.worker.core.schedules import list_schedules
-from websurf.worker.core.snapshot import ScheduleState, schedule_state
+from websurf.worker.core.snapshot import KeyBacklog, ScheduleState, pending_by_key, schedule_state
 from websurf.worker.dashboard.history import (
     ClosedBuckets,
     Throughput,
@@ -41,6 +42,7 @@ ATTENTION_LIMIT = 20
 GROUP_LIMIT = 100
 PAGE_LIMIT = 100
 GROUP_ACTION_LIMIT = 10_000  # most tasks one group action touches
+TOP_KEYS = 25  # the fairness keys with the most pending tasks the tenants page names
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class FoundTask:
     worker_id: str | None
     error_message: str | None
     spreadsheet_id: str | None
+    fairness_key: str | None
 
 
 @dataclass(frozen=True)
@@ -164,16 +167,39 @@ class TaskFilter:
     status: str = "failed"
     task_type: str | None = None
     spreadsheet_id: str | None = None
+    fairness_key: str | None = None
     error: str | None = None
     window_s: float = TASK_WINDOW_S
 
 
 @dataclass(frozen=True)
 class TaskPage:
-    """One task with its attempts' audit rows and the cells it wrote."""
+    """One task with its attempts' audit rows, the cells it wrote, and its keys."""
 
     task: admin.TaskDetail
     cells: list[dict[str, Any]]
+    fairness_key: str | None = None
+    limit_key: str | None = None
+    cancel_requested_at: datetime | None = None  # its worker was asked to stop it
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the task runs on while its worker stops it (a cancel was asked)."""
+        return self.task.status == "processing" and self.cancel_requested_at is not None
+
+
+@dataclass(frozen=True)
+class Tenants:
+    """The tenants and limits page: backlog per fairness key, what each limit holds."""
+
+    keys: list[KeyBacklog]
+    keys_pending: int  # how many fairness keys have pending tasks
+    limits: list[LimitState]
+
+    @property
+    def paused(self) -> list[LimitState]:
+        """The limits paused now (a handler asked to slow down, or a person paused them)."""
+        return [limit for limit in self.limits if limit.paused_until is not None]
 
 
 def _rows(conn: psycopg.Connection[Any], name: str, params: dict[str, Any]) -> list[Any]:
@@ -257,6 +283,7 @@ def find_tasks(conn: psycopg.Connection[Any], wanted: TaskFilter) -> list[FoundT
         "status": wanted.status,
         "task_type": wanted.task_type,
         "spreadsheet_id": wanted.spreadsheet_id,
+        "fairness_key": wanted.fairness_key,
         "error": wanted.error,
         "window_s": wanted.window_s,
         "limit": PAGE_LIMIT,
@@ -266,9 +293,17 @@ def find_tasks(conn: psycopg.Connection[Any], wanted: TaskFilter) -> list[FoundT
 
 
 def task_page(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> TaskPage:
-    """One task, its attempts and its cells; admin.TaskNotFound if there is none."""
+    """One task, its attempts, its cells and its keys; admin.TaskNotFound if there is none."""
     task = admin.show_task(conn, task_id)
-    return TaskPage(task, _rows(conn, "dashboard_task_cells", {"id": task_id}))
+    cells = _rows(conn, "dashboard_task_cells", {"id": task_id})
+    keys = _rows(conn, "dashboard_task_keys", {"id": task_id})
+    return TaskPage(task, cells, **(keys[0] if keys else {}))
+
+
+def tenants(conn: psycopg.Connection[Any]) -> Tenants:
+    """The fairness keys with the largest backlogs, and every limit with what it holds."""
+    keys, keys_pending = pending_by_key(conn, TOP_KEYS)
+    return Tenants(keys, keys_pending, limit_states(conn))
 
 
 def schedules(conn: psycopg.Connection[Any]) -> list[ScheduleState]:

@@ -23,6 +23,7 @@ NAVIGATION = (
     ("/failures", "Failures"),
     ("/tasks", "Tasks"),
     ("/schedules", "Schedules"),
+    ("/tenants", "Tenants & limits"),
 )
 # Pages whose live part (templates/<page>_live.html) htmx fetches again on `changed`.
 LIVE_PAGES = frozenset(
@@ -33,6 +34,7 @@ LIVE_PAGES = frozenset(
         "tasks.html",
         "task.html",
         "schedules.html",
+        "tenants.html",
     }
 )
 
