@@ -136,7 +136,6 @@ def claim_rows(
             },
         ).fetchall()
     reopens = [row[-1] for row in rows if row[0] is None]
-    # websurf.claim_limited (0026) returns no fairness key: ClaimedRow's default, None.
     claimed = [ClaimedRow(*row[:-1]) for row in rows if row[0] is not None]
     return claimed, (max(0.0, reopens[0]) if reopens else None)
 
