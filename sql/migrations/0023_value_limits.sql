@@ -125,16 +125,20 @@ $$;
 -- Each table is repaired by one UPDATE that mends every limit its rows break: a row
 -- updated for one rule is checked against all the new (NOT VALID) rules at once.
 -- A timestamp out of range moves to the nearest bound (pg_temp: gone with the session).
-CREATE OR REPLACE FUNCTION pg_temp.bounded(value timestamptz) RETURNS timestamptz
+-- No SET clause, so that the repair scans inline them (as websurf.bigint_or_null, 0024):
+-- their types and operators are named in pg_catalog instead (0024, rule 4).
+CREATE OR REPLACE FUNCTION pg_temp.bounded(value pg_catalog.timestamptz)
+RETURNS pg_catalog.timestamptz
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT least(greatest(value, '1900-01-01 00:00:00+00'::timestamptz),
-                 '9000-01-01 00:00:00+00'::timestamptz)
+    SELECT least(greatest(value, '1900-01-01 00:00:00+00'::pg_catalog.timestamptz),
+                 '9000-01-01 00:00:00+00'::pg_catalog.timestamptz)
 $$;
 
-CREATE OR REPLACE FUNCTION pg_temp.out_of_range(value timestamptz) RETURNS boolean
+CREATE OR REPLACE FUNCTION pg_temp.out_of_range(value pg_catalog.timestamptz)
+RETURNS pg_catalog.bool
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT value NOT BETWEEN '1900-01-01 00:00:00+00'::timestamptz
-                         AND '9000-01-01 00:00:00+00'::timestamptz
+    SELECT value OPERATOR(pg_catalog.<) '1900-01-01 00:00:00+00'::pg_catalog.timestamptz
+        OR value OPERATOR(pg_catalog.>) '9000-01-01 00:00:00+00'::pg_catalog.timestamptz
 $$;
 
 -- The repairs, in one statement: while any limit is still to be validated (a re-run

@@ -75,11 +75,23 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS task_queue_timed_idx ON websurfing_task_
 --   while the queue looked empty (the statistics of an empty table) would read the
 --   whole table for every row of the next big insert.
 -- As the invoker: every role that inserts tasks (the web app's, the worker's) may read
--- the queue and the spreadsheets; names are schema-qualified.
+-- the queue and the spreadsheets. search_path = pg_catalog, pg_temp and the tables named
+-- by their schema, {home} in the body (0024, rule 4): no function an application creates
+-- in a schema it can write runs inside an insert of anyone else's task.
+DO $migration$
+DECLARE
+    home text := (
+        SELECT quote_ident(n.nspname)
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.oid = 'websurfing_cell'::regclass
+    );
+BEGIN
+    EXECUTE replace($fn$
 CREATE OR REPLACE FUNCTION websurf.task_queue_fair_place() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     key_next bigint;
@@ -91,7 +103,7 @@ BEGIN
         NEW.fairness_key := left(nullif(current_setting('websurf.user_id', true), ''), 255);
         IF NEW.fairness_key IS NULL AND NEW.payload ? 'spreadsheet_id' THEN
             SELECT s.owner_id INTO NEW.fairness_key
-            FROM public.websurfing_spreadsheet AS s
+            FROM {home}.websurfing_spreadsheet AS s
             WHERE s.id = websurf.uuid_or_null(NEW.payload ->> 'spreadsheet_id');
         END IF;
     END IF;
@@ -110,7 +122,7 @@ BEGIN
         key_next := last_seq::bigint + 1;
     ELSIF NEW.fairness_key IS NULL THEN
         SELECT q.fair_seq + 1 INTO key_next
-        FROM public.websurfing_task_queue AS q
+        FROM {home}.websurfing_task_queue AS q
         WHERE q.status = 'pending' AND q.fairness_key IS NULL
           AND q.task_type = NEW.task_type AND q.priority = NEW.priority
           AND q.fair_seq < 4611686018427387904
@@ -118,7 +130,7 @@ BEGIN
         LIMIT 1;
     ELSE
         SELECT q.fair_seq + 1 INTO key_next
-        FROM public.websurfing_task_queue AS q
+        FROM {home}.websurfing_task_queue AS q
         WHERE q.status = 'pending' AND q.fairness_key = NEW.fairness_key
           AND q.task_type = NEW.task_type AND q.priority = NEW.priority
           AND q.fair_seq < 4611686018427387904
@@ -127,7 +139,7 @@ BEGIN
     END IF;
     IF key_next IS NULL THEN
         SELECT q.fair_seq INTO key_next
-        FROM public.websurfing_task_queue AS q
+        FROM {home}.websurfing_task_queue AS q
         WHERE q.status = 'pending' AND q.priority = NEW.priority
           AND q.fair_seq < 4611686018427387904
           AND q.task_type = NEW.task_type AND q.scheduled_for <= now()
@@ -139,7 +151,10 @@ BEGIN
     PERFORM set_config('websurf.fair_last', key_next || ' ' || run, true);
     RETURN NEW;
 END;
-$$;
+$$
+$fn$, '{home}', home);
+END;
+$migration$;
 
 -- Only pending rows take part (a row inserted finished, as imports do, needs no round).
 CREATE OR REPLACE TRIGGER task_queue_fair_place BEFORE INSERT ON websurfing_task_queue

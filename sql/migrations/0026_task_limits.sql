@@ -60,7 +60,7 @@ ALTER TABLE websurfing_task_queue ADD COLUMN limit_key varchar(255);
 -- the function off every other task's insert.
 CREATE FUNCTION websurf.web_title_limit_key() RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     NEW.limit_key := left(lower(substring(
@@ -82,6 +82,18 @@ CREATE INDEX task_limit_start_idx ON websurf.task_limit_start (limit_id, started
 
 -- The claimed tasks; then, when a limit held tasks back and its start log or pause says
 -- when it opens again, one more row with a NULL id and reopens_in_s set.
+-- search_path = pg_catalog, pg_temp and the tables named by their schema, {home} in the
+-- body (0024, rule 4): no function an application creates in a schema it can write runs
+-- inside a worker's claim.
+DO $migration$
+DECLARE
+    home text := (
+        SELECT quote_ident(n.nspname)
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.oid = 'websurfing_cell'::regclass
+    );
+BEGIN
+    EXECUTE replace($fn$
 CREATE FUNCTION websurf.claim_limited(
     p_worker_id text, p_task_type text, p_limit integer, p_min_priority integer
 )
@@ -89,7 +101,7 @@ RETURNS TABLE (id uuid, task_type varchar, payload jsonb, attempts integer,
                max_attempts integer, priority integer, waited_s double precision,
                payload_bytes integer, fairness_key varchar, reopens_in_s double precision)
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     total bigint := p_limit;
@@ -123,11 +135,11 @@ BEGIN
         SELECT l.id, l.limit_key, l.max_running, l.rate, l.burst, l.paused_until,
                make_interval(secs => l.period_s) AS period_window,
                make_interval(secs => l.period_s * l.burst / l.rate) AS burst_window
-        FROM websurfing_task_limit l
+        FROM {home}.websurfing_task_limit l
         WHERE l.task_type = p_task_type
     ), running AS (
         SELECT q.limit_key, count(*) AS n
-        FROM websurfing_task_queue q
+        FROM {home}.websurfing_task_queue q
         WHERE q.status = 'processing' AND q.task_type = p_task_type
         GROUP BY q.limit_key
     ), starts AS (
@@ -178,7 +190,7 @@ BEGIN
     -- The due tasks in claim order, a key's tasks only while its room lasts.
     FOR candidate IN
         SELECT q.id, q.limit_key
-        FROM websurfing_task_queue q
+        FROM {home}.websurfing_task_queue q
         WHERE q.status = 'pending'
           AND q.scheduled_for <= claim_time
           AND q.task_type = p_task_type
@@ -204,7 +216,7 @@ BEGIN
 
     RETURN QUERY
     WITH claimed AS (
-        UPDATE websurfing_task_queue AS t
+        UPDATE {home}.websurfing_task_queue AS t
         SET status = 'processing',
             started_at = claim_time,
             worker_id = p_worker_id,
@@ -217,7 +229,7 @@ BEGIN
                   octet_length(t.payload::text) AS payload_bytes, t.fairness_key, t.limit_key
     ), rated_limits AS (
         SELECT l.id, l.limit_key, l.period_s
-        FROM websurfing_task_limit l
+        FROM {home}.websurfing_task_limit l
         WHERE l.task_type = p_task_type AND l.rate IS NOT NULL
     ), logged AS (
         INSERT INTO websurf.task_limit_start (limit_id, started_at)
@@ -237,7 +249,10 @@ BEGIN
            c.payload_bytes, c.fairness_key, NULL::float8
     FROM claimed c;
 END;
-$$;
+$$
+$fn$, '{home}', home);
+END;
+$migration$;
 
 -- A changed limit row tells the workers at once on the channel they already listen to
 -- (new_task, with "limits": true): they move the operator to or from the limited claim
@@ -245,7 +260,7 @@ $$;
 -- rate window needs no notification: the claim that met it said when (reopens_in_s).
 CREATE FUNCTION websurf.notify_task_limit() RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- Identical notifications of one transaction are sent once (PostgreSQL folds them).

@@ -49,24 +49,38 @@ ALTER TABLE websurfing_task_queue ADD COLUMN IF NOT EXISTS cancel_requested_at t
 CREATE INDEX CONCURRENTLY IF NOT EXISTS task_queue_running_key_idx ON websurfing_task_queue
     (unique_key) WHERE status = 'processing' AND unique_key IS NOT NULL;
 
+-- search_path = pg_catalog, pg_temp and the queue named by its schema, {home} in the
+-- bodies (0024, rule 4): no function an application creates in a schema it can write
+-- runs inside these, two of them as the schema owner.
+DO $migration$
+DECLARE
+    home text := (
+        SELECT quote_ident(n.nspname)
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.oid = 'websurfing_cell'::regclass
+    );
+    fn text;
+BEGIN
+    EXECUTE replace($fn$
 CREATE OR REPLACE FUNCTION websurf.cancel_task(task_id uuid) RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     found_status text;
 BEGIN
     SELECT q.status INTO found_status
-    FROM websurfing_task_queue AS q
+    FROM {home}.websurfing_task_queue AS q
     WHERE q.id = task_id
     FOR UPDATE;
     IF found_status = 'pending' THEN
-        UPDATE websurfing_task_queue
+        UPDATE {home}.websurfing_task_queue
         SET status = 'cancelled', updated_at = pg_catalog.now()
         WHERE id = task_id;
         RETURN 'cancelled';
     ELSIF found_status = 'processing' THEN
-        UPDATE websurfing_task_queue
+        UPDATE {home}.websurfing_task_queue
         SET cancel_requested_at = coalesce(cancel_requested_at, pg_catalog.now()),
             error_message = CASE WHEN cancel_requested_at IS NULL
                                  THEN 'cancelled while running (websurf.cancel_task)'
@@ -83,6 +97,7 @@ $$;
 CREATE OR REPLACE FUNCTION websurf.supersede_running_task() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     running_id uuid;
@@ -91,7 +106,7 @@ BEGIN
     -- input_version as before) or cancelled already. Never waiting here also means
     -- that two recorders writing chained robot cells never deadlock on each other.
     SELECT q.id INTO running_id
-    FROM websurfing_task_queue AS q
+    FROM {home}.websurfing_task_queue AS q
     WHERE q.unique_key = NEW.unique_key
       AND q.status = 'processing'
       AND q.unique_key IS NOT NULL
@@ -99,7 +114,7 @@ BEGIN
       AND q.id <> NEW.id
     FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
-        UPDATE websurfing_task_queue
+        UPDATE {home}.websurfing_task_queue
         SET cancel_requested_at = pg_catalog.now(),
             error_message = pg_catalog.format(
                 'superseded while running: a newer task with unique key %s was queued',
@@ -113,6 +128,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION websurf.task_queue_honour_cancel() RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     NEW.status := 'cancelled';
@@ -128,21 +144,11 @@ BEGIN
     END;
     RETURN NEW;
 END;
-$$;
-
-DO $$
-DECLARE
-    home text := (
-        SELECT quote_ident(n.nspname)
-        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        WHERE c.oid = 'websurfing_task_queue'::regclass
-    );
-    fn text;
-BEGIN
+$$
+$fn$, '{home}', home);
     FOREACH fn IN ARRAY ARRAY['websurf.cancel_task(uuid)', 'websurf.supersede_running_task()',
                               'websurf.task_queue_honour_cancel()']
     LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %s, pg_temp', fn, home);
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn);
     END LOOP;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'websurf_app') THEN
@@ -152,7 +158,7 @@ BEGIN
         GRANT EXECUTE ON FUNCTION websurf.cancel_task(uuid) TO websurf_worker;
     END IF;
 END;
-$$;
+$migration$;
 
 -- A row trigger whose WHEN clause is evaluated without calling the function: an insert
 -- without a key (a no-op, a script's task, a bulk enqueue) pays nothing for it. An edit

@@ -26,17 +26,30 @@
 -- The WHEN clause is evaluated without calling the function: claims, completions and
 -- retries pay nothing for it. SECURITY DEFINER, as the cancel trigger (0019): what it
 -- writes (the row's own key, or its cancellation) is the trigger's decision, whatever
--- columns the role that sent the task back may update; fixed search_path, pg_temp last.
+-- columns the role that sent the task back may update. search_path = pg_catalog, pg_temp
+-- and the queue named by its schema, {home} in the body (0024, rule 4).
 
+DO $migration$
+DECLARE
+    home text := (
+        SELECT quote_ident(n.nspname)
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.oid = 'websurfing_cell'::regclass
+    );
+BEGIN
+    EXECUTE replace($fn$
 CREATE OR REPLACE FUNCTION websurf.task_queue_keep_unique_key() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
     BEGIN
-        UPDATE websurfing_task_queue
+        UPDATE {home}.websurfing_task_queue
         SET unique_key = OLD.unique_key
         WHERE id = NEW.id AND status = 'pending' AND unique_key IS NULL;
     EXCEPTION WHEN unique_violation THEN
-        UPDATE websurfing_task_queue
+        UPDATE {home}.websurfing_task_queue
         SET status = 'cancelled',
             error_message = format(
                 'superseded: a newer task with unique key %s is pending (this attempt: %s)',
@@ -46,20 +59,10 @@ BEGIN
     END;
     RETURN NULL;
 END;
-$$;
-
-DO $$
-DECLARE
-    home text := (
-        SELECT quote_ident(n.nspname)
-        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
-        WHERE c.oid = 'websurfing_task_queue'::regclass
-    );
-BEGIN
-    EXECUTE format('ALTER FUNCTION websurf.task_queue_keep_unique_key() SET search_path = %s,'
-                   ' pg_catalog, pg_temp', home);
+$$
+$fn$, '{home}', home);
 END;
-$$;
+$migration$;
 REVOKE EXECUTE ON FUNCTION websurf.task_queue_keep_unique_key() FROM PUBLIC;
 
 CREATE OR REPLACE TRIGGER task_queue_keep_unique_key AFTER UPDATE ON websurfing_task_queue
