@@ -107,7 +107,8 @@ BEGIN
             WHERE s.id = websurf.uuid_or_null(NEW.payload ->> 'spreadsheet_id');
         END IF;
     END IF;
-    IF NEW.scheduled_for > now() THEN
+    -- isfinite: an 'infinity' has no round; task_queue_times_in_range (0023) refuses it.
+    IF NEW.scheduled_for > now() AND isfinite(NEW.scheduled_for) THEN
         NEW.fair_seq := 4611686018427387904
             + floor(extract(epoch FROM NEW.scheduled_for) * 1000000)::bigint;
         RETURN NEW;

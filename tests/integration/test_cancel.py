@@ -237,12 +237,13 @@ def test_a_task_cancelled_while_running_can_be_retried_and_then_runs(
     serve: Serve,
     conn: psycopg.Connection[Any],
     seen: Seen,
-    make_cell: Callable[[], str],
+    make_robot_cell: Callable[[str], dict[str, Any]],
     database_url: str,
 ) -> None:
     serve()
-    cell = make_cell()
-    task = enqueue(conn, "shout", {"cell_id": cell, "input": "slow"})
+    robot = make_robot_cell("shout")  # a robot task of its cell: its result may be written
+    cell = robot["cell_id"]
+    task = enqueue(conn, "shout", {**robot, "input": "slow"})
     wait_for(_started(seen, task), "the handler to start")
     _cancel(conn, task)
     wait_for(lambda: _status(conn, task) == "cancelled", "the cancel to be recorded")
