@@ -226,7 +226,7 @@ def test_add_column_on_a_long_sheet_writes_no_cells(
         ),
         (
             ["schedules", "add", "n", "noop", *EVERY_MINUTE, "--payload", "[" * 5000 + "]" * 5000],
-            "--payload is nested more than 100 levels",
+            "--payload is nested more than 64 levels",
             2,
         ),
         (

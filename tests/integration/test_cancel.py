@@ -181,8 +181,9 @@ def test_a_cancel_reaches_the_worker_running_the_task_whoever_asks(
     serve: Serve, conn: psycopg.Connection[Any], seen: Seen
 ) -> None:
     """Two workers (as on two hosts) listen; the one holding the task stops it."""
-    serve("host-a/0/cancel")
-    serve("host-b/0/cancel")
+    # Three tasks at most each: six tasks are then held by both, whichever claims first.
+    serve("host-a/0/cancel", tasks_per_process=3)
+    serve("host-b/0/cancel", tasks_per_process=3)
     tasks = [enqueue(conn, "hangs", {"n": n}) for n in range(6)]
     for task in tasks:
         wait_for(_started(seen, task), "every handler to start")
