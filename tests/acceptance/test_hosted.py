@@ -85,7 +85,7 @@ def _listeners(direct_url: str) -> int:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND application_name LIKE 'websurf-listen%%'"
-            " AND query = 'LISTEN new_task'"
+            " AND query LIKE 'LISTEN %%'"
         ).fetchone()
     assert row is not None
     return int(row[0])

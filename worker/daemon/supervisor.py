@@ -281,7 +281,10 @@ class Supervisor:
             self.health.child_exited(pid)
         if self.stop_deadline is not None:
             log.info("child_exited", slot=slot.index, how=how, child_worker_id=dead_id)
-            if (code < 0 or code == EXIT_LOOP_STALLED) and dead_id:
+            # A child the stop's signal killed while it was still booting never claimed:
+            # it holds nothing, and the stop did not have to kill it.
+            died_holding = code < 0 and (served or bool(running))
+            if (died_holding or code == EXIT_LOOP_STALLED) and dead_id:
                 # It could not stop by itself: its tasks are still processing.
                 dead = {"worker_id": dead_id, "how": how, "running": running}
                 slot.predecessors = [*slot.predecessors, dead]
