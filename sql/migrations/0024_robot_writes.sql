@@ -76,11 +76,23 @@ AS $$
     END
 $$;
 
--- Of the given tasks, those that are robot tasks of the cell their payload names, with
--- that cell and the input_version its write must carry (rule 1; the cell guard and
+-- Whether a payload's text names the uuid id: websurf.uuid_or_null(value) = id, with the
+-- usual spelling (the lower-case text of id) answered by a text comparison first. The
+-- regular expression of uuid_or_null cost about 5 us a call; the guards of rule 1 and
+-- robot_targets made five such calls per robot result. No SET clause: inlined, as
+-- websurf.uuid_or_null.
+CREATE FUNCTION websurf.names_uuid(value text, id uuid) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT value = id::text OR websurf.uuid_or_null(value) = id
+$$;
+
+-- Of the given tasks (each with the cell it is to write, cell_ids[i] for task_ids[i]),
+-- those that are robot tasks of that cell, which their payload names, with that cell
+-- and the input_version its write must carry (rule 1; the cell guard and
 -- the worker's insert_judged_robot_events). SECURITY DEFINER: the worker's role may not
 -- read people's edits (0012); this tells only whether a task's version is real.
-CREATE FUNCTION websurf.robot_targets(task_ids uuid[])
+CREATE FUNCTION websurf.robot_targets(task_ids uuid[], cell_ids uuid[])
 RETURNS TABLE (task_id uuid, cell_id uuid, input_version bigint)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -98,19 +110,38 @@ AS $$
 BEGIN
     RETURN QUERY
     SELECT t.id, c.id, websurf.bigint_or_null(t.payload -> 'input_version')
-    FROM unnest(task_ids) AS i(id)
-    JOIN {home}.websurfing_task_queue AS t ON t.id = i.id
-    JOIN {home}.websurfing_cell AS c ON c.id = websurf.uuid_or_null(t.payload ->> 'cell_id')
+    FROM unnest(task_ids, cell_ids) AS i(id, cell_id)
+    -- OFFSET 0 keeps each lookup a probe of one index by this task's values: joined flat,
+    -- on a freshly filled sheet the planner read a column's cells whole and filtered
+    -- them for each task (2 s a batch), or probed the source cell by sheet and row only.
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.task_type, t.payload
+        FROM {home}.websurfing_task_queue AS t
+        WHERE t.id = i.id
+        OFFSET 0
+    ) AS t
+    CROSS JOIN LATERAL (
+        SELECT c.id, c.column_id, c.spreadsheet_id, c.row_number
+        FROM {home}.websurfing_cell AS c
+        WHERE c.id = i.cell_id
+        OFFSET 0
+    ) AS c
     JOIN {home}.websurfing_column AS k
       ON k.id = c.column_id
      AND k.spreadsheet_id = c.spreadsheet_id
      AND k.operator_type = t.task_type
-    JOIN {home}.websurfing_cell AS s
-      ON s.id = websurf.uuid_or_null(t.payload ->> 'source_cell_id')
-     AND s.column_id = k.source_column_id
-     AND s.spreadsheet_id = c.spreadsheet_id
-     AND s.row_number = c.row_number
-    WHERE (
+    -- the source cell of the row, by its place, then checked against the payload's name
+    CROSS JOIN LATERAL (
+        SELECT s.id, s.input_version
+        FROM {home}.websurfing_cell AS s
+        WHERE s.spreadsheet_id = c.spreadsheet_id
+          AND s.column_id = k.source_column_id
+          AND s.row_number = c.row_number
+        OFFSET 0
+    ) AS s
+    WHERE websurf.names_uuid(t.payload ->> 'cell_id', c.id)
+      AND websurf.names_uuid(t.payload ->> 'source_cell_id', s.id)
+      AND (
         -- a person's edit of the source cell took it
         EXISTS (
             SELECT 1
@@ -167,19 +198,23 @@ BEGIN
         FROM {home}.websurfing_robot_input_event AS e
         JOIN {home}.websurfing_task_queue AS t ON t.id = e.task_id
         JOIN {home}.websurfing_column AS k ON k.id = NEW.column_id
-        JOIN {home}.websurfing_cell AS s
-          ON s.id = websurf.uuid_or_null(t.payload ->> 'source_cell_id')
+        CROSS JOIN LATERAL (  -- the row's source cell, by its place (robot_targets)
+            SELECT s.id, s.input_version
+            FROM {home}.websurfing_cell AS s
+            WHERE s.spreadsheet_id = NEW.spreadsheet_id
+              AND s.column_id = k.source_column_id
+              AND s.row_number = NEW.row_number
+            OFFSET 0
+        ) AS s
         WHERE e.cell_id = NEW.id
           AND e.created_at = now()
           AND e.success
           AND NOT e.superseded
           AND e.xmin::text::bigint = pg_current_xact_id()::text::bigint % 4294967296
-          AND websurf.uuid_or_null(t.payload ->> 'cell_id') = NEW.id
+          AND websurf.names_uuid(t.payload ->> 'cell_id', NEW.id)
+          AND websurf.names_uuid(t.payload ->> 'source_cell_id', s.id)
           AND k.spreadsheet_id = NEW.spreadsheet_id
           AND k.operator_type = t.task_type
-          AND s.column_id = k.source_column_id
-          AND s.spreadsheet_id = NEW.spreadsheet_id
-          AND s.row_number = NEW.row_number
           AND websurf.bigint_or_null(t.payload -> 'input_version') = NEW.input_version
           AND (s.input_version = NEW.input_version
                OR EXISTS (SELECT 1 FROM {home}.websurfing_cell_edit_event AS v
@@ -212,6 +247,78 @@ BEGIN
               HINT = 'Inside the transaction that edits the cell, first run: '
                      'SELECT set_config(''websurf.user_id'', <the user''s id>, true); '
                      'robots write cells through the worker, which records their audit row.';
+END;
+$$;
+
+-- Rule 1 for input_version changed by an UPDATE, once per statement: the rule of
+-- websurf.robot_targets applied to the robot rows this transaction recorded for the
+-- changed cells, in one call. Per row (websurf.cell_content_guard, as for INSERT) it cost
+-- about 50 us a cell written, the larger part of the audited cell throughput's drop in
+-- `websurf bench`. An AFTER trigger: it sees each cell's final values, and its error
+-- undoes the whole statement. SECURITY DEFINER as cell_content_guard.
+CREATE FUNCTION websurf.cell_input_version_guard() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad record;
+BEGIN
+    WITH changed AS MATERIALIZED (
+        SELECT n.id, o.input_version AS old_version, n.input_version AS new_version
+        FROM changed_cells AS n
+        JOIN previous_cells AS o ON o.id = n.id
+        WHERE o.input_version IS DISTINCT FROM n.input_version
+    ),
+    -- the robot rows of this transaction for those cells (robot_event_guard checked
+    -- that their tasks were ended by it for that cell)
+    robot AS MATERIALIZED (
+        SELECT e.task_id, e.cell_id
+        FROM changed AS c
+        CROSS JOIN LATERAL (
+            SELECT e.task_id, e.cell_id
+            FROM {home}.websurfing_robot_input_event AS e
+            WHERE e.cell_id = c.id
+              -- `+ interval '0'`: probed by cell (robot_input_cell_idx), never by time,
+              -- whose index holds every row of this transaction (one probe a cell read
+              -- them all)
+              AND e.created_at + interval '0' = now()
+              AND e.success
+              AND NOT e.superseded
+              AND e.xmin::text::bigint = pg_current_xact_id()::text::bigint % 4294967296
+            OFFSET 0
+        ) AS e
+    ),
+    allowed AS MATERIALIZED (
+        SELECT a.cell_id, a.input_version
+        FROM websurf.robot_targets(ARRAY(SELECT task_id FROM robot ORDER BY task_id, cell_id),
+                                   ARRAY(SELECT cell_id FROM robot ORDER BY task_id, cell_id))
+             AS a
+    ),
+    -- EXCEPT, hashed: a NOT EXISTS was planned as a nested loop over both lists. (No
+    -- input_version robot_targets returns is NULL, so NULLs never match here.)
+    refused AS (
+        SELECT id, new_version FROM changed
+        EXCEPT
+        SELECT cell_id, input_version FROM allowed
+    )
+    SELECT c.* INTO bad
+    FROM changed AS c
+    JOIN refused AS r ON r.id = c.id
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a cell''s input_version is written only with a robot''s result'
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'cell_input_version',
+                  TABLE = TG_TABLE_NAME,
+                  DETAIL = format('cell %s: input_version %s -> %s without a robot result of'
+                                  ' a real edit of its source cell in this transaction',
+                                  bad.id, coalesce(bad.old_version::text, 'none'),
+                                  coalesce(bad.new_version::text, 'none')),
+                  HINT = 'Leave input_version out of INSERT and UPDATE statements: the'
+                         ' worker sets it when it writes a robot result.';
+    END IF;
+    RETURN NULL;
 END;
 $$;
 
@@ -485,7 +592,9 @@ BEGIN
        OR t.worker_id IS NULL
        OR t.started_at IS NULL
        OR t.xmin::text::bigint <> pg_current_xact_id()::text::bigint % 4294967296
-       OR websurf.uuid_or_null(t.payload ->> 'cell_id') IS DISTINCT FROM n.cell_id
+       -- uuid_or_null(…) IS DISTINCT FROM n.cell_id, the usual spelling compared first
+       OR ((t.payload ->> 'cell_id') IS DISTINCT FROM n.cell_id::text
+           AND websurf.uuid_or_null(t.payload ->> 'cell_id') IS DISTINCT FROM n.cell_id)
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'a robot row must belong to a task this transaction finished for that cell'
@@ -590,11 +699,11 @@ CREATE TRIGGER cell_input_version_guard_insert BEFORE INSERT ON websurfing_cell
     FOR EACH ROW
     WHEN (NEW.input_version IS NOT NULL)
     EXECUTE FUNCTION websurf.cell_content_guard('input_version');
-CREATE TRIGGER cell_input_version_guard_update BEFORE UPDATE OF input_version
-    ON websurfing_cell
-    FOR EACH ROW
-    WHEN (OLD.input_version IS DISTINCT FROM NEW.input_version)
-    EXECUTE FUNCTION websurf.cell_content_guard('input_version');
+-- Transition tables allow no column list: every UPDATE of cells gives one call.
+CREATE TRIGGER cell_input_version_guard_update AFTER UPDATE ON websurfing_cell
+    REFERENCING OLD TABLE AS previous_cells NEW TABLE AS changed_cells
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION websurf.cell_input_version_guard();
 CREATE TRIGGER cell_person_edit_guard BEFORE INSERT OR UPDATE OF content ON websurfing_cell
     FOR EACH ROW
     WHEN (current_setting('websurf.user_id', true) <> ''

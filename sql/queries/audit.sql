@@ -35,9 +35,10 @@ locked AS MATERIALIZED (
     FOR UPDATE
 ),
 targets AS MATERIALIZED (
-    SELECT * FROM websurf.robot_targets(ARRAY(
-        SELECT task_id FROM outcome WHERE writes
-    ))
+    SELECT * FROM websurf.robot_targets(
+        ARRAY(SELECT task_id FROM outcome WHERE writes ORDER BY n),
+        ARRAY(SELECT cell_id FROM outcome WHERE writes ORDER BY n)
+    )
 ),
 allowed AS (
     SELECT o.*, r.input_version AS version, o.writes AND r.task_id IS NOT NULL AS writable
