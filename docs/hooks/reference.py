@@ -125,10 +125,11 @@ def exit_codes_markdown() -> str:
     return "\n".join(out) + "\n"
 
 
-def cli_markdown() -> str:
-    """Every ``websurf`` command, as its ``--help`` would show it, in tables."""
+def cli_markdown(root: click.Command | None = None) -> str:
+    """Every ``websurf`` command (of ``root``, default the real one), as its ``--help``
+    would show it, in tables; the exit codes first."""
     out: list[str] = ["## Exit codes", "", exit_codes_markdown(), "## Commands", ""]
-    for path, command, ctx in _commands(_root(), ["websurf"], None):
+    for path, command, ctx in _commands(root or _root(), ["websurf"], None):
         depth = min(len(path) + 2, 5)
         out += [f"{'#' * depth} `{' '.join(path)}`", ""]
         out += [
