@@ -1,7 +1,7 @@
-"""The TypeScript samples of the docs type-check against the shipped schema.ts and
-author.ts, with the settings of the T3 app (sql/drizzle/tsconfig.json): the pages include
-them from docs/snippets/webapp/. (db.ts, the Drizzle client, also runs against a real
-database in tests/migrations/test_webapp_typescript.py.)"""
+"""The TypeScript samples of the docs (and the README's) type-check against the shipped
+schema.ts and author.ts, with the settings of the T3 app (sql/drizzle/tsconfig.json):
+the pages include them from docs/snippets/webapp/. (db.ts, the Drizzle client, also
+runs against a real database in tests/migrations/test_webapp_typescript.py.)"""
 
 from __future__ import annotations
 
@@ -12,12 +12,22 @@ from typing import Any
 
 import pytest
 from migrations.conftest import toolchain  # noqa: F401  (the pinned drizzle toolchain fixture)
+from support.samples import readme_block
 
 pytestmark = pytest.mark.node
 
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "snippets" / "webapp"
 # What the T3 app's `~/env` gives its client (db.ts imports it).
 ENV_MODULE = "export const env = { DATABASE_URL: '', NODE_ENV: 'development' as string };\n"
+# What the README's short sample takes from its surroundings in the app.
+README_CONTEXT = """import { eq } from "drizzle-orm";
+import type { PostgresJsDatabase } from "drizzle-orm/postgres-js";
+import * as schema from "~/server/db/schema";
+import { cells } from "~/server/db/schema";
+declare const db: PostgresJsDatabase<typeof schema>;
+declare const ctx: { session: { user: { id: string } } };
+declare const input: { cellId: string; content: string };
+"""
 
 
 def test_the_web_app_samples_type_check(toolchain: Any, tmp_path: Path) -> None:  # noqa: F811
@@ -29,6 +39,9 @@ def test_the_web_app_samples_type_check(toolchain: Any, tmp_path: Path) -> None:
     assert samples, f"no TypeScript samples in {SAMPLES}"
     for sample in samples:
         shutil.copy2(sample, work / sample.name)
+    readme = work / "readme_sample.ts"
+    readme.write_text(README_CONTEXT + readme_block("ts") + "export {};\n", encoding="utf-8")
+    samples.append(readme)
     (work / "env.ts").write_text(ENV_MODULE, encoding="utf-8")
     config = json.loads((work / "tsconfig.json").read_text(encoding="utf-8"))
     config["compilerOptions"]["baseUrl"] = "."
