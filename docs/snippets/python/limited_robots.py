@@ -11,9 +11,9 @@ async def slow_llm(task, context): ...
     limits=[Limit(rate=60, per_s=60, burst=5), Limit(key="free-tier", rate=10, per_s=60)],
 )
 async def search_api(task, context): ...
+
+
 # --8<-- [end:limits]
-
-
 @operator("polite_api")
 async def polite_api(task, context):
     """The SlowDown sample of docs/fairness.md: the service said 429, Retry-After 30."""
