@@ -167,8 +167,9 @@ def _column(definition: str, migration: str) -> Column:
 
 
 def _summary(comment: str) -> str:
-    """The first sentence of a comment block."""
-    match = re.match(r"(.+?[.:])(\s|$)", comment)
+    """The first sentence of a comment block, past a leading "2." or "1(a)" enumerator."""
+    comment = re.sub(r"^(\d{1,2}(\([a-z]\))?[.)]?\s+)+", "", comment.strip())
+    match = re.match(r"(.{20,}?[.:])(\s|$)", comment)
     return (match.group(1) if match else comment).rstrip(":.") + ("." if comment else "")
 
 
