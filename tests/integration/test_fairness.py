@@ -143,6 +143,32 @@ def test_one_insert_of_several_keys_numbers_each_keys_tasks_in_turn(
     ]  # fmt: skip
 
 
+def test_a_bulk_insert_reads_the_queue_once_per_run_not_per_row(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A 500-task insert of one key, type and priority (enqueue_many, a paste's robot
+    tasks) looks up its first round once; the rows after it count on from there
+    (sql/migrations/0030), and still after tasks of that key are already waiting."""
+    conn.execute("SET track_functions = 'all'")  # pg_stat_xact_user_functions counts calls
+    insert = (
+        "INSERT INTO websurfing_task_queue (task_type, payload, fairness_key)"
+        " SELECT %s, jsonb_build_object('n', n), 'a' FROM generate_series(1, 500) AS n"
+    )
+    with conn.transaction():
+        conn.execute(insert, (OPERATOR,))
+        conn.execute(insert, (OPERATOR,))
+        lookups = conn.execute(
+            "SELECT calls FROM pg_stat_xact_user_functions"
+            " WHERE schemaname = 'websurf' AND funcname = 'task_queue_fair_round'"
+        ).fetchone()
+
+    assert lookups == (2,)
+    rounds = [r for (r,) in conn.execute(
+        "SELECT fair_seq FROM websurfing_task_queue ORDER BY fair_seq"
+    ).fetchall()]  # fmt: skip
+    assert rounds == list(range(1_000))
+
+
 def test_keys_come_from_the_author_else_the_spreadsheet_owner(
     conn: psycopg.Connection[Any], make_user: Callable[..., str]
 ) -> None:
