@@ -209,6 +209,7 @@ class Executor:
                 if timeout_s is not None:
                     if run is None:
                         run = asyncio.current_task()
+                    assert run is not None  # handlers run inside a task
                     expiry = self._loop.call_later(timeout_s, _expire, run, ctx)
                 value = await self._run_async(task, op, ctx)
             else:
