@@ -1,4 +1,4 @@
-"""The worker daemon and the queue, by concern (the README's Development section has the map).
+"""The worker daemon and the queue, by concern (docs/development.md has the map).
 
 core/ the model, operators, enqueue and claim, admin · process/ one worker process ·
 maintenance/ reaper, pruner, schedule ticks · daemon/ supervisor, health, metrics ·

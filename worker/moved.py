@@ -1,7 +1,7 @@
 """Old import paths of modules that moved into packages, kept for one release.
 
-``websurf.worker.registry`` became ``websurf.worker.core.registry`` and so on (the README's
-Development section has the map). Importing an old path gives the very same module object as
+``websurf.worker.registry`` became ``websurf.worker.core.registry`` and so on (docs/development.md
+has the map). Importing an old path gives the very same module object as
 the new one, so an operator registered through either lands in the one registry, and warns
 with a ``DeprecationWarning`` naming the new path. The aliases go in websurf 0.3.
 """

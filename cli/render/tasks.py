@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from websurf.cli.render import json_value, timestamp, to_json
+from websurf.cli.render import age, json_value, timestamp, to_json
 from websurf.worker.core.admin import TaskDetail, TaskSummary
+from websurf.worker.core.story import Attempt
 from websurf.worker.maintenance.pruner import PruneCounts
 
 
@@ -48,6 +49,10 @@ def task_detail(task: TaskDetail) -> list[str]:
         ("payload", json.dumps(task.payload, default=json_value)),
     ]
     lines = [f"{name + ':':15}{value}" for name, value in fields]
+    if task.waiting is not None:
+        lines.append(f"{'waiting:':15}{task.waiting.line}")
+        lines += [f"{'':15}{detail}" for detail in task.waiting.details]
+    lines += attempt_table(task.attempt_log)
     lines.append(f"{'audit rows:':15}{len(task.robot_events)}")
     for e in task.robot_events:
         outcome = "ok" if e.success else f"failed: {e.error_message or '-'}"
@@ -56,6 +61,27 @@ def task_detail(task: TaskDetail) -> list[str]:
             f"  {timestamp(e.created_at)}  cell {e.cell_id}  {e.operator_type}"
             f"  {took} ms  {outcome}"
         )
+    return lines
+
+
+def attempt_table(attempts: Sequence[Attempt]) -> list[str]:
+    """The task's attempts in order, the current one last, a line each."""
+    lines = [f"{'attempts run:':15}{len(attempts)}"]
+    if attempts:
+        lines.append(
+            f"  {'#':>3}  {'worker':28}  {'started':24}  {'ended':24}  {'took':>8}"
+            f"  {'outcome':12}  error"
+        )
+    for a in attempts:
+        counted = "" if a.counted else "*"
+        error = a.error_message.splitlines()[0][:80] if a.error_message else ""
+        lines.append(
+            f"  {str(a.attempt) + counted:>3}  {(a.worker_id or '-')[:28]:28}"
+            f"  {timestamp(a.started_at):24}  {timestamp(a.ended_at):24}  {age(a.duration_s):>8}"
+            f"  {a.outcome:12}  {error}"
+        )
+    if any(not a.counted for a in attempts):
+        lines.append("  (* not counted against max attempts)")
     return lines
 
 

@@ -555,6 +555,51 @@ export const taskLimits = createTable(
   ],
 );
 
+/** How an attempt that the task row no longer describes ended (sql/migrations/0029). */
+export const taskAttemptOutcomes = [
+  "retried",
+  "handed_back",
+  "put_back",
+  "slowed_down",
+  "failed",
+  "cancelled",
+  "completed",
+] as const;
+export type TaskAttemptOutcome = (typeof taskAttemptOutcomes)[number];
+
+/**
+ * A task's earlier attempts (sql/migrations/0029), oldest first by `startedAt`; the
+ * latest attempt is the one the task row describes. Written only by a trigger on the
+ * queue, as the database's owner: read it, never write it (the web app's role may not).
+ * A task's attempts go with it when it is pruned.
+ */
+export const taskAttempts = createTable(
+  "task_attempt",
+  (d) => ({
+    id: d.uuid().primaryKey().defaultRandom(),
+    taskId: d
+      .uuid()
+      .notNull()
+      .references(() => taskQueue.id, { onDelete: "cascade" }),
+    // The task's attempt count while it ran (a hand-back gives the count back, so the
+    // next attempt may carry the same number; `counted` says which ones spent one).
+    attempt: d.integer().notNull(),
+    workerId: d.varchar({ length: 255 }),
+    startedAt: d.timestamp({ withTimezone: true }).notNull(),
+    endedAt: d.timestamp({ withTimezone: true }).notNull(),
+    outcome: d.varchar({ length: 20 }).$type<TaskAttemptOutcome>().notNull(),
+    counted: d.boolean().notNull(),
+    errorMessage: d.text(),
+  }),
+  (t) => [
+    uniqueIndex("task_attempt_task_started_idx").on(t.taskId, t.startedAt),
+    check(
+      "task_attempt_outcome_check",
+      sql`${t.outcome} IN ('retried', 'handed_back', 'put_back', 'slowed_down', 'failed', 'cancelled', 'completed')`,
+    ),
+  ],
+);
+
 // ---------------------------------------------------------------------------------
 // Phase 3: the audit trail (sql/migrations/0004). A person's edit of a cell is a
 // cell_edit_event, a robot's a robot_input_event.

@@ -205,6 +205,7 @@ WHERE status = 'pending'
 -- name: get_task
 -- One task by id (websurf tasks show, tests).
 SELECT id, task_type, payload, status, priority, attempts, max_attempts, scheduled_for,
-       started_at, completed_at, failed_at, error_message, worker_id, created_at, updated_at
+       started_at, completed_at, failed_at, error_message, worker_id, created_at, updated_at,
+       fairness_key, limit_key, cancel_requested_at
 FROM websurfing_task_queue
 WHERE id = %(id)s

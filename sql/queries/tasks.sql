@@ -141,3 +141,69 @@ WHERE id = %(id)s AND status = 'pending'
 RETURNING id, task_type,
           pg_notify('new_task', json_build_object(
               'task_type', task_type, 'priority', priority, 'id', id)::text)
+
+-- name: list_task_attempts
+-- A task's earlier attempts, oldest first (0029); the latest is the task row's own (websurf tasks show, dashboard task page).
+SELECT attempt, worker_id, started_at, ended_at, outcome, counted, error_message,
+       extract(epoch FROM ended_at - started_at)::float8 AS duration_s
+FROM websurfing_task_attempt
+WHERE task_id = %(id)s
+ORDER BY started_at
+
+-- name: task_wait_limits
+-- The limits one task counts against (its operator's, its key's), each with its pause, what runs under it and its rate window (websurf tasks show: why a task waits).
+-- A rate window is used up when the starts in the period reach the rate, or those in the
+-- burst window reach the burst (claim_limited, 0026); it opens again when every full
+-- window's oldest start leaves it.
+SELECT NULLIF(l.limit_key, '') AS key, l.max_running, l.rate, l.period_s, l.burst,
+       CASE WHEN l.paused_until > now() THEN l.paused_until END AS paused_until,
+       CASE WHEN l.paused_until > now() THEN l.pause_reason END AS pause_reason,
+       (SELECT count(*)
+        FROM websurfing_task_queue AS q
+        WHERE q.status = 'processing' AND q.task_type = l.task_type
+          AND (l.limit_key = '' OR q.limit_key = l.limit_key))::int AS running,
+       w.started::int AS started_in_period,
+       CASE WHEN w.started >= l.rate OR w.in_burst >= l.burst THEN greatest(
+           CASE WHEN w.started >= l.rate
+                THEN w.first_start + make_interval(secs => l.period_s) END,
+           CASE WHEN w.in_burst >= l.burst
+                THEN w.first_in_burst + make_interval(secs => l.period_s * l.burst / l.rate) END)
+       END AS rate_opens_at
+FROM websurfing_task_queue AS t
+JOIN websurfing_task_limit AS l
+  ON l.task_type = t.task_type AND (l.limit_key = '' OR l.limit_key = t.limit_key)
+LEFT JOIN LATERAL (
+    SELECT count(*) AS started, min(s.started_at) AS first_start,
+           count(*) FILTER (WHERE s.started_at > now()
+                            - make_interval(secs => l.period_s * l.burst / l.rate)) AS in_burst,
+           min(s.started_at) FILTER (WHERE s.started_at > now()
+                            - make_interval(secs => l.period_s * l.burst / l.rate))
+               AS first_in_burst
+    FROM websurf.task_limit_start AS s
+    WHERE s.limit_id = l.id AND s.started_at > now() - make_interval(secs => l.period_s)
+) AS w ON l.rate IS NOT NULL
+WHERE t.id = %(id)s
+ORDER BY l.limit_key
+
+-- name: count_tasks_ahead
+-- How many due tasks of the same operator the fair claim order (priority, round, due time; 0025) takes before one task, counting at most %(most)s of each kind: higher priority, then its own priority's earlier rounds (websurf tasks show).
+-- Two ranges of task_queue_fair_idx; tasks of other operators in them are read and
+-- skipped, so the count costs at most the pending entries in front of the task.
+WITH t AS (
+    SELECT task_type, priority, fair_seq, scheduled_for
+    FROM websurfing_task_queue
+    WHERE id = %(id)s
+)
+SELECT (SELECT count(*)
+        FROM (SELECT 1
+              FROM websurfing_task_queue AS q, t
+              WHERE q.status = 'pending' AND q.priority > t.priority
+                AND q.task_type = t.task_type AND q.scheduled_for <= now()
+              LIMIT %(most)s) AS higher)
+     + (SELECT count(*)
+        FROM (SELECT 1
+              FROM websurfing_task_queue AS q, t
+              WHERE q.status = 'pending' AND q.priority = t.priority
+                AND (q.fair_seq, q.scheduled_for) < (t.fair_seq, t.scheduled_for)
+                AND q.task_type = t.task_type AND q.scheduled_for <= now()
+              LIMIT %(most)s) AS earlier) AS ahead

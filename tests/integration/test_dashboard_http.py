@@ -15,6 +15,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -24,7 +25,9 @@ from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
 from websurf.cli.dashboard import dashboard_command
+from websurf.worker.core import queue
 from websurf.worker.core.limits import Limit, set_limit
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.schedules import Spec, add_schedule
 from websurf.worker.dashboard.app import DashboardConfig, create_app
 from websurf.worker.dashboard.live import Broadcaster
@@ -542,3 +545,23 @@ def test_schedules_are_paused_and_resumed(conn: psycopg.Connection[Any], client:
         "SELECT paused FROM websurf.schedule WHERE name = 'nightly-titles'"
     ).fetchone() == (False,)
     assert unknown.status_code == 409 and "no schedule named" in unknown.text
+
+
+def test_the_task_page_tells_its_story_and_why_it_waits(
+    conn: psycopg.Connection[Any], client: Client
+) -> None:
+    task_id = queue.enqueue(conn, "noop", {"n": 1})
+    [task] = queue.claim(conn, "host-a/7/worker", ["noop"], 1)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    queue.finish(
+        conn,
+        "host-a/7/worker",
+        [Outcome(task, Status.PENDING, "noop", error=f"ValueError: {HOSTILE}", run_at=later)],
+    )
+
+    page = client().get(f"/tasks/{task_id}").text
+
+    attempts = page[page.index('<table class="attempts">') : page.index("<h2>Audit rows</h2>")]
+    assert "host-a/7/worker" in attempts and ">retried<" in attempts
+    assert "ValueError: &lt;script&gt;" in attempts and "<script>alert" not in page
+    assert 'data-reason="scheduled"' in page and "scheduled for later: due at" in page

@@ -20,6 +20,8 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from websurf.cli.prune import prune_command
+from websurf.worker.core import queue
+from websurf.worker.core.model import Outcome, Status
 from websurf.worker.maintenance import pruner
 
 WEEK = timedelta(days=7)
@@ -95,6 +97,33 @@ def test_audit_rows_of_pruned_tasks_survive_without_their_task_reference(
         (cell,),
     ).fetchall()
     assert rows == [(None, False), (None, True)]
+
+
+def test_a_pruned_task_takes_its_attempts_with_it(conn: psycopg.Connection[Any]) -> None:
+    """Its attempt log (0029) goes too, also when the worker's role prunes (a cascade)."""
+    task_id = queue.enqueue(conn, "noop", {})
+    keep_id = queue.enqueue(conn, "noop", {})
+    for _ in range(2):  # each fails once and is retried at once
+        for task in queue.claim(conn, "w", ["noop"], 2):
+            queue.finish(conn, "w", [Outcome(task, Status.PENDING, "noop", error="E: once")])
+    conn.execute(
+        "UPDATE websurfing_task_queue SET status = 'completed', completed_at = now(),"
+        " created_at = now() - interval '10 days', updated_at = now() - interval '9 days'"
+        " WHERE id = %s",
+        [task_id],
+    )
+    logged = "SELECT task_id, count(*) FROM websurfing_task_attempt GROUP BY task_id"
+    assert dict(conn.execute(logged).fetchall()) == {task_id: 2, keep_id: 2}
+
+    conn.execute("SET ROLE websurf_worker")
+    try:
+        counts = pruner.run_once(conn, WEEK)
+    finally:
+        conn.execute("RESET ROLE")
+
+    assert counts.deleted == 1
+    assert remaining(conn) == {keep_id}
+    assert dict(conn.execute(logged).fetchall()) == {keep_id: 2}
 
 
 def test_deletes_in_bounded_batches_until_done(conn: psycopg.Connection[Any]) -> None:

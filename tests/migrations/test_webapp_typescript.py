@@ -1,7 +1,7 @@
 """The web app's TypeScript side: schema.ts and author.ts type-check in both setups a
 T3 app has, and the helper works against a real database with both drivers.
 
-What it covers (see also the README section "TypeScript for the web app"):
+What it covers (see also "TypeScript for the web app" in docs/web-app.md):
 * ``tsc --strict`` of schema.ts and author.ts with the DOM lib (the T3 default) and with
   neither the DOM lib nor ``@types/node`` (the ``crypto`` global must not be needed).
 * tests/migrations/webapp/driver_check.ts, compiled with the pinned TypeScript and run
@@ -21,7 +21,6 @@ Run: ``WEBSURF_TEST_DATABASE_URL=… .venv/bin/pytest tests/migrations/test_weba
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -35,8 +34,8 @@ from websurf.worker.app import sheets
 pytestmark = pytest.mark.node
 
 WEBAPP_DIR = Path(__file__).resolve().parent / "webapp"
-README = Path(__file__).resolve().parents[2] / "README.md"
-CLIENT_FILE = "// src/server/db/index.ts"  # the first line of the README's client snippet
+# The docs' Drizzle client for the web app (docs/web-app.md includes this very file).
+CLIENT = Path(__file__).resolve().parents[2] / "docs" / "snippets" / "webapp" / "db.ts"
 # What the T3 app's `~/env` gives the client, for Node. In development the client keeps
 # its pool on globalThis, where driver_check.ts finds it to close it.
 ENV_MODULE = (
@@ -75,11 +74,10 @@ def _fixture(url: str) -> dict[str, str]:
     }
 
 
-def _readme_client() -> str:
-    """The README's Drizzle client, with its two imports pointed at files Node can load
+def _docs_client() -> str:
+    """The docs' Drizzle client, with its two imports pointed at files Node can load
     (the app's bundler resolves ``~/env`` and ``./schema``; NodeNext wants ``.js``)."""
-    blocks = re.findall(r"```ts\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
-    (client,) = [block for block in blocks if block.startswith(CLIENT_FILE)]
+    client = CLIENT.read_text(encoding="utf-8")
     assert 'casing: "snake_case"' in client
     return client.replace('from "~/env"', 'from "./env.js"').replace(
         'from "./schema"', 'from "./schema.js"'
@@ -92,7 +90,7 @@ def test_the_author_helper_works_with_postgres_js_and_node_postgres(
     work = toolchain.project(tmp_path)
     for name in ("driver_check.ts", "tsconfig.check.json"):
         shutil.copy2(WEBAPP_DIR / name, work / name)
-    (work / "db.ts").write_text(_readme_client(), encoding="utf-8")
+    (work / "db.ts").write_text(_docs_client(), encoding="utf-8")
     (work / "env.ts").write_text(ENV_MODULE, encoding="utf-8")
     toolchain.run(
         [*toolchain.bin("typescript", "bin/tsc"), "-p", "tsconfig.check.json"],

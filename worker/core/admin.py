@@ -25,8 +25,10 @@ import psycopg.errors
 from psycopg.rows import class_row, dict_row
 
 from websurf.sql import QUERIES
+from websurf.worker.core import story
 from websurf.worker.core.model import Status
 from websurf.worker.core.queue import MAX_ATTEMPTS_LIMIT
+from websurf.worker.core.story import Attempt, Wait
 
 LIST_LIMIT = 50
 RETRY_ATTEMPTS = 1
@@ -83,7 +85,8 @@ class AttemptRecord:
 
 @dataclass(frozen=True)
 class TaskDetail:
-    """One task as ``websurf tasks show`` prints it, with its attempts' audit rows."""
+    """One task as ``websurf tasks show`` prints it: its attempts (worker, timing, error),
+    their audit rows, and why it waits."""
 
     id: uuid.UUID
     task_type: str
@@ -100,7 +103,12 @@ class TaskDetail:
     worker_id: str | None
     created_at: datetime
     updated_at: datetime
+    fairness_key: str | None = None
+    limit_key: str | None = None
+    cancel_requested_at: datetime | None = None  # its worker was asked to stop it
     robot_events: tuple[AttemptRecord, ...] = ()
+    attempt_log: tuple[Attempt, ...] = ()  # every attempt, oldest first, the current last
+    waiting: Wait | None = None  # why it has not started, while pending (or stopping)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
@@ -157,11 +165,17 @@ def list_tasks(
 
 
 def show_task(conn: psycopg.Connection[Any], task_id: uuid.UUID) -> TaskDetail:
-    """One task with the audit rows of its attempts, oldest first; TaskNotFound if none."""
+    """One task with its attempts and their audit rows, oldest first, and why it waits;
+    TaskNotFound if none."""
     task = _get_task(conn, task_id)
     with conn.cursor(row_factory=class_row(AttemptRecord)) as cur:
         events = cur.execute(QUERIES["list_task_robot_events"], {"id": task_id}).fetchall()
-    return replace(task, robot_events=tuple(events))
+    return replace(
+        task,
+        robot_events=tuple(events),
+        attempt_log=tuple(story.attempts(conn, task)),
+        waiting=story.why_waiting(conn, task),
+    )
 
 
 def retry_task(

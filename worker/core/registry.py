@@ -242,6 +242,18 @@ class Registry:
         concurrency: int | None = None,
         limits: Limit | Sequence[Limit] = (),
     ) -> Operator:
+        """Register ``handler`` (``async def`` or a plain function) for tasks of type ``name``.
+
+        :param timeout_s: seconds an attempt may run (None: no limit); past it an async
+            handler is cancelled and a plain one abandoned, and the attempt fails.
+        :param max_attempts: runs before the task fails for good (a task's own
+            ``max_attempts`` overrides it).
+        :param retry: the backoff between attempts (exponential with jitter by default).
+        :param permanent_errors: exception types that fail the task at once, like
+            :class:`PermanentError`.
+        :param concurrency: at most this many of its tasks in flight per worker process.
+        :param limits: cluster-wide limits (:class:`Limit`), stored for every worker.
+        """
         if not name or len(name) > 100:
             raise OperatorError(f"operator name {name!r} must be 1 to 100 characters")
         existing = self._operators.get(name)

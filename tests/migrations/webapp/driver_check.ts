@@ -6,7 +6,7 @@
  *
  * Input (environment): DATABASE_URL, and FIXTURE, a JSON object with the ids of a user,
  * a spreadsheet, its source column A and robot column B, and a cell of A. Beside it, the
- * test writes db.ts, the README's client for the web app, and env.ts, what it imports.
+ * test writes db.ts, the docs' client for the web app (docs/snippets/webapp/db.ts), and env.ts, what it imports.
  */
 import { and, eq } from "drizzle-orm";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
@@ -152,7 +152,7 @@ const example: CellUpdatedNotification = {
   cell_id: fixture.cellId,
 };
 
-/** The README's client reads a user (column email_verified); one without casing cannot. */
+/** The docs' client reads a user (column email_verified); one without casing cannot. */
 async function clients() {
   const byId = eq(users.id, fixture.userId);
   const found = await readmeDb.query.users.findFirst({ where: byId });
