@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from typing import Any
 
 import structlog
@@ -93,6 +94,33 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the supervisor's
     data: dict[str, Any] = json.loads(sys.stdin.read())
     sys.stdin.close()
+    serve(data)
+
+
+def run_forked(settings: dict[str, Any]) -> None:
+    """Serve in a process just forked from the supervisor (fd 1: the status pipe; 0: null).
+
+    What the supervisor set up for itself goes first: its signal handlers and wake-up
+    fd, and the standard streams (fresh objects, so no lock copied from its memory is
+    ever waited on). Never returns: every way out is ``os._exit``.
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the supervisor's
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own, for its life)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        serve(dict(settings))
+    except BaseException:
+        traceback.print_exc()
+        _exit(1)
+    _exit(EXIT_OK)
+
+
+def serve(data: dict[str, Any]) -> None:
+    """Boot and serve with the supervisor's settings ``data``; exits the process."""
     worker_id: str = data.pop("worker_id")
     predecessors: list[dict[str, Any]] = data.pop("predecessors", [])
     running_fd: int | None = data.pop("running_task_fd", None)
