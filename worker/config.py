@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 CONCURRENCY = 2  # worker processes (CPU and crash isolation)
 # Tasks in flight per process: async handlers waiting on the network cost little, so
 # this is large; it bounds memory (about 50 kB per task in flight) and the claim size.
-TASKS_PER_PROCESS = 1000
+TASKS_PER_PROCESS = 4000
 THREADS_PER_PROCESS = 32  # plain (non-async) handlers run in this many threads per process
 STUCK_GRACE_S = 5.0  # a plain handler past its timeout may take this long to return, then
 # the process is recycled (a thread cannot be killed)

@@ -439,12 +439,9 @@ export const taskQueue = createTable(
     index("task_queue_running_key_idx")
       .on(t.uniqueKey)
       .where(sql`${t.status} = 'processing' AND ${t.uniqueKey} IS NOT NULL`),
-    // Retention (`websurf prune`) deletes finished tasks oldest first through this one.
-    index("task_queue_cleanup_idx")
-      .on(t.status, t.createdAt)
-      .where(sql`${t.status} IN ('completed', 'failed')`),
-    // Finished tasks by finish time (`websurf status` throughput and failures, pruning of
-    // cancelled tasks); sql/migrations/0010.
+    // Finished tasks by finish time (`websurf status` throughput and failures, `websurf
+    // tasks list`, pruning); sql/migrations/0010. The only index a finish adds to besides
+    // the primary key (sql/migrations/0032 dropped the cleanup index).
     index("task_queue_finished_idx")
       .on(t.status, t.updatedAt)
       .where(sql`${t.status} IN ('completed', 'failed', 'cancelled')`),

@@ -1,8 +1,9 @@
 -- name: list_tasks
--- The newest tasks, optionally of one status and/or type (websurf tasks list).
+-- The tasks changed last (updated_at: queued, claimed, finished), optionally of one
+-- status and/or type (websurf tasks list).
 -- One branch per status, so each reads its own index (pending: the pending index;
--- processing: the registered workers' claims; completed, failed: the cleanup index,
--- newest first; cancelled: task_queue_finished_idx) instead of the whole table.
+-- processing: the registered workers' claims; completed, failed, cancelled:
+-- task_queue_finished_idx, newest first) instead of the whole table.
 SELECT *
 FROM (
     (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
@@ -11,7 +12,7 @@ FROM (
      WHERE status = 'pending'
        AND (%(status)s::text IS NULL OR %(status)s::text = 'pending')
        AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-     ORDER BY created_at DESC
+     ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
     (SELECT t.id, t.task_type, t.status, t.priority, t.attempts, t.max_attempts, t.scheduled_for,
@@ -20,7 +21,7 @@ FROM (
      JOIN websurfing_task_queue AS t ON t.worker_id = w.id AND t.status = 'processing'
      WHERE (%(status)s::text IS NULL OR %(status)s::text = 'processing')
        AND (%(task_type)s::text IS NULL OR t.task_type = %(task_type)s::text)
-     ORDER BY t.created_at DESC
+     ORDER BY t.updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
     (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
@@ -29,7 +30,7 @@ FROM (
      WHERE status = 'completed'
        AND (%(status)s::text IS NULL OR %(status)s::text = 'completed')
        AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-     ORDER BY created_at DESC
+     ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
     (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
@@ -38,7 +39,7 @@ FROM (
      WHERE status = 'failed'
        AND (%(status)s::text IS NULL OR %(status)s::text = 'failed')
        AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-     ORDER BY created_at DESC
+     ORDER BY updated_at DESC
      LIMIT %(limit)s)
     UNION ALL
     (SELECT id, task_type, status, priority, attempts, max_attempts, scheduled_for, created_at,
@@ -47,10 +48,10 @@ FROM (
      WHERE status = 'cancelled'
        AND (%(status)s::text IS NULL OR %(status)s::text = 'cancelled')
        AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
-     ORDER BY created_at DESC
+     ORDER BY updated_at DESC
      LIMIT %(limit)s)
 ) AS newest
-ORDER BY created_at DESC
+ORDER BY updated_at DESC
 LIMIT %(limit)s
 
 -- name: list_task_robot_events
@@ -83,12 +84,13 @@ RETURNING id, task_type, attempts, max_attempts,
 
 -- name: prune_finished_tasks
 -- Delete one batch of completed/failed tasks created and finished before the cutoff, detaching their audit rows (pruner).
+-- task_queue_finished_idx finds them by finish time (updated_at).
 WITH doomed AS (
     SELECT id
     FROM websurfing_task_queue
     WHERE status IN ('completed', 'failed')
-      AND created_at < %(cutoff)s
       AND updated_at < %(cutoff)s
+      AND created_at < %(cutoff)s
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), detached AS (

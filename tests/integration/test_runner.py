@@ -8,6 +8,7 @@ would see in the database. ``request_stop`` ends it, as SIGTERM does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -120,6 +121,12 @@ def _registry(gate: Gate) -> Registry:
     async def sleeps_async(task: Task, context: Context) -> Any:
         await asyncio.sleep(30)
 
+    async def swallows_timeout(task: Task, context: Context) -> Any:
+        # a handler that catches its cancellation and returns anyway
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        return {"late": True}
+
     def sleeps_plain(task: Task, context: Context) -> Any:
         gate.opened.wait(DEADLINE_S)  # overruns its timeout until the test opens the gate
 
@@ -140,6 +147,7 @@ def _registry(gate: Gate) -> Registry:
     reg.register("limited", waits, timeout_s=None, concurrency=2)
     reg.register("blocks", blocks, timeout_s=None)
     reg.register("sleeps_async", sleeps_async, timeout_s=0.2, max_attempts=2, retry=RETRY)
+    reg.register("swallows_timeout", swallows_timeout, timeout_s=0.2, max_attempts=1)
     reg.register("sleeps_plain", sleeps_plain, timeout_s=0.2, max_attempts=2, retry=RETRY)
     reg.register("snoozes", snoozes, timeout_s=None)
     return reg
@@ -660,6 +668,18 @@ def test_an_async_handler_past_its_timeout_is_cancelled_and_retried(
 
     row = _task(conn, task_id)
     assert (row["status"], row["attempts"]) == ("pending", 1)
+    assert row["error_message"] == "TaskTimeout: handler ran past its 0.2s timeout"
+
+
+def test_an_async_handler_that_swallows_its_timeout_still_fails_as_timed_out(
+    serve: Serve, conn: psycopg.Connection[Any]
+) -> None:
+    serve()
+    task_id = enqueue(conn, "swallows_timeout", {})
+
+    wait_for(lambda: _status(conn, task_id) == "failed", "the late result to be refused")
+
+    row = _task(conn, task_id)
     assert row["error_message"] == "TaskTimeout: handler ran past its 0.2s timeout"
 
 

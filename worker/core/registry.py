@@ -151,6 +151,7 @@ class Context:
     # Set by the worker (on its event loop) when someone cancels the running task; a
     # plain bool, which a handler thread reads safely and costs nothing to create.
     _cancel_requested: bool = False
+    _timed_out: bool = False  # set when the worker cancelled an async handler at its deadline
 
     def cancel_requested(self) -> bool:
         """Whether this task was cancelled while it ran (``websurf.cancel_task``, a newer edit).

@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from typing import Any
 
 import structlog
@@ -86,10 +87,40 @@ def _recover_only(
         connections.close()
 
 
+GC_THRESHOLDS = (50_000, 20, 100)  # young, middle, old: measured in the README's "Benchmark"
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the supervisor's
     data: dict[str, Any] = json.loads(sys.stdin.read())
     sys.stdin.close()
+    serve(data)
+
+
+def run_forked(settings: dict[str, Any]) -> None:
+    """Serve in a process just forked from the supervisor (fd 1: the status pipe; 0: null).
+
+    What the supervisor set up for itself goes first: its signal handlers and wake-up
+    fd, and the standard streams (fresh objects, so no lock copied from its memory is
+    ever waited on). Never returns: every way out is ``os._exit``.
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the supervisor's
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own, for its life)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        serve(dict(settings))
+    except BaseException:
+        traceback.print_exc()
+        _exit(1)
+    _exit(EXIT_OK)
+
+
+def serve(data: dict[str, Any]) -> None:
+    """Boot and serve with the supervisor's settings ``data``; exits the process."""
     worker_id: str = data.pop("worker_id")
     predecessors: list[dict[str, Any]] = data.pop("predecessors", [])
     running_fd: int | None = data.pop("running_task_fd", None)
@@ -131,6 +162,12 @@ def main() -> None:
     # What boot made (modules, operators, connections) lives as long as the process: out
     # of the collector's generations, each collection walks only what serving creates.
     gc.freeze()
+    # Thousands of tasks in flight each allocate a few container objects per step, and
+    # live far longer than the collector's default 700 allocations: at the default
+    # thresholds the young collections keep walking them and promote them into older
+    # generations to walk again. Rarer collections let most of them die first (the
+    # cycle collector only frees cycles; everything else goes by reference count).
+    gc.set_threshold(*GC_THRESHOLDS)
     runner.serve(install_signal_handlers=True)
     if note is not None:
         note.clear_all()  # everything was recorded: nothing here may be charged

@@ -150,6 +150,16 @@ class Executor:
         # The handlers running now, by task id (as an int: hashed in C): their context
         # and whether they are async, so that a cancel can reach them.
         self.running: dict[int, tuple[Context, bool]] = {}
+        # The loop the handlers run on (set by the first run; the executor lives on one).
+        # Asked once: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self._loop_cached: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop_cached
+        if loop is None:
+            loop = self._loop_cached = asyncio.get_running_loop()
+        return loop
 
     def _name_thread(self) -> None:
         self._local.line = next(self._line_numbers)
@@ -170,8 +180,12 @@ class Executor:
 
     # -- one task ----------------------------------------------------------------------
 
-    async def run(self, task: Task) -> Outcome:
-        """Run ``task``'s handler; always returns how the attempt ended."""
+    async def run(self, task: Task, run: asyncio.Task[Any] | None = None) -> Outcome:
+        """Run ``task``'s handler; always returns how the attempt ended.
+
+        ``run`` is the asyncio task this coroutine runs in (the runner's): an async
+        handler's timeout cancels it. Without it, the current task is looked up.
+        """
         op = self.operators.get(task.task_type)
         started = time.perf_counter()
         problem = task.malformed
@@ -189,17 +203,27 @@ class Executor:
         running = self.running
         key = task.id.int
         running[key] = (ctx, op.is_async)
+        expiry: asyncio.TimerHandle | None = None
         try:
             if op.is_async:
+                if timeout_s is not None:
+                    if run is None:
+                        run = asyncio.current_task()
+                    assert run is not None  # handlers run inside a task
+                    expiry = self._loop.call_later(timeout_s, _expire, run, ctx)
                 value = await self._run_async(task, op, ctx)
             else:
                 value = await self._run_in_thread(task, op, ctx)
         except asyncio.CancelledError:
-            if not (self.interrupting or ctx._cancel_requested):
+            if expiry is not None:
+                expiry.cancel()
+            if not (self.interrupting or ctx._cancel_requested or ctx._timed_out):
                 raise
-            current = asyncio.current_task()
+            current = run if run is not None else asyncio.current_task()
             if current is not None:
                 current.uncancel()
+            if ctx._timed_out and not (self.interrupting or ctx._cancel_requested):
+                return self._failed(task, op, _timeout_error(op), started, ctx=ctx)
             if ctx._cancel_requested:
                 return self._cancelled(task, op, ctx, started)
             duration_ms = _elapsed_ms(started)
@@ -224,28 +248,30 @@ class Executor:
                 slow_down=slow_down,
             )
         except Exception as exc:
+            if expiry is not None:
+                expiry.cancel()
             if ctx._cancel_requested:
                 return self._cancelled(task, op, ctx, started)
+            if ctx._timed_out:  # it raised something else on its way out
+                run.uncancel()  # type: ignore[union-attr]  # set with the timer
+                return self._failed(task, op, _timeout_error(op), started, ctx=ctx)
             return self._failed(task, op, exc, started, ctx=ctx)
         finally:
             running.pop(key, None)
+        if expiry is not None:
+            expiry.cancel()
         if ctx._cancel_requested:  # it finished anyway: its result is not wanted
             return self._cancelled(task, op, ctx, started)
+        if ctx._timed_out:  # it swallowed the cancellation: too late all the same
+            run.uncancel()  # type: ignore[union-attr]
+            return self._failed(task, op, _timeout_error(op), started, ctx=ctx)
         return self._completed(task, op, ctx, value, started)
 
     async def _run_async(self, task: Task, op: Operator, ctx: Context) -> Any:
         coro = op.handler(task, ctx)
         if self.note is not None:
             coro = _Noted(coro, self.note, line_for(task.id, task.attempt))
-        if op.timeout_s is None:
-            return await coro
-        try:
-            async with asyncio.timeout(op.timeout_s) as scope:
-                return await coro
-        except TimeoutError:
-            if scope.expired():
-                raise TaskTimeout(f"handler ran past its {op.timeout_s:g}s timeout") from None
-            raise
+        return await coro
 
     async def _run_in_thread(self, task: Task, op: Operator, ctx: Context) -> Any:
         note = self.note
@@ -261,7 +287,7 @@ class Executor:
             finally:
                 note.clear(number)
 
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self.threads_busy += 1
         future = loop.run_in_executor(self._pool, call)
         future.add_done_callback(self._thread_returned)
@@ -275,7 +301,7 @@ class Executor:
             if future.done():
                 raise
             self._watch_stuck(task, op, future)
-            raise TaskTimeout(f"handler ran past its {op.timeout_s:g}s timeout") from None
+            raise _timeout_error(op) from None
 
     def _thread_returned(self, future: asyncio.Future[Any]) -> None:
         self.threads_busy -= 1
@@ -296,7 +322,7 @@ class Executor:
                     f" {self._stuck_grace_s:g}s after its {op.timeout_s:g}s timeout"
                 )
 
-        timer = asyncio.get_running_loop().call_later(self._stuck_grace_s, still_running)
+        timer = self._loop.call_later(self._stuck_grace_s, still_running)
         future.add_done_callback(returned)
 
     # -- outcomes -----------------------------------------------------------------------
@@ -368,6 +394,17 @@ class Executor:
     def close(self) -> None:
         """Let idle threads go; a stuck one is abandoned (the process exits around it)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _expire(run: asyncio.Task[Any], ctx: Context) -> None:
+    """An async handler's timeout: cancel its run, saying why (``Executor.run`` reads it)."""
+    if not run.done():
+        ctx._timed_out = True
+        run.cancel()
+
+
+def _timeout_error(op: Operator) -> TaskTimeout:
+    return TaskTimeout(f"handler ran past its {op.timeout_s:g}s timeout")
 
 
 def _unstorable(output: Any, content: Any) -> str | None:

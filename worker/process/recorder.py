@@ -38,6 +38,7 @@ import psycopg
 from websurf.worker.core import limits, queue
 from websurf.worker.core.model import Outcome, OutcomeKind, Status
 from websurf.worker.daemon import metrics as metrics_module
+from websurf.worker.logs import write_info_lines
 from websurf.worker.process.database import DatabaseRetry, DedicatedConnection, forever
 from websurf.worker.process.executor import error_text
 
@@ -241,18 +242,22 @@ class Recorder:
 
     def _count(self, outcomes: list[Outcome], recorded: set[UUID]) -> None:
         counts = self.counts
+        completed: list[dict[str, Any]] = []
         for outcome in outcomes:
             kind = outcome.kind(recorded)
             if kind is not OutcomeKind.DISCARDED:
                 counts[kind] += 1
                 if kind is OutcomeKind.COMPLETED and self._log_completions:
                     task = outcome.task
-                    self.log.info(
-                        "task_completed",
-                        task_id=str(task.id),
-                        task_type=task.task_type,
-                        attempt=task.attempt,
-                        duration_ms=outcome.duration_ms,
+                    completed.append(
+                        {
+                            "worker_id": self.worker_id,
+                            "task_id": str(task.id),
+                            "task_type": task.task_type,
+                            "attempt": task.attempt,
+                            "duration_ms": outcome.duration_ms,
+                            "event": "task_completed",
+                        }
                     )
                 continue
             counts[LOST] += 1
@@ -263,3 +268,8 @@ class Recorder:
                 attempt=outcome.task.attempt,
                 reason="the task was handed to another worker; this result is discarded",
             )
+        if completed and not write_info_lines(completed):
+            for event in completed:
+                name = event.pop("event")
+                del event["worker_id"]  # bound to the logger already
+                self.log.info(name, **event)

@@ -606,11 +606,11 @@ class Runner:
     def _start(self, task: Task, op: Operator | None) -> None:
         key = (task.id.int, task.attempt)
         self._held.add(key)
-        self._running[key] = asyncio.get_running_loop().create_task(self._run(task, op, key))
+        self._running[key] = self._loop.create_task(self._run(task, op, key))  # type: ignore[union-attr]
 
     async def _run(self, task: Task, op: Operator | None, key: tuple[int, int]) -> None:
         try:
-            outcome = await self.executor.run(task)
+            outcome = await self.executor.run(task, self._running.get(key))
         finally:
             if op is not None:
                 self.slots.finished(op)
