@@ -489,9 +489,13 @@ class Runner:
                         last_claim = time.monotonic()
                         continue
                     timeout = cooldown
-                elif wake.hints != urgent_seen and self.slots.urgent_free() > 0:
+                elif (
+                    wake.hints != urgent_seen and self.slots.free() <= 0 < self.slots.urgent_free()
+                ):
                     # Every slot is taken and something new is due: an urgent task (a
-                    # person's edit) need not wait for a bulk task to end.
+                    # person's edit) need not wait for a bulk task to end. (With free
+                    # slots, the pools without room are capped ones: a claim would only
+                    # hand their tasks back, and start some past their pacer.)
                     urgent_seen = wake.hints
                     try:
                         await self._claim_urgent()
