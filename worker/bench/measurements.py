@@ -180,9 +180,16 @@ def _rate_label(run: RateRun) -> str:
 
 
 def _limits_check(runs: list[CapRun | RateRun]) -> str:
+    timed = [r for r in runs if isinstance(r, RateRun) and r.duration_s is not None]
     return (
-        "limits: no moment with more tasks running than the cap, no window of the period"
-        " with more claims than the rate (counted from the tasks' rows)"
+        "limits: no moment with more tasks running than the cap (counted from the tasks'"
+        " rows and by the handlers), no window of the period (or of the burst) with more"
+        " claims than the rate allows (from the rows)"
+        + (
+            "; the fixed-duration rate runs stopped with work still queued, as meant"
+            if timed
+            else ""
+        )
     )
 
 
