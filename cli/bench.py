@@ -58,6 +58,35 @@ EXIT_INTERRUPTED = 130
     "  [default: all; all but plan and dashboard with --quick]",
     show_default=False,
 )
+@option(
+    "--limit-rate",
+    type=click.IntRange(1),
+    default=None,
+    help="The limits rate run's rate, starts per --limit-period  [default: 20]",
+    show_default=False,
+)
+@option(
+    "--limit-period",
+    type=click.FloatRange(0, 86400, min_open=True),
+    default=None,
+    help="The limits rate run's period, in seconds  [default: 2]",
+    show_default=False,
+)
+@option(
+    "--limit-burst",
+    type=click.IntRange(0),
+    default=None,
+    help="The limits rate run's burst (0: none)  [default: 5]",
+    show_default=False,
+)
+@option(
+    "--limit-duration",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Run the limits rate run this many seconds with work always waiting"
+    "  [default: queue a fixed number of tasks and wait for them]",
+    show_default=False,
+)
 @click.pass_context
 def bench_command(
     ctx: click.Context,
@@ -69,6 +98,10 @@ def bench_command(
     quick: bool,
     as_json: bool,
     only: tuple[str, ...],
+    limit_rate: int | None,
+    limit_period: float | None,
+    limit_burst: int | None,
+    limit_duration: float | None,
 ) -> None:
     """Measure throughput, latency, memory and enqueue rates of websurf on this machine.
 
@@ -83,6 +116,14 @@ def bench_command(
         overrides["tasks"] = tasks
     if only:
         overrides["only"] = tuple(only)
+    if limit_rate is not None:
+        overrides["limit_rate"] = limit_rate
+    if limit_period is not None:
+        overrides["limit_period_s"] = limit_period
+    if limit_burst is not None:
+        overrides["limit_burst"] = limit_burst or None
+    if limit_duration is not None:
+        overrides["limit_rate_duration_s"] = limit_duration
     options = BenchOptions.quick(**overrides) if quick else BenchOptions(**overrides)
     with sigterm_as_interrupt(), database_errors():
         target = rt.database()

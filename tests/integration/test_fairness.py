@@ -10,7 +10,9 @@ claim stays one index scan at 1,000,000 pending tasks.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,10 +29,13 @@ from websurf.cli.render import to_json
 from websurf.cli.render.status import status_report
 from websurf.sql import QUERIES
 from websurf.sql.migrate import migrate, shipped_migrations
+from websurf.worker.config import WorkerConfig
 from websurf.worker.core.model import Outcome, Status
 from websurf.worker.core.queue import CLAIM_MAX_BYTES, claim, claim_rows, enqueue, finish
+from websurf.worker.core.registry import Context, Registry, Task
 from websurf.worker.core.snapshot import status_snapshot
 from websurf.worker.maintenance import promoter
+from websurf.worker.process.runner import Runner
 
 WORKER = "test-host/0/fair"
 OPERATOR = "slow_llm"
@@ -83,6 +88,82 @@ def test_a_single_edit_is_claimed_ahead_of_another_persons_paste(
 
     assert user_b in taken, f"B's edit waited behind A's paste: {taken}"
     assert taken.count(user_a) == SLOTS - 1  # and A's work goes on beside it
+
+
+PACED = "paced_llm"
+PACED_SLOTS = 3  # its concurrency per process
+PACED_RUN_S = 1.0  # every run as long: without pacing, its slots free together
+
+
+def _queue_paced(conn: psycopg.Connection[Any], key: str, count: int) -> None:
+    """``count`` person-priority tasks of ``key``, in one insert (a paste)."""
+    conn.execute(
+        "INSERT INTO websurfing_task_queue (task_type, payload, priority, fairness_key)"
+        " SELECT %s, '{}', 8, %s FROM generate_series(1, %s)",
+        (PACED, key, count),
+    )
+
+
+def _paced_count(conn: psycopg.Connection[Any], key: str, status: str) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM websurfing_task_queue"
+        " WHERE task_type = %s AND fairness_key = %s AND status = %s",
+        (PACED, key, status),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_small_tenants_task_starts_at_the_next_start_not_with_the_big_tenants_next_batch(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """A capped robot (3 slots, every run 1 s) busy with A's paste: its starts spread
+    out (one every 1/3 s) instead of three at once every second, so B's task, queued
+    mid-run, starts at the next start, at most after the one task of A's that shares
+    its turn; without pacing it waited for the next release and started together with
+    A's next tasks."""
+    registry = Registry()
+
+    @registry.operator(PACED, concurrency=PACED_SLOTS, timeout_s=None)
+    async def paced_llm(task: Task, context: Context) -> Any:
+        await asyncio.sleep(PACED_RUN_S)
+
+    runner = Runner(
+        WorkerConfig(database_url=database_url, poll_interval_s=0.5),
+        "test-host/0/paced",
+        registry=registry,
+    )
+    runner.boot()
+    serving = threading.Thread(target=runner.serve, name="serve-paced")
+    serving.start()
+    try:
+        _queue_paced(conn, "A", 60)
+        wait_for(
+            lambda: _paced_count(conn, "A", "completed") >= 2 * PACED_SLOTS,
+            "A's first runs (the robot's run time learned)",
+        )
+        _queue_paced(conn, "B", 1)
+        wait_for(lambda: _paced_count(conn, "B", "completed") == 1, "B's robot answered")
+    finally:
+        runner.request_stop()
+        runner.request_stop()
+        serving.join(30)
+    assert not serving.is_alive()
+
+    row = conn.execute(
+        "SELECT created_at, started_at FROM websurfing_task_queue WHERE fairness_key = 'B'"
+    ).fetchone()
+    assert row is not None
+    created, started = row
+    alongside = conn.execute(
+        "SELECT count(*) FROM websurfing_task_queue"
+        " WHERE fairness_key = 'A' AND started_at > %s AND started_at <= %s",
+        (created, started),
+    ).fetchone()
+    assert alongside is not None
+    # 1: A's task that holds B's turn and was queued first; not A's next batch of three
+    assert alongside[0] <= 1, f"{alongside[0]} of A's tasks started before or with B's"
+    assert _paced_count(conn, "A", "pending") > 0  # A's paste was still waiting meanwhile
 
 
 def test_keys_with_backlogs_take_turns(

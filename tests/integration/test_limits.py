@@ -22,7 +22,8 @@ from click.testing import CliRunner
 from support.waiting import wait_for
 
 from websurf.cli.main import cli
-from websurf.worker.bench.limits import most_in_window
+from websurf.worker.bench import harness
+from websurf.worker.bench.limits import allowed_starts, measure_rate, most_in_window
 from websurf.worker.config import WorkerConfig
 from websurf.worker.core import limits
 from websurf.worker.core.queue import NewTask, enqueue_many
@@ -200,6 +201,30 @@ def test_a_rate_set_from_the_terminal_is_never_exceeded_in_any_window(
     span = first_thirty[-1] - first_thirty[0]
     # 30 starts at 10 per 2 s need just over 4 s; the rate was used, not wasted.
     assert 2 * PERIOD_S - 0.1 <= span <= 2 * PERIOD_S + 1.5, span
+
+
+def test_a_burst_spreads_the_rate_it_does_not_add_to_it() -> None:
+    """What the bench counts as allowed from a first claim: 60 a minute with a burst of
+    5 is 5 every 5 s; without a burst, 60 at once."""
+    assert allowed_starts(60, 60.0, 5, 300.0) == allowed_starts(60, 60.0, None, 300.0) == 300
+    assert allowed_starts(60, 60.0, 5, 7.0) == 10
+    assert allowed_starts(60, 60.0, None, 7.0) == 60
+
+
+def test_the_bench_rate_run_keeps_work_waiting_for_its_duration(pg_server: str) -> None:
+    """The fixed-duration rate run: more queued than the duration allows, the daemons
+    stopped after it, and only the starts inside it counted; the burst holds too."""
+    with harness.scratch_database(pg_server) as scratch:
+        run = measure_rate(
+            scratch, rate=4, period_s=1.0, burst=2, tasks=1, duration_s=3.0, daemons=2,
+            processes=1,
+        )  # fmt: skip
+
+    assert run.allowed == 12 and run.tasks > run.allowed  # work waited all along
+    assert run.started <= run.allowed and run.used_share == run.started / run.allowed
+    assert run.most_in_window <= 4 and run.most_in_burst_window is not None
+    assert run.most_in_burst_window <= 2
+    assert run.used_share >= 0.5  # the windows were used, not left empty
 
 
 def test_a_key_limit_from_the_table_holds_only_that_key(

@@ -167,16 +167,29 @@ def _cap_label(run: CapRun) -> str:
 
 
 def _rate_label(run: RateRun) -> str:
+    burst = "" if run.burst is None else f" (burst {run.burst})"
+    work = (
+        f"{run.tasks} tasks"
+        if run.duration_s is None
+        else f"work waiting for {run.duration_s:g} s ({run.started} started)"
+    )
     return (
-        f"rate of {run.rate} per {run.period_s:g} s, {run.tasks} tasks,"
+        f"rate of {run.rate} per {run.period_s:g} s{burst}, {work},"
         f" {run.daemons} daemons x {plural(run.processes, 'process')}"
     )
 
 
 def _limits_check(runs: list[CapRun | RateRun]) -> str:
+    timed = [r for r in runs if isinstance(r, RateRun) and r.duration_s is not None]
     return (
-        "limits: no moment with more tasks running than the cap, no window of the period"
-        " with more claims than the rate (counted from the tasks' rows)"
+        "limits: no moment with more tasks running than the cap (counted from the tasks'"
+        " rows and by the handlers), no window of the period (or of the burst) with more"
+        " claims than the rate allows (from the rows)"
+        + (
+            "; the fixed-duration rate runs stopped with work still queued, as meant"
+            if timed
+            else ""
+        )
     )
 
 
@@ -354,10 +367,12 @@ def measurements(o: BenchOptions) -> list[Measurement[Any]]:
             label=_cap_label,
             figures=lambda cap: [
                 ("peak running", "tasks", float(cap.peak_running)),
+                ("peak running, counted by the handlers", "tasks", float(cap.handler_peak)),
                 ("utilisation of the cap", "%", 100 * cap.utilisation),
             ],
             progress=lambda _, cap: (
-                f"cap of {cap.cap}: peak {cap.peak_running} running,"
+                f"cap of {cap.cap}: peak {cap.peak_running} running"
+                f" ({cap.handler_peak} by the handlers),"
                 f" {cap.utilisation:.0%} of cap x run time used"
             ),
             problem=limit_problem,
@@ -371,18 +386,32 @@ def measurements(o: BenchOptions) -> list[Measurement[Any]]:
                 measure_rate,
                 rate=o.limit_rate,
                 period_s=o.limit_period_s,
+                burst=o.limit_burst,
                 tasks=o.limit_rate_tasks,
+                duration_s=o.limit_rate_duration_s,
                 daemons=o.daemons,
                 processes=o.daemon_processes,
             ),
             label=_rate_label,
             figures=lambda rate: [
                 ("most started in any window", "tasks", float(rate.most_in_window)),
+                (
+                    "most started in any burst window",
+                    "tasks",
+                    None if rate.most_in_burst_window is None else float(rate.most_in_burst_window),
+                ),
                 ("allowed starts used", "%", 100 * rate.used_share),
             ],
             progress=lambda _, rate: (
                 f"rate of {rate.rate}/{rate.period_s:g}s: at most {rate.most_in_window} in a"
-                f" window, {rate.used_share:.0%} of the allowed starts used"
+                f" window"
+                + (
+                    ""
+                    if rate.most_in_burst_window is None
+                    else f" ({rate.most_in_burst_window} in a burst window)"
+                )
+                + f", {rate.started} of {rate.allowed} allowed starts used"
+                f" ({rate.used_share:.0%})"
             ),
             problem=limit_problem,
             check=_limits_check,

@@ -13,6 +13,8 @@ shares with the benchmark come from ``websurf.worker.bench.names``, never from t
 * ``bench_sleep`` (``async def``, awaits ``asyncio.sleep``) and ``bench_sleep_plain`` (a
   plain function, ``time.sleep`` in the worker's thread pool): a robot that waits
   ``sleep_s`` seconds without using a CPU, like one waiting on a web page or a model.
+  Given a probe ``file``, ``bench_sleep`` appends ``enter <time.time()>`` and ``exit
+  <time.time()>`` around its wait (the cap run counts running handlers from them).
 * ``bench_hang``, the cancel-latency probe: awaits an event nobody sets, so only a
   cancel ends it; on its ``CancelledError`` it appends ``<task id> <time.time()>`` to the
   payload's ``file`` (same rules as ``bench_latency``).
@@ -76,7 +78,14 @@ def _sleep_s(task: Task) -> float:
 
 @operator(SLEEP_OPERATOR, timeout_s=None, max_attempts=1)
 async def bench_sleep(task: Task, context: Context) -> Any:
-    await asyncio.sleep(_sleep_s(task))
+    if "file" not in task.payload:
+        await asyncio.sleep(_sleep_s(task))
+        return None
+    _append(task, f"enter {time.time():.6f}")
+    try:
+        await asyncio.sleep(_sleep_s(task))
+    finally:
+        _append(task, f"exit {time.time():.6f}")
     return None
 
 

@@ -55,7 +55,10 @@ class BenchOptions:
     limit_cap_tasks: int = 50
     limit_rate: int = 20  # ... and at most this many started per limit_period_s
     limit_period_s: float = 2.0
+    limit_burst: int | None = 5  # ... at most this many within burst/rate of the period
     limit_rate_tasks: int = 100  # a multiple of limit_rate: every window can be full
+    # None: queue limit_rate_tasks and wait for them all; else keep work waiting this long
+    limit_rate_duration_s: float | None = None
     cancel_tasks: int = 20  # running tasks cancelled one by one, per run
     fair_rows: int = 10_000  # the big tenant's paste
     fair_edits: int = 10  # the small tenant's single edits

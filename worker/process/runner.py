@@ -472,6 +472,7 @@ class Runner:
                 claims, starved = self.slots.claims(
                     self.executor.stuck, self.config.batch_max, drained=drained
                 )
+                timeout = min(timeout, self.slots.paced_until - now)  # a paced pool's turn
                 if not claims and not starved:  # every operator drained: nothing to claim
                     want = False
                     timeout = undrained_at + poll_s - now
@@ -488,9 +489,13 @@ class Runner:
                         last_claim = time.monotonic()
                         continue
                     timeout = cooldown
-                elif wake.hints != urgent_seen and self.slots.urgent_free() > 0:
+                elif (
+                    wake.hints != urgent_seen and self.slots.free() <= 0 < self.slots.urgent_free()
+                ):
                     # Every slot is taken and something new is due: an urgent task (a
-                    # person's edit) need not wait for a bulk task to end.
+                    # person's edit) need not wait for a bulk task to end. (With free
+                    # slots, the pools without room are capped ones: a claim would only
+                    # hand their tasks back, and start some past their pacer.)
                     urgent_seen = wake.hints
                     try:
                         await self._claim_urgent()
@@ -512,6 +517,7 @@ class Runner:
             if limit <= 0:
                 return True
             tasks, spent = await self._claim(types, limit)
+            self.slots.claimed(types, full=spent or len(tasks) >= limit)
             if len(tasks) < limit and not spent:
                 self._drained.update(types)  # until a hint or a poll says otherwise
             handed_back = self._start_claimed(tasks, stuck)
@@ -616,6 +622,8 @@ class Runner:
                 self.slots.finished(op)
             # here rather than in a done callback: that would cost a loop pass per task
             self._running.pop(key, None)
+        if op is not None and op.concurrency is not None:
+            self.slots.ran(op, outcome.duration_ms / 1000)  # its pacer learns the run time
         self.recorder.add(outcome)
         self.slots.unrecorded = self.recorder.backlog
         if outcome.run_at is not None:
