@@ -464,6 +464,19 @@ def test_every_websurf_function_searches_only_pg_catalog(conn: psycopg.Connectio
     assert loose == []
 
 
+def test_no_websurf_function_jit_compiles_its_queries(conn: psycopg.Connection[Any]) -> None:
+    """Each PL/pgSQL function in schema websurf runs with jit = off (0033): its queries
+    touch a few rows, and a stale estimate once made every edit compile machine code."""
+    compiling = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc AS p"
+        " WHERE p.pronamespace = 'websurf'::regnamespace"
+        "   AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')"
+        "   AND NOT coalesce('jit=off' = ANY(p.proconfig), false)"
+        " ORDER BY 1"
+    ).fetchall()
+    assert compiling == []
+
+
 @pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED])
 def test_the_worker_role_cancels_a_finished_task_whose_cell_went_while_it_ran(
     conn: psycopg.Connection[Any], worker_url: str, status: Status
