@@ -18,7 +18,8 @@ from websurf.cli.options import (
 )
 from websurf.cli.render import EXIT_FAILURE, CommandError, echo
 from websurf.sql.database import describe, scrub
-from websurf.worker.bench.harness import BenchError
+from websurf.worker.bench import peers
+from websurf.worker.bench.harness import BenchError, scratch_database
 from websurf.worker.bench.options import MEASUREMENTS, BenchOptions
 from websurf.worker.bench.report import render
 from websurf.worker.bench.runner import run_benchmark
@@ -87,6 +88,13 @@ EXIT_INTERRUPTED = 130
     "  [default: queue a fixed number of tasks and wait for them]",
     show_default=False,
 )
+@option(
+    "--peers",
+    is_flag=True,
+    default=False,
+    help="Run websurf beside pgqueuer instead (no-op jobs and jobs awaiting 0.1 s; installs"
+    " pgqueuer from PyPI into a cache directory once); --runs rounds, --tasks jobs per run.",
+)
 @click.pass_context
 def bench_command(
     ctx: click.Context,
@@ -102,6 +110,7 @@ def bench_command(
     limit_period: float | None,
     limit_burst: int | None,
     limit_duration: float | None,
+    peers: bool,
 ) -> None:
     """Measure throughput, latency, memory and enqueue rates of websurf on this machine.
 
@@ -125,6 +134,9 @@ def bench_command(
     if limit_duration is not None:
         overrides["limit_rate_duration_s"] = limit_duration
     options = BenchOptions.quick(**overrides) if quick else BenchOptions(**overrides)
+    if peers:
+        _peers(rt, options)
+        return
     with sigterm_as_interrupt(), database_errors():
         target = rt.database()
         where = f"{describe(target.url)} ({target.source})"
@@ -148,3 +160,25 @@ def bench_command(
     )
     if report.problems:
         raise CommandError("checks failed: " + "; ".join(report.problems), EXIT_FAILURE)
+
+
+def _peers(rt: Any, options: BenchOptions) -> None:
+    """``--peers``: websurf beside pgqueuer, in scratch databases on the same server."""
+    with sigterm_as_interrupt(), database_errors():
+        target = rt.database()
+        try:
+            with scratch_database(target.url) as url:
+                rows = peers.compare(
+                    target.url,
+                    url,
+                    jobs=options.tasks,
+                    rounds=options.runs,
+                    progress=lambda line: click.echo(f"bench: {line}", err=True),
+                )
+        except KeyboardInterrupt:
+            raise CommandError(
+                "interrupted; the scratch databases were dropped", EXIT_INTERRUPTED
+            ) from None
+        except BenchError as exc:
+            raise CommandError(scrub(str(exc), target.url), EXIT_FAILURE) from None
+    echo(peers.render(rows, jobs=options.tasks, rounds=options.runs))

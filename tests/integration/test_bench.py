@@ -25,6 +25,7 @@ from websurf.worker.bench import (
     latency,
     limits,
     memory,
+    peers,
     producer,
     throughput,
 )
@@ -424,3 +425,38 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_peers_runs_websurf_beside_pgqueuer_and_drops_both_databases(pg_server: str) -> None:
+    """`websurf bench --peers`: both systems run both workloads; the table has their rates."""
+    try:
+        python = peers.pgqueuer_python()  # installs pgqueuer from PyPI once, into the cache
+    except BenchError as exc:
+        pytest.skip(f"pgqueuer cannot be installed here: {exc}")
+    assert python.exists()
+    before = _scratch_names(pg_server)
+
+    done = subprocess.run(
+        [WEBSURF, "bench", "--database-url", pg_server, "--peers", "--runs", "1", "--tasks", "400"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=600,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in done.stdout.splitlines()
+        if line.startswith("| no-op") or line.startswith("| awaits")
+    }
+    assert set(rows) == {"no-op", "awaits 0.1 s"}
+    for websurf_start, pgqueuer_start, ratio, *_ in rows.values():
+        assert float(websurf_start.replace(",", "")) > 0
+        assert float(pgqueuer_start.replace(",", "")) > 0
+        assert float(ratio) > 0
+    for system in ("websurf", "pgqueuer"):
+        assert f"round 1: {system} noop" in done.stderr
+        assert f"round 1: {system} io" in done.stderr
+    assert _scratch_names(pg_server) <= before
