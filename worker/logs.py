@@ -93,6 +93,11 @@ def write_info_lines(events: list[dict[str, Any]]) -> bool:
     out = _json_lines
     if out is None or out.level > logging.INFO:
         return False
+    chain = structlog.get_config()["processors"]
+    if not chain or chain[-1] is not out.renderer:
+        # Configured since by someone else: structlog.testing.capture_logs (which swaps
+        # the chain's contents in place), or an application.
+        return False
     stamp = out.stamper(None, "info", {})
     chunk: list[str] = []
     size = 0
@@ -127,17 +132,18 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     )
     stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     threshold = logging.getLevelNamesMapping()[level.upper()]
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        stamper,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        mask_secrets,
+        renderer,
+    ]
     _json_lines = _JsonLines(stream, renderer, stamper, threshold) if use_json else None
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            stamper,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            mask_secrets,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from websurf.worker import logs
 
@@ -100,3 +101,11 @@ def test_nothing_is_batched_unless_info_lines_are_json() -> None:
     assert not logs.write_info_lines([_event(1)])
     logs.configure_logging("info", "console", _Stream())  # type: ignore[arg-type]
     assert not logs.write_info_lines([_event(1)])
+
+
+def test_captured_logs_get_every_line_one_by_one(stream: _Stream) -> None:
+    """Under structlog.testing.capture_logs (which swaps the chain in place), nothing is
+    written around it: the caller logs each event, and the capture sees them."""
+    with capture_logs():
+        assert not logs.write_info_lines([_event(1)])
+    assert stream.writes == []
