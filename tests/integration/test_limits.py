@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from structlog.testing import capture_logs
 from support.waiting import wait_for
 
 from websurf.cli.main import cli
@@ -201,6 +202,29 @@ def test_a_rate_set_from_the_terminal_is_never_exceeded_in_any_window(
     span = first_thirty[-1] - first_thirty[0]
     # 30 starts at 10 per 2 s need just over 4 s; the rate was used, not wasted.
     assert 2 * PERIOD_S - 0.1 <= span <= 2 * PERIOD_S + 1.5, span
+
+
+def test_a_full_rate_window_is_logged_once_not_at_every_claim(
+    serve: Serve, conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    """The log says when a limit starts holding an operator's tasks back, and why: once,
+    not at every claim it holds back."""
+    rate = ["--rate", "1", "--per", f"{PERIOD_S:g}s"]
+    result = CliRunner().invoke(
+        cli, ["limits", "set", "rated", "--database-url", database_url, *rate]
+    )
+    assert result.exit_code == 0, result.output
+
+    with capture_logs() as logs:
+        serve("host/0/runner", tasks_per_process=5)
+        _enqueue(conn, "rated", 3)
+        wait_for(lambda: _done(conn, "rated") == 3, "three windows of one task each")
+
+    throttled = [e for e in logs if e["event"] == "limit_throttled"]
+    assert len(throttled) == 1, throttled
+    assert throttled[0]["task_type"] == "rated"
+    assert 0 < throttled[0]["reopens_in_s"] <= PERIOD_S
+    assert "websurf limits list" in throttled[0]["reason"]
 
 
 def test_a_burst_spreads_the_rate_it_does_not_add_to_it() -> None:

@@ -97,6 +97,7 @@ RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed 
 DEREGISTER_WAIT_S = 2.0  # for the roster row to go at exit, at most
 DURABLE = {"synchronous_commit": "on"}  # the claims of limited operators
 LIMIT_REOPEN_MARGIN_S = 0.005  # look this long after a full rate window opens again
+THROTTLE_LOG_QUIET_S = 60.0  # a limit_throttled line, then none while it keeps holding back
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -160,6 +161,8 @@ class Runner:
         # of theirs since: the claims leave them out until a hint or the poll interval.
         self._drained: set[str] = set()
         self.limited: frozenset[str] = frozenset()  # operators with a limit row
+        # limited operators a window or pause held back, and when it last did
+        self._throttled: dict[str, float] = {}
         self.recycle_reason: str | None = None
         self.counts: dict[str, int] = {}
 
@@ -568,6 +571,7 @@ class Runner:
                     rows, reopens_in_s = limits.claim_rows(
                         conn, self.worker_id, types[0], limit, min_priority=min_priority
                     )
+                self._note_throttle(types[0], rows, reopens_in_s)
                 if reopens_in_s is not None and self._loop is not None:
                     # a full window or a pause: look again when it opens
                     self._loop.call_soon_threadsafe(
@@ -597,6 +601,23 @@ class Runner:
         return await loop.run_in_executor(
             self._claim_thread, lambda: self.retry("claim", claim, until_stop=True)
         )
+
+    def _note_throttle(self, operator: str, rows: list[Any], reopens_in_s: float | None) -> None:
+        """Log when a limited operator's rate window or pause holds its tasks back (on the
+        claim thread): once, then again only after a minute it was never held back."""
+        now = time.monotonic()
+        last = self._throttled.get(operator)
+        if reopens_in_s is not None:
+            if last is None or now - last > THROTTLE_LOG_QUIET_S:
+                self.log.info(
+                    "limit_throttled",
+                    task_type=operator,
+                    tasks_claimed=len(rows),
+                    reopens_in_s=round(reopens_in_s, 3),
+                    reason="its rate window is full or it is paused (websurf limits list"
+                    " says which)",
+                )
+            self._throttled[operator] = now
 
     def _recorded(self, batch: list[Outcome]) -> None:
         self._held.difference_update((o.task.id.int, o.task.attempt) for o in batch)
