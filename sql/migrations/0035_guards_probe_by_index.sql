@@ -16,8 +16,11 @@
 --   joins, or materialisation.
 -- * cancel_tasks_of_deleted_cells finds the pending tasks of the deleted cells through
 --   task_queue_unique_key_idx with one array of keys.
--- * cell_delete_audit and cell_input_version_guard plan without sequential scans, hash
---   or merge joins (their lookups are already per row).
+--
+-- Not so cell_input_version_guard and cell_delete_audit: they join a statement's old and
+-- new rows with each other (two transition tables, no index), where only a hash join
+-- keeps a 100,000-row edit linear; their lookups into other tables are already LATERAL
+-- per row.
 --
 -- A transition table is read by its own scan node, which these settings do not touch.
 DO $migration$
@@ -108,9 +111,5 @@ END;
 $$;
 $fn$, '{home}', home);
 
-    EXECUTE 'ALTER FUNCTION websurf.cell_delete_audit() SET enable_seqscan = off'
-            ' SET enable_hashjoin = off SET enable_mergejoin = off';
-    EXECUTE 'ALTER FUNCTION websurf.cell_input_version_guard() SET enable_seqscan = off'
-            ' SET enable_hashjoin = off SET enable_mergejoin = off';
 END;
 $migration$;
