@@ -649,6 +649,10 @@ export const robotInputEvents = createTable(
     // A result computed from an input older than the one its cell already holds: recorded
     // here, not written to the cell (sql/migrations/0018); errorMessage says why.
     superseded: d.boolean().default(false).notNull(),
+    // The input_version this result wrote to its cell, NULL when it wrote nothing: set
+    // only by the worker's websurf.record_robot_results (sql/migrations/0036), which the
+    // cell guards trust. Never written by the app.
+    writtenVersion: d.bigint({ mode: "number" }),
   }),
   (t) => [
     // `.references(() => taskQueue.id)` would be named

@@ -8,90 +8,14 @@ SELECT * FROM unnest(%(cell_ids)b::uuid[], %(task_ids)b::uuid[], %(operator_type
                      %(successes)b::bool[], %(errors)b::text[])
 
 -- name: insert_judged_robot_events
--- Record one robot_input_event per finished attempt whose cell still exists, marking results older than what their cell holds, and attempts cancelled while running, as superseded, and results of tasks that are not robot tasks of their cell as not written; returns each row's task, whether it is to be written, and the input_version to write (queue.record_robot_events, in the finishing transaction).
--- The cells are locked first, in id order, so that two transactions recording results
--- for one cell agree on which is newer (and never deadlock on each other). A result is
--- written only for a task websurf.robot_targets accepts (migration 0024: the cell's
--- operator, its source cell's real edit version), the rule the cell guard enforces: a
--- task the web app made up is recorded, unwritten, instead of failing the batch.
-WITH outcome AS (
-    SELECT *
-    FROM unnest(%(cell_ids)b::uuid[], %(task_ids)b::uuid[], %(operator_types)b::text[],
-                %(inputs)b::jsonb[], %(outputs)b::jsonb[], %(durations_ms)b::int[],
-                %(successes)b::bool[], %(errors)b::text[], %(writes)b::bool[],
-                %(cancelled)b::bool[])
-         WITH ORDINALITY
-         AS o(cell_id, task_id, operator_type, input, output, duration_ms, success, error,
-              writes, cancelled, n)
-),
-locked AS MATERIALIZED (
-    SELECT c.id, c.input_version
-    FROM websurfing_cell AS c
-    -- ARRAY(SELECT …) hides the ids' count from the planner, which then always probes
-    -- the primary key: seeing 500 ids, it read a table of 100,000 cells whole instead
-    -- (12 ms a batch for what the index does in one or two).
-    WHERE c.id = ANY(ARRAY(SELECT unnest(%(cell_ids)b::uuid[])))
-    ORDER BY c.id
-    FOR UPDATE
-),
-targets AS MATERIALIZED (
-    SELECT * FROM websurf.robot_targets(
-        ARRAY(SELECT task_id FROM outcome WHERE writes ORDER BY n),
-        ARRAY(SELECT cell_id FROM outcome WHERE writes ORDER BY n)
-    )
-),
-allowed AS (
-    SELECT o.*, r.input_version AS version, o.writes AND r.task_id IS NOT NULL AS writable
-    FROM outcome AS o
-    LEFT JOIN targets AS r ON r.task_id = o.task_id AND r.cell_id = o.cell_id
-),
--- Of several results for one cell in this batch, the newest input (then the last one).
-newest AS (
-    SELECT DISTINCT ON (cell_id) n
-    FROM allowed
-    WHERE writable
-    ORDER BY cell_id, version DESC, n DESC
-),
-judged AS MATERIALIZED (
-    SELECT a.*, gen_random_uuid() AS event_id,
-           greatest(l.input_version, max(a.version) FILTER (WHERE a.writable)
-                                         OVER (PARTITION BY a.cell_id)) AS newest_version,
-           a.writable AND (
-               NOT EXISTS (SELECT 1 FROM newest WHERE newest.n = a.n)
-               OR coalesce(a.version < l.input_version, false)
-           ) AS superseded,
-           -- stopped while running (0027): its error is the reason (NULL array: none was)
-           coalesce(a.cancelled, false) AS cancelled_running
-    FROM allowed AS a
-    JOIN locked AS l ON l.id = a.cell_id
-),
-recorded AS (
-    INSERT INTO websurfing_robot_input_event
-        (id, cell_id, task_id, operator_type, input_data, output_data, processing_time_ms,
-         success, error_message, superseded)
-    SELECT event_id, cell_id, task_id, operator_type, input, output, duration_ms,
-           success AND (writable OR NOT writes),
-           CASE WHEN cancelled_running THEN error
-                WHEN superseded
-                THEN format('superseded by a newer edit: not written (input_version %%s;'
-                            ' the cell holds or gets %%s)',
-                            version, coalesce(newest_version::text, 'none'))
-                WHEN writes AND NOT writable
-                THEN 'not written: the task is not a robot task of this cell (its type must'
-                     ' be the column''s operator, its payload must name the source cell of'
-                     ' the same row and an input_version an edit of that cell took)'
-                ELSE error
-           END,
-           superseded OR cancelled_running
-    FROM judged
-    ORDER BY n
-    RETURNING id
-)
--- writable: to be written (not superseded), with the input_version the cell guard expects.
-SELECT j.task_id, j.writable AND NOT j.superseded AND NOT j.cancelled_running AS writable,
-       j.version
-FROM recorded AS r
-JOIN judged AS j ON j.event_id = r.id
+-- Record one robot_input_event per finished attempt whose cell still exists, judged by rule 1 (superseded, cancelled while running, not a robot task of its cell: not written); returns each row's task, whether it is to be written, and the input_version to write (queue.record_robot_events, in the finishing transaction).
+-- websurf.record_robot_results (migration 0036) does it as the tables' owner: it alone
+-- sets the row's written_version, which the cell guards then trust.
+SELECT task_id, writable, input_version
+FROM websurf.record_robot_results(
+    %(cell_ids)b::uuid[], %(task_ids)b::uuid[], %(operator_types)b::text[],
+    %(inputs)b::jsonb[], %(outputs)b::jsonb[], %(durations_ms)b::int[],
+    %(successes)b::bool[], %(errors)b::text[], %(writes)b::bool[], %(cancelled)b::bool[])
 
 -- name: write_robot_cells
 -- Write operators' new cell contents with the input_version they came from, never over a newer one, and tell the web tier on cell_updated (queue.record_robot_events).

@@ -93,7 +93,7 @@ def test_the_schema_page_reads_functions_created_inside_do_blocks() -> None:
 
     assert schema.functions["websurf.claim_limited"].defined_in == "0026"
     assert schema.functions["websurf.task_queue_guard"].defined_in == "0024"
-    assert schema.functions["websurf.cell_content_guard"].replaced_in[-1] == "0024"
+    assert schema.functions["websurf.cell_content_guard"].replaced_in[-1] == "0036"
     assert "cancel_requested_at" in schema.tables["websurfing_task_queue"].columns
 
 

@@ -274,3 +274,52 @@ def test_a_temporary_table_cannot_stand_in_for_the_audit_tables(
         "SELECT content FROM websurfing_cell_position_event WHERE cell_id = %s", (cell.id,)
     ).fetchall()
     assert deletions == [("edited",)]
+
+
+def test_only_the_database_says_what_a_robot_row_may_write(
+    conn: psycopg.Connection[Any], sheet: Any, make_login: Callable[..., str]
+) -> None:
+    """A robot row's written_version, which the cell guards trust (0036), is set only by
+    websurf.record_robot_results: the worker's role may not name it, and without it no
+    robot row excuses a cell write, however the rest of the row reads."""
+    [payload] = robot_payloads(conn, "alpha", 1)
+    task = _claim(conn, payload)
+    cell_id = payload["cell_id"]
+    done = Outcome(task, Status.COMPLETED, "alpha", writes_cell=True, cell_content="ROBOT")
+
+    with (
+        psycopg.connect(make_login("websurf_app"), autocommit=True) as app,
+        pytest.raises(errors.InsufficientPrivilege),
+    ):
+        app.execute(
+            "SELECT websurf.record_robot_results(ARRAY[%s]::uuid[], ARRAY[%s]::uuid[],"
+            " '{alpha}', '{null}', '{null}', '{1}', '{t}', '{null}', '{t}', NULL)",
+            (cell_id, task.id),
+        )
+    with psycopg.connect(make_login("websurf_worker"), autocommit=True) as worker:
+        with pytest.raises(errors.InsufficientPrivilege), worker.transaction():
+            assert queue.finish(worker, WORKER, [done]) == {task.id}
+            worker.execute(
+                "INSERT INTO websurfing_robot_input_event"
+                " (cell_id, task_id, operator_type, written_version) VALUES (%s, %s, 'alpha', %s)",
+                (cell_id, task.id, payload["input_version"]),
+            )
+        with (
+            pytest.raises(errors.CheckViolation, match="input_version is written only"),
+            worker.transaction(),
+        ):
+            assert queue.finish(worker, WORKER, [done]) == {task.id}
+            _robot_row(worker, cell_id, task.id)  # a row of its own making: no verdict
+            worker.execute(
+                "UPDATE websurfing_cell SET content = 'ROBOT', input_version = %s WHERE id = %s",
+                (payload["input_version"], cell_id),
+            )
+        assert _content(conn, cell_id) is None
+        with worker.transaction():
+            assert queue.finish(worker, WORKER, [done]) == {task.id}
+            assert queue.record_robot_events(worker, [done]) == 1
+    assert _content(conn, cell_id) == "ROBOT"
+    written = conn.execute(
+        "SELECT written_version FROM websurfing_robot_input_event WHERE task_id = %s", (task.id,)
+    ).fetchall()
+    assert written == [(payload["input_version"],)]

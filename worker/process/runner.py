@@ -95,7 +95,16 @@ from websurf.worker.process.watchdog import LoopWatchdog
 CLAIM_COOLDOWN_S = 0.002  # refill claims at most this often while few slots are free
 RECORD_MARGIN_S = 2.0  # after the shutdown deadline, to record what was handed back
 DEREGISTER_WAIT_S = 2.0  # for the roster row to go at exit, at most
-DURABLE = {"synchronous_commit": "on"}  # the claims of limited operators
+# The claim walks task_queue_fair_idx in claim order and stops at its batch, whatever the
+# statistics say. Statistics trail a queue that fills fast: taken while another
+# operator's backlog waited, they made this operator's 20,000 pending tasks look like a
+# handful, and the planner read them all (a bitmap, or another index) and sorted them
+# for every claim of 500, 20 ms each and growing with the backlog. These settings only
+# price the other plans out (the claim's own sort of the rows it picked stays); the
+# claim connection's other statements (its registry row, the limits) have no other
+# plan to lose.
+CLAIM_PLAN = {"enable_bitmapscan": "off", "enable_seqscan": "off", "enable_sort": "off"}
+DURABLE = {"synchronous_commit": "on", **CLAIM_PLAN}  # the claims of limited operators
 LIMIT_REOPEN_MARGIN_S = 0.005  # look this long after a full rate window opens again
 THROTTLE_LOG_QUIET_S = 60.0  # a limit_throttled line, then none while it keeps holding back
 
@@ -142,7 +151,10 @@ class Runner:
             config.database_url, self.log, max_wait_s=config.db_retry_max_wait_s,
             stop=self.stop_event,
         )  # fmt: skip
-        self._claim_settings = {"synchronous_commit": "on" if config.durable_claims else "off"}
+        self._claim_settings = {
+            "synchronous_commit": "on" if config.durable_claims else "off",
+            **CLAIM_PLAN,
+        }
         self.connections = Connections(config, worker_id, self._claim_settings)
         self._listener: psycopg.Connection[Any] | None = None
         self._stop_requests = 0
@@ -566,8 +578,10 @@ class Runner:
             conn = self.connections.claimer.get()
             if limited:
                 # Durable: a start the server forgot in a crash would no longer count
-                # against the window, though its handler ran.
-                with with_settings(conn, DURABLE, pooled=self.connections.pooled):
+                # against the window, though its handler ran. Set for this transaction
+                # where the session's claims are not (a direct session keeps its own).
+                local = self.connections.pooled or not self.config.durable_claims
+                with with_settings(conn, DURABLE, pooled=local):
                     rows, reopens_in_s = limits.claim_rows(
                         conn, self.worker_id, types[0], limit, min_priority=min_priority
                     )
