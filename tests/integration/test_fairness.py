@@ -542,6 +542,7 @@ def test_the_claim_keeps_to_the_index_when_statistics_are_stale(
     sorted_rows = [c["Actual Rows"] for n in nodes if n["Node Type"] == "Sort" for c in n["Plans"]]
     assert all(rows <= 500 for rows in sorted_rows), f"the claim sorts {sorted_rows} rows"
     assert picking[0]["Actual Rows"] <= 1000  # it stopped after the 500 it claimed
+    assert "JIT" not in plan[0], "the claim was compiled"  # a disabled plan's price: JIT
 
 
 def _nodes(node: dict[str, Any]) -> Any:
