@@ -200,9 +200,9 @@ FROM placed AS p
 WHERE t.id = p.id AND t.status = 'pending'
 RETURNING t.id
 
--- name: next_scheduled_at
--- The earliest future due time among pending tasks of the worker's types (child's wake-up timer).
-SELECT min(scheduled_for)
+-- name: next_due_in
+-- Seconds until the earliest future due time among pending tasks of the worker's types, NULL when none (the child's wake-up timer, armed once LISTEN runs: a task queued for later before then notified no one).
+SELECT extract(epoch FROM min(scheduled_for) - now())::float8
 FROM websurfing_task_queue
 WHERE status = 'pending'
   AND scheduled_for > now()

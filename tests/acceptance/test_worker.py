@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
-from support.daemon import Daemon
+from support.daemon import Daemon, query
 from support.rows import column_of_cells, robot_column
 
 from websurf.sql.migrate import migrate, shipped_migrations
@@ -158,6 +158,28 @@ def test_a_delayed_task_runs_when_due_without_waiting_for_a_poll(
     )
     assert started_at >= due
     assert (started_at - due).total_seconds() < 5  # woke for it, not after a 60 s poll
+
+
+def test_a_task_queued_for_later_before_the_worker_listens_runs_when_due(
+    database_url: str, start_worker: Start
+) -> None:
+    """Its notification went to no one (a worker registers before it LISTENs, and this one
+    was not running at all): the worker times it from the queue when it starts serving."""
+    [(task_id, due)] = query(
+        database_url,
+        "INSERT INTO websurfing_task_queue (task_type, payload, scheduled_for)"
+        " VALUES ('noop', '{}', now() + make_interval(secs => 3)) RETURNING id, scheduled_for",
+    )
+    daemon = start_worker(database_url, "--poll-interval", "60")
+    daemon.wait_ready(1)
+
+    daemon.wait_for(lambda: _status(daemon, task_id)[0] == "completed", "the delayed task", 15)
+
+    [(started_at,)] = daemon.query(
+        "SELECT started_at FROM websurfing_task_queue WHERE id = %s", task_id
+    )
+    assert started_at >= due
+    assert (started_at - due).total_seconds() < 2  # timed from the queue, not a 60 s poll
 
 
 # -- stopping -----------------------------------------------------------------------------

@@ -339,6 +339,13 @@ def cancel_requested(conn: psycopg.Connection[Any], worker_id: str) -> list[UUID
         return cur.execute(QUERIES["cancel_requested_tasks"], {"worker_id": worker_id}).fetchall()
 
 
+def next_due_in(conn: psycopg.Connection[Any], task_types: Sequence[str]) -> float | None:
+    """Seconds until the first pending task of ``task_types`` queued for later is due
+    (None: no such task), on the database's clock."""
+    row = conn.execute(QUERIES["next_due_in"], {"task_types": list(task_types)}).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def audited_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """The outcomes that get an audit row: attempts that ran, of tasks with a cell."""
     return [o for o in outcomes if o.task.cell_id is not None and not o.handed_back]

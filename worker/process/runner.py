@@ -336,6 +336,26 @@ class Runner:
             self._claim_thread, lambda: self.retry("limits", read, until_stop=True)
         )
 
+    async def _arm_due_timer(self) -> None:
+        """Time the first task queued for later from the queue itself: one inserted after
+        this process registered but before its LISTEN began notified no one, and the first
+        claim finds it not yet due (it waited for the next poll)."""
+
+        def read() -> float | None:
+            conn = self.connections.claimer.get()
+            with with_settings(conn, self._claim_settings, pooled=self.connections.pooled):
+                return queue.next_due_in(conn, self.task_types)
+
+        loop = asyncio.get_running_loop()
+        try:
+            due_in = await loop.run_in_executor(
+                self._claim_thread, lambda: self.retry("due", read, until_stop=True)
+            )
+        except psycopg.OperationalError:
+            return  # stopping while the database is away: the claim loop ends too
+        if due_in is not None:
+            self.wakeup.due_in(due_in)
+
     def _listen(self) -> psycopg.Connection[Any]:
         conn = self.connections.connect_listener()
         listen(conn)
@@ -412,6 +432,7 @@ class Runner:
         watchdog = LoopWatchdog(loop, config.stuck_grace_s, self._loop_stalled)
         watchdog.start()
         try:
+            await self._arm_due_timer()
             await self._claim_loop()
             await self._drain()
         finally:
