@@ -26,6 +26,7 @@ from websurf.worker.core.queue import (
     enqueue,
     enqueue_many,
     finish,
+    next_due_in,
     record_robot_events,
 )
 from websurf.worker.core.registry import Context, Registry, Task
@@ -320,8 +321,10 @@ def test_claim_only_takes_due_pending_tasks(conn: psycopg.Connection[Any]) -> No
     )
 
     assert claim(conn, WORKER, ["alpha"], 10) == []
-    row = conn.execute(QUERIES["next_scheduled_at"], {"task_types": ["alpha"]}).fetchone()
-    assert row is not None and row[0] == _task_row(conn, later)["scheduled_for"]
+    due_in = next_due_in(conn, ["alpha"])
+    assert due_in is not None and 3590 < due_in <= 3600  # the later task, in an hour
+    assert _task_row(conn, later)["status"] == "pending"
+    assert next_due_in(conn, ["beta"]) is None
 
 
 def test_claim_order_is_priority_then_due_time(conn: psycopg.Connection[Any]) -> None:
